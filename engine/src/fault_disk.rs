@@ -1,0 +1,303 @@
+//! A fault-injecting disk behind the same [`Disk`] interface as the real one:
+//! a test seam, not a mock of behaviour. File contents live in memory as a
+//! durable image plus the operations issued since the last fdatasync.
+//!
+//! [`FaultDisk::crash`] returns the disk as a machine would find it after a
+//! power loss: every synced byte, plus a seeded random subset of the unsynced
+//! operations, the last kept write possibly torn at a 4 KiB boundary.
+//! Directory operations (create, rename, remove) are treated as durable at
+//! once. fdatasync and writes can be made to fail with EIO. Used from one
+//! thread; cloning shares the same disk.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use compio::buf::BufResult;
+
+use crate::aligned::{AlignedBuf, PAGE_BYTES};
+use crate::disk::{Disk, DiskFile, OpenMode};
+
+/// What the fault disk injects, each as "one in N" chances per operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultConfig {
+    /// fdatasync fails with EIO once in this many calls.
+    pub sync_failure_one_in: Option<u32>,
+    /// A write fails with EIO once in this many calls.
+    pub write_failure_one_in: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+enum PendingOp {
+    Write { position: u64, bytes: Vec<u8> },
+    SetLen(u64),
+}
+
+#[derive(Debug, Clone, Default)]
+struct Inode {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+    pending: Vec<PendingOp>,
+}
+
+fn apply(image: &mut Vec<u8>, op: &PendingOp) {
+    match op {
+        PendingOp::Write { position, bytes } => {
+            let end = *position as usize + bytes.len();
+            if image.len() < end {
+                image.resize(end, 0);
+            }
+            image[*position as usize..end].copy_from_slice(bytes);
+        }
+        PendingOp::SetLen(len) => image.resize(*len as usize, 0),
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    names: HashMap<PathBuf, usize>,
+    dirs: Vec<PathBuf>,
+    inodes: Vec<Inode>,
+    rng: u64,
+    faults: FaultConfig,
+    syncs: u64,
+    writes: u64,
+}
+
+impl State {
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: reproducible from the seed.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn one_in(&mut self, n: Option<u32>) -> bool {
+        match n {
+            Some(n) if n > 0 => self.next_random() % u64::from(n) == 0,
+            _ => false,
+        }
+    }
+}
+
+/// The fault-injecting disk. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct FaultDisk {
+    state: Rc<RefCell<State>>,
+}
+
+/// A file of a [`FaultDisk`].
+#[derive(Debug)]
+pub struct FaultFile {
+    state: Rc<RefCell<State>>,
+    inode: usize,
+}
+
+impl FaultDisk {
+    /// An empty disk whose random choices follow `seed`.
+    pub fn new(seed: u64, faults: FaultConfig) -> Self {
+        let state = State { rng: seed | 1, faults, ..State::default() };
+        Self { state: Rc::new(RefCell::new(state)) }
+    }
+
+    /// Changes the injected faults from now on.
+    pub fn set_faults(&self, faults: FaultConfig) {
+        self.state.borrow_mut().faults = faults;
+    }
+
+    /// Number of successful fdatasync calls so far.
+    pub fn sync_count(&self) -> u64 {
+        self.state.borrow().syncs
+    }
+
+    /// The disk after a power loss now. Handles to the old disk stay usable
+    /// but no longer affect the new one.
+    pub fn crash(&self) -> FaultDisk {
+        let mut old = self.state.borrow_mut();
+        let mut inodes = Vec::with_capacity(old.inodes.len());
+        for index in 0..old.inodes.len() {
+            let pending = old.inodes[index].pending.clone();
+            let mut image = old.inodes[index].durable.clone();
+            for op in &pending {
+                match old.next_random() % 4 {
+                    0 => {} // lost
+                    1 => {
+                        // torn: only some leading pages reached the media
+                        if let PendingOp::Write { position, bytes } = op {
+                            let pages = bytes.len().div_ceil(PAGE_BYTES);
+                            let kept = (old.next_random() as usize % (pages + 1)) * PAGE_BYTES;
+                            let kept = kept.min(bytes.len());
+                            let torn = PendingOp::Write { position: *position, bytes: bytes[..kept].to_vec() };
+                            apply(&mut image, &torn);
+                        }
+                    }
+                    _ => apply(&mut image, op),
+                }
+            }
+            inodes.push(Inode { current: image.clone(), durable: image, pending: Vec::new() });
+        }
+        let state = State {
+            names: old.names.clone(),
+            dirs: old.dirs.clone(),
+            inodes,
+            rng: old.next_random() | 1,
+            faults: FaultConfig::default(),
+            syncs: 0,
+            writes: 0,
+        };
+        FaultDisk { state: Rc::new(RefCell::new(state)) }
+    }
+
+    /// The current (page cache) content of a file, for tests.
+    pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = self.state.borrow();
+        state.names.get(path).map(|&i| state.inodes[i].current.clone())
+    }
+
+    /// Replaces a file's content durably, for corruption tests.
+    pub fn overwrite(&self, path: &Path, bytes: Vec<u8>) {
+        let mut state = self.state.borrow_mut();
+        if let Some(&i) = state.names.get(path) {
+            state.inodes[i] = Inode { current: bytes.clone(), durable: bytes, pending: Vec::new() };
+        }
+    }
+}
+
+impl Disk for FaultDisk {
+    type File = FaultFile;
+
+    async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FaultFile> {
+        let mut state = self.state.borrow_mut();
+        let inode = match state.names.get(path) {
+            Some(&inode) => inode,
+            None if mode == OpenMode::Read => return Err(io::ErrorKind::NotFound.into()),
+            None => {
+                let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                if !state.dirs.contains(&parent) {
+                    return Err(io::ErrorKind::NotFound.into());
+                }
+                state.inodes.push(Inode::default());
+                let inode = state.inodes.len() - 1;
+                state.names.insert(path.to_path_buf(), inode);
+                inode
+            }
+        };
+        Ok(FaultFile { state: self.state.clone(), inode })
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        for ancestor in path.ancestors() {
+            if !state.dirs.iter().any(|d| d == ancestor) {
+                state.dirs.push(ancestor.to_path_buf());
+            }
+        }
+        Ok(())
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let state = self.state.borrow();
+        if !state.dirs.iter().any(|d| d == path) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        let files = state.names.keys().filter(|p| p.parent() == Some(path));
+        let dirs = state.dirs.iter().filter(|p| p.parent() == Some(path));
+        Ok(files
+            .chain(dirs)
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+            .collect())
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let state = self.state.borrow();
+        state.names.contains_key(path) || state.dirs.iter().any(|d| d == path)
+    }
+
+    async fn remove_file(&self, path: &Path) -> io::Result<()> {
+        match self.state.borrow_mut().names.remove(path) {
+            Some(_) => Ok(()),
+            None => Err(io::ErrorKind::NotFound.into()),
+        }
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        let inode = state.names.remove(from).ok_or(io::ErrorKind::NotFound)?;
+        state.names.insert(to.to_path_buf(), inode);
+        Ok(())
+    }
+
+    async fn sync_dir(&self, _path: &Path) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl FaultFile {
+    fn issue(&self, op: PendingOp) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        if matches!(op, PendingOp::Write { .. }) {
+            let faults = state.faults;
+            if state.one_in(faults.write_failure_one_in) {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            state.writes += 1;
+        }
+        let inode = &mut state.inodes[self.inode];
+        apply(&mut inode.current, &op);
+        inode.pending.push(op);
+        Ok(())
+    }
+}
+
+impl DiskFile for FaultFile {
+    async fn write_aligned(&self, buf: AlignedBuf, position: u64) -> BufResult<(), AlignedBuf> {
+        assert_eq!(position % PAGE_BYTES as u64, 0, "O_DIRECT position must be aligned");
+        assert_eq!(buf.len() % PAGE_BYTES, 0, "O_DIRECT length must be aligned");
+        let op = PendingOp::Write { position, bytes: buf.as_slice().to_vec() };
+        BufResult(self.issue(op), buf)
+    }
+
+    async fn write_all_at(&self, buf: Vec<u8>, position: u64) -> BufResult<(), Vec<u8>> {
+        let op = PendingOp::Write { position, bytes: buf.clone() };
+        BufResult(self.issue(op), buf)
+    }
+
+    async fn read_at(&self, len: usize, position: u64) -> io::Result<Vec<u8>> {
+        let state = self.state.borrow();
+        let current = &state.inodes[self.inode].current;
+        let start = (position as usize).min(current.len());
+        let end = (start + len).min(current.len());
+        Ok(current[start..end].to_vec())
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        let faults = state.faults;
+        if state.one_in(faults.sync_failure_one_in) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        state.syncs += 1;
+        let inode = &mut state.inodes[self.inode];
+        for op in std::mem::take(&mut inode.pending) {
+            apply(&mut inode.durable, &op);
+        }
+        Ok(())
+    }
+
+    async fn allocate(&self, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    async fn set_len(&self, len: u64) -> io::Result<()> {
+        self.issue(PendingOp::SetLen(len))
+    }
+
+    async fn len(&self) -> io::Result<u64> {
+        Ok(self.state.borrow().inodes[self.inode].current.len() as u64)
+    }
+}

@@ -1,0 +1,284 @@
+//! Reads of a partition log: by offset (fetch) from the shard's batch cache
+//! or the segment files, and by timestamp (ListOffsets) through the time
+//! index. Runs on the partition's shard; a cache miss reads asynchronously.
+
+use bytes::Bytes;
+
+use crate::batch::BatchIter;
+use crate::disk::{Disk, DiskFile};
+use crate::error::{LogError, LogResult};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::log::{Log, ReadResult};
+use crate::scan::{scan_batches, ScanCheck};
+use crate::segment::{INDEX_SUFFIX, TIME_INDEX_SUFFIX};
+
+/// Extra bytes read past `max_bytes` to cover the distance from the index
+/// entry to the target batch.
+const READ_SLACK_BYTES: u64 = 64 * 1024;
+
+impl<D: Disk> Log<D> {
+    /// Whole batches from the one containing `offset`, ending below
+    /// `max_offset` (and below what is written), up to `max_bytes` except
+    /// that the first batch is returned whole even when larger.
+    pub async fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> LogResult<ReadResult> {
+        let (end, mut result) = {
+            let state = self.inner.state.borrow();
+            let o = &state.offsets;
+            if offset < o.log_start || offset > o.log_end {
+                return Err(LogError::OffsetOutOfRange { offset, log_start: o.log_start, log_end: o.log_end });
+            }
+            let end = max_offset.min(o.written);
+            let result = ReadResult { batches: Vec::new(), high_watermark: o.high_watermark, log_start: o.log_start, log_end: o.log_end };
+            (end, result)
+        };
+        if offset >= end {
+            return Ok(result);
+        }
+        let key = self.inner.options.cache_key;
+        if let Some(batches) = self.inner.options.cache.borrow().read(key, offset, end, max_bytes) {
+            result.batches = batches;
+            return Ok(result);
+        }
+        result.batches = self.read_from_segments(offset, end, max_bytes).await?;
+        Ok(result)
+    }
+
+    async fn read_from_segments(&self, offset: i64, end: i64, max_bytes: usize) -> LogResult<Vec<Bytes>> {
+        let mut target = offset;
+        // A target in a gap between segments moves to the next segment.
+        for _ in 0..4 {
+            let Some((base, file, next_offset, size)) = self.segment_for(target) else { return Ok(Vec::new()) };
+            if target >= next_offset {
+                match self.inner.state.borrow().segments.range(base + 1..).next() {
+                    Some((&next_base, _)) => target = target.max(next_base),
+                    None => return Ok(Vec::new()),
+                }
+                continue;
+            }
+            let (indexed_offset, position) = self.index_lookup(base, target).await?;
+            let batches = read_batches(&*file, position, indexed_offset, size, target, end, max_bytes).await?;
+            match batches {
+                Some(batches) => return Ok(batches),
+                None => {
+                    // The index pointed at the wrong place: drop it and scan
+                    // from the segment start.
+                    tracing::warn!(dir = %self.inner.dir.display(), base, "offset index mismatch; rebuilding");
+                    self.drop_index(base);
+                    let batches = read_batches(&*file, 0, base, size, target, end, max_bytes).await?;
+                    return Ok(batches.unwrap_or_default());
+                }
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn segment_for(&self, offset: i64) -> Option<(i64, std::rc::Rc<D::File>, i64, u64)> {
+        let state = self.inner.state.borrow();
+        let (base, segment) = state.segments.range(..=offset).next_back()?;
+        Some((*base, segment.read_file.clone(), segment.next_offset, segment.size))
+    }
+
+    fn drop_index(&self, base: i64) {
+        let mut state = self.inner.state.borrow_mut();
+        let is_active = state.active.base_offset == base;
+        if let Some(segment) = state.segments.get_mut(&base) {
+            if !is_active {
+                segment.index = None;
+            }
+        }
+    }
+
+    /// Loads the offset index of a sealed segment on first use (rebuilding it
+    /// when missing or corrupt) and looks up `target`.
+    async fn index_lookup(&self, base: i64, target: i64) -> LogResult<(i64, u64)> {
+        if let Some(found) = self.with_index(base, |index| index.lookup(target)) {
+            return Ok(found);
+        }
+        let (index, time_index) = self.load_or_rebuild_indexes(base).await?;
+        let found = index.lookup(target);
+        let mut state = self.inner.state.borrow_mut();
+        if let Some(segment) = state.segments.get_mut(&base) {
+            segment.index = Some(index);
+            segment.time_index = Some(time_index);
+        }
+        Ok(found)
+    }
+
+    fn with_index<T>(&self, base: i64, f: impl FnOnce(&OffsetIndex) -> T) -> Option<T> {
+        let state = self.inner.state.borrow();
+        state.segments.get(&base)?.index.as_ref().map(f)
+    }
+
+    pub(crate) async fn load_or_rebuild_indexes(&self, base: i64) -> LogResult<(OffsetIndex, TimeIndex)> {
+        let (file, size) = {
+            let state = self.inner.state.borrow();
+            let segment = state.segments.get(&base).ok_or(LogError::Closed)?;
+            (segment.read_file.clone(), segment.size)
+        };
+        let dir = &self.inner.dir;
+        let disk = &self.inner.disk;
+        let loaded = crate::open::load_indexes(disk, dir, base, size).await;
+        if let Some(indexes) = loaded {
+            return Ok(indexes);
+        }
+        tracing::info!(dir = %dir.display(), base, "rebuilding missing or corrupt segment indexes");
+        let interval = self.inner.options.config.index_interval_bytes;
+        let max_batch = self.inner.options.config.max_batch_bytes;
+        let rebuilt = crate::open::rebuild_indexes(&*file, base, size, interval, max_batch).await?;
+        crate::open::write_indexes(disk, dir, base, &rebuilt.0, &rebuilt.1).await?;
+        Ok(rebuilt)
+    }
+
+    /// ListOffsets by timestamp: the first batch whose max timestamp is at or
+    /// after `timestamp`, as (offset of its first record with a timestamp ≥
+    /// `timestamp` when uncompressed, else its base offset; its timestamp).
+    pub async fn offset_for_timestamp(&self, timestamp: i64, max_offset: i64) -> LogResult<Option<(i64, i64)>> {
+        let candidates: Vec<i64> = {
+            let state = self.inner.state.borrow();
+            state.segments.values().filter(|s| s.max_timestamp >= timestamp).map(|s| s.base_offset).collect()
+        };
+        for base in candidates {
+            let start_offset = match self.with_time_index(base, |t| t.lookup(timestamp)) {
+                Some(start) => start,
+                None => {
+                    self.index_lookup(base, base).await?;
+                    self.with_time_index(base, |t| t.lookup(timestamp)).unwrap_or(base)
+                }
+            };
+            let (indexed_offset, position) = self.index_lookup(base, start_offset).await?;
+            let Some((_, file, _, size)) = self.segment_for(base) else { continue };
+            let max_batch = self.inner.options.config.max_batch_bytes;
+            let mut found = None;
+            scan_batches(&*file, position, indexed_offset, size, max_batch, ScanCheck::HeaderOnly, |_, header| {
+                if header.base_offset >= max_offset {
+                    return false;
+                }
+                if header.max_timestamp >= timestamp {
+                    found = Some((header.base_offset, header.max_timestamp));
+                    return false;
+                }
+                true
+            })
+            .await?;
+            if let Some((batch_offset, batch_max)) = found {
+                return self.refine_by_record(batch_offset, timestamp, batch_max).await.map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    fn with_time_index<T>(&self, base: i64, f: impl FnOnce(&TimeIndex) -> T) -> Option<T> {
+        let state = self.inner.state.borrow();
+        state.segments.get(&base)?.time_index.as_ref().map(f)
+    }
+
+    /// Within the batch at `batch_offset`, the first record at or after
+    /// `timestamp` (uncompressed batches); the batch itself otherwise.
+    async fn refine_by_record(&self, batch_offset: i64, timestamp: i64, batch_max: i64) -> LogResult<(i64, i64)> {
+        let end = self.inner.state.borrow().offsets.log_end;
+        let read = self.read(batch_offset, 1, end).await?;
+        let Some(batch) = read.batches.first() else { return Ok((batch_offset, batch_max)) };
+        Ok(crate::records::first_record_at_or_after(batch, timestamp).unwrap_or((batch_offset, batch_max)))
+    }
+
+    /// ListOffsets max timestamp (KIP-734): the offset and timestamp of the
+    /// batch carrying the largest timestamp.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let state = self.inner.state.borrow();
+        state
+            .segments
+            .values()
+            .filter(|s| s.max_timestamp >= 0)
+            .max_by_key(|s| s.max_timestamp)
+            .map(|s| (s.offset_of_max_timestamp, s.max_timestamp))
+    }
+
+    /// Paths of the index files of a segment (for tests).
+    pub fn index_paths(&self, base: i64) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = &self.inner.dir;
+        (crate::segment::segment_file(dir, base, INDEX_SUFFIX), crate::segment::segment_file(dir, base, TIME_INDEX_SUFFIX))
+    }
+}
+
+/// Reads whole batches from `file` starting the scan at `position` (batch
+/// base `indexed_offset`), skipping to the batch containing `target`.
+/// Returns `None` when the bytes at `position` are not the indexed batch.
+async fn read_batches<F: DiskFile>(
+    file: &F,
+    position: u64,
+    indexed_offset: i64,
+    size: u64,
+    target: i64,
+    end: i64,
+    max_bytes: usize,
+) -> LogResult<Option<Vec<Bytes>>> {
+    let want = (max_bytes as u64 + READ_SLACK_BYTES).min(size.saturating_sub(position));
+    let buffer = file.read_at(want as usize, position).await?;
+    let mut first = true;
+    let mut start = None;
+    let mut stop = 0usize;
+    for (at, header) in BatchIter::new(&buffer) {
+        if first && header.base_offset != indexed_offset && position > 0 {
+            return Ok(None);
+        }
+        first = false;
+        if header.next_offset() <= target {
+            continue;
+        }
+        if header.next_offset() > end {
+            break;
+        }
+        let batch_end = at + header.total_bytes();
+        match start {
+            None => {
+                start = Some(at);
+                stop = batch_end;
+            }
+            Some(s) if batch_end - s <= max_bytes => stop = batch_end,
+            Some(_) => break,
+        }
+    }
+    if let Some(start) = start {
+        return Ok(Some(vec![Bytes::from(buffer).slice(start..stop)]));
+    }
+    if first && position > 0 {
+        return Ok(None);
+    }
+    // The batch holding `target` is longer than what was read: read it whole.
+    read_one_large_batch(file, &buffer, position, size, target, end).await
+}
+
+async fn read_one_large_batch<F: DiskFile>(
+    file: &F,
+    buffer: &[u8],
+    position: u64,
+    size: u64,
+    target: i64,
+    end: i64,
+) -> LogResult<Option<Vec<Bytes>>> {
+    let mut iter = BatchIter::new(buffer);
+    iter.by_ref().for_each(drop);
+    let mut at = position + iter.position() as u64;
+    // Walk header by header; bounded by the segment size.
+    let max_steps = size / crate::batch::BATCH_HEADER_BYTES as u64 + 1;
+    for _ in 0..max_steps {
+        if at >= size {
+            break;
+        }
+        let header_bytes = file.read_at(crate::batch::BATCH_HEADER_BYTES, at).await?;
+        let Ok(header) = crate::batch::parse_header(&header_bytes) else { break };
+        if header.next_offset() > end {
+            break;
+        }
+        if header.next_offset() <= target {
+            at += header.total_bytes() as u64;
+            continue;
+        }
+        let bytes = file.read_at(header.total_bytes(), at).await?;
+        if bytes.len() < header.total_bytes() {
+            break;
+        }
+        return Ok(Some(vec![Bytes::from(bytes)]));
+    }
+    Ok(Some(Vec::new()))
+}

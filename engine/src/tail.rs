@@ -1,0 +1,235 @@
+//! The O_DIRECT tail of the active segment: a bounded set of page-aligned
+//! chunks that appends copy into and the writer drains to disk.
+//!
+//! Pure state (no I/O), owned by the partition's log on its shard. Full
+//! chunks are written whole as they fill; a partially filled chunk is written
+//! padded to its last page, and that partial last page is carried into the
+//! next chunk so the following write rewrites it with the newer bytes.
+
+use std::collections::VecDeque;
+
+use crate::aligned::{page_floor, AlignedBuf, PAGE_BYTES};
+
+/// One write the disk must perform, in order: `buf` (page padded) at `position`.
+#[derive(Debug)]
+pub struct WriteJob {
+    /// Page-aligned file position of the first byte of `buf`.
+    pub position: u64,
+    /// The bytes to write, padded to a whole page.
+    pub buf: AlignedBuf,
+    /// File position just after the last real (unpadded) byte.
+    pub end_position: u64,
+    /// The log end offset once this job is on disk, when it completes a batch.
+    pub end_offset: Option<i64>,
+}
+
+/// The tail buffer of one segment. See the module documentation.
+#[derive(Debug)]
+pub struct TailBuffer {
+    chunk_bytes: usize,
+    max_chunks: usize,
+    filling: AlignedBuf,
+    filling_position: u64,
+    /// Bytes of `filling` already handed to a write job.
+    filling_handed: usize,
+    sealed: VecDeque<(u64, AlignedBuf)>,
+    in_flight: usize,
+    pool: Vec<AlignedBuf>,
+    /// (file position, offset after the batch ending there), in append order.
+    marks: VecDeque<(u64, i64)>,
+}
+
+impl TailBuffer {
+    /// A tail whose next byte goes at `end_position`; `partial_page` holds the
+    /// bytes already on disk between the page start and `end_position`.
+    pub fn new(chunk_bytes: usize, max_chunks: usize, end_position: u64, partial_page: &[u8]) -> Self {
+        assert!(chunk_bytes % PAGE_BYTES == 0 && chunk_bytes > 0);
+        assert!(max_chunks >= 2);
+        let filling_position = page_floor(end_position);
+        assert_eq!((end_position - filling_position) as usize, partial_page.len());
+        let mut filling = AlignedBuf::new(chunk_bytes);
+        filling.push(partial_page);
+        Self {
+            chunk_bytes,
+            max_chunks,
+            filling,
+            filling_position,
+            filling_handed: partial_page.len(),
+            sealed: VecDeque::new(),
+            in_flight: 0,
+            pool: Vec::new(),
+            marks: VecDeque::new(),
+        }
+    }
+
+    /// File position just after the last appended byte.
+    pub fn end_position(&self) -> u64 {
+        self.filling_position + self.filling.len() as u64
+    }
+
+    fn chunks_in_use(&self) -> usize {
+        1 + self.sealed.len() + self.in_flight
+    }
+
+    /// Whether `bytes` more can be appended without exceeding the chunk bound.
+    pub fn has_room_for(&self, bytes: usize) -> bool {
+        let free_chunks = self.max_chunks.saturating_sub(self.chunks_in_use());
+        bytes <= self.filling.remaining() + free_chunks * self.chunk_bytes
+    }
+
+    /// Whether any appended byte has not been handed to a write yet.
+    pub fn has_unwritten(&self) -> bool {
+        !self.sealed.is_empty() || self.filling.len() > self.filling_handed
+    }
+
+    /// Whether writes handed out have not completed yet.
+    pub fn has_in_flight(&self) -> bool {
+        self.in_flight > 0
+    }
+
+    /// Copies a whole batch into the tail. `next_offset` is the log end offset
+    /// once this batch is durable. The caller checked [`has_room_for`].
+    ///
+    /// [`has_room_for`]: Self::has_room_for
+    pub fn append(&mut self, batch: &[u8], next_offset: i64) {
+        assert!(self.has_room_for(batch.len()), "tail buffer bound exceeded");
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let copied = self.filling.push(rest);
+            rest = &rest[copied..];
+            if self.filling.remaining() == 0 {
+                self.seal_filling();
+            }
+        }
+        self.marks.push_back((self.end_position(), next_offset));
+    }
+
+    fn fresh_buffer(&mut self) -> AlignedBuf {
+        match self.pool.pop() {
+            Some(mut buf) => {
+                buf.clear();
+                buf
+            }
+            None => AlignedBuf::new(self.chunk_bytes),
+        }
+    }
+
+    fn seal_filling(&mut self) {
+        let next_position = self.filling_position + self.chunk_bytes as u64;
+        let fresh = self.fresh_buffer();
+        let full = std::mem::replace(&mut self.filling, fresh);
+        debug_assert_eq!(full.len(), self.chunk_bytes);
+        self.sealed.push_back((self.filling_position, full));
+        self.filling_position = next_position;
+        self.filling_handed = 0;
+    }
+
+    /// The next write to perform, if anything is unwritten: a sealed chunk,
+    /// or else the partial filling chunk (padded), whose last page is carried
+    /// into a fresh filling chunk.
+    pub fn take_write(&mut self) -> Option<WriteJob> {
+        let (position, mut buf) = if let Some(sealed) = self.sealed.pop_front() {
+            sealed
+        } else if self.filling.len() > self.filling_handed {
+            let used = self.filling.len();
+            let keep_from = page_floor(used as u64) as usize;
+            let mut fresh = self.fresh_buffer();
+            fresh.push(&self.filling.as_slice()[keep_from..used]);
+            let old = std::mem::replace(&mut self.filling, fresh);
+            let old_position = self.filling_position;
+            self.filling_position += keep_from as u64;
+            self.filling_handed = used - keep_from;
+            (old_position, old)
+        } else {
+            return None;
+        };
+        let unpadded = buf.pad_to_page();
+        let end_position = position + unpadded as u64;
+        let mut end_offset = None;
+        while let Some(&(mark_position, offset)) = self.marks.front() {
+            if mark_position > end_position {
+                break;
+            }
+            end_offset = Some(offset);
+            self.marks.pop_front();
+        }
+        self.in_flight += 1;
+        Some(WriteJob { position, buf, end_position, end_offset })
+    }
+
+    /// Returns the buffer of a completed write to the pool.
+    pub fn complete_write(&mut self, buf: AlignedBuf) {
+        assert!(self.in_flight > 0);
+        self.in_flight -= 1;
+        if self.pool.len() < self.max_chunks {
+            self.pool.push(buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Applies jobs to a model file and checks it equals everything appended.
+    fn drain(tail: &mut TailBuffer, file: &mut Vec<u8>) -> Option<i64> {
+        let mut last = None;
+        while let Some(job) = tail.take_write() {
+            let end = job.position as usize + job.buf.len();
+            if file.len() < end {
+                file.resize(end, 0);
+            }
+            file[job.position as usize..end].copy_from_slice(job.buf.as_slice());
+            if job.end_offset.is_some() {
+                last = job.end_offset;
+            }
+            tail.complete_write(job.buf);
+        }
+        last
+    }
+
+    proptest! {
+        #[test]
+        fn writes_reproduce_appended_bytes(sizes in proptest::collection::vec(1usize..20_000, 1..40),
+                                           drain_every in 1usize..5,
+                                           start in 0u64..10_000) {
+            let mut file = vec![7u8; start as usize];
+            let mut expected = file.clone();
+            let partial = file[page_floor(start) as usize..].to_vec();
+            let mut tail = TailBuffer::new(4 * PAGE_BYTES, 64, start, &partial);
+            let mut next = 0i64;
+            for (i, size) in sizes.iter().enumerate() {
+                let bytes: Vec<u8> = (0..*size).map(|b| (b + i) as u8).collect();
+                if !tail.has_room_for(bytes.len()) {
+                    drain(&mut tail, &mut file);
+                }
+                next += 1;
+                tail.append(&bytes, next);
+                expected.extend_from_slice(&bytes);
+                if i % drain_every == 0 {
+                    let end = drain(&mut tail, &mut file);
+                    prop_assert_eq!(end, Some(next));
+                }
+            }
+            drain(&mut tail, &mut file);
+            prop_assert_eq!(tail.end_position(), expected.len() as u64);
+            prop_assert_eq!(&file[..expected.len()], &expected[..]);
+            prop_assert!(file[expected.len()..].iter().all(|b| *b == 0));
+        }
+    }
+
+    #[test]
+    fn room_is_bounded_by_max_chunks() {
+        let mut tail = TailBuffer::new(PAGE_BYTES, 2, 0, &[]);
+        assert!(tail.has_room_for(2 * PAGE_BYTES));
+        assert!(!tail.has_room_for(2 * PAGE_BYTES + 1));
+        tail.append(&[1u8; PAGE_BYTES], 1);
+        let job = tail.take_write().expect("sealed chunk");
+        assert_eq!(job.end_offset, Some(1));
+        assert!(tail.has_room_for(PAGE_BYTES));
+        assert!(!tail.has_room_for(PAGE_BYTES + 1));
+        tail.complete_write(job.buf);
+        assert!(tail.has_room_for(2 * PAGE_BYTES));
+    }
+}

@@ -1,0 +1,266 @@
+//! The writer task of one partition log, spawned on the partition's shard.
+//!
+//! It drains the O_DIRECT tail to disk in order, seals rolled segments
+//! (trim the preallocation, write their indexes, advance the recovery
+//! point), and runs group commit: when anyone waits for durability (or
+//! `flush.messages` / `flush.ms` say so), one fdatasync per dirty file
+//! covers every batch written so far. Any write or fdatasync error poisons
+//! the log; nothing is retried.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use compio::buf::BufResult;
+
+use crate::aligned::AlignedBuf;
+use crate::disk::{Disk, DiskFile};
+use crate::error::LogResult;
+use crate::index::{OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
+use crate::log::{Inner, SealingTail, State, EPOCH_CHECKPOINT_FILE, LOG_START_FILE};
+use crate::open::{write_checkpoint, RECOVERY_POINT_FILE};
+use crate::tail::WriteJob;
+
+enum Job<D: Disk> {
+    Write { file: Rc<D::File>, job: WriteJob, segment_base: i64 },
+    Seal(SealingTail<D>),
+    Sync { files: Vec<Rc<D::File>>, target: i64, messages: u64 },
+    PersistIndex { index: Vec<u8>, index_at: u64, time: Vec<u8>, time_at: u64, entries: (usize, usize) },
+    PersistMetadata { epochs: String, log_start: i64, version: u64 },
+    Idle { flush_deadline: Option<Instant> },
+    Exit,
+}
+
+/// Runs until the log is closed (everything written and synced) or poisoned.
+pub(crate) async fn run<D: Disk>(inner: Rc<Inner<D>>) {
+    loop {
+        let listen = inner.writer_wake.listen();
+        let job = next_job(&inner);
+        let outcome = match job {
+            Job::Exit => break,
+            Job::Idle { flush_deadline } => {
+                idle(listen, flush_deadline).await;
+                Ok(())
+            }
+            Job::Write { file, job, segment_base } => write(&inner, file, job, segment_base).await,
+            Job::Seal(sealing) => seal(&inner, sealing).await,
+            Job::Sync { files, target, messages } => sync(&inner, files, target, messages).await,
+            Job::PersistIndex { index, index_at, time, time_at, entries } => {
+                persist_index(&inner, index, index_at, time, time_at, entries).await
+            }
+            Job::PersistMetadata { epochs, log_start, version } => persist_metadata(&inner, epochs, log_start, version).await,
+        };
+        if let Err(error) = outcome {
+            inner.state.borrow_mut().poison(error.to_string());
+            inner.changed.notify_all();
+        }
+    }
+    inner.state.borrow_mut().writer_running = false;
+    inner.changed.notify_all();
+}
+
+fn sync_due<D: Disk>(state: &State<D>, config: &crate::config::LogConfig) -> bool {
+    let o = &state.offsets;
+    if o.durable >= o.written {
+        return false;
+    }
+    let wanted = state.durable_wanted > o.durable;
+    let by_count = config.flush_messages.is_some_and(|n| state.messages_since_sync >= n);
+    let by_time = config
+        .flush_interval()
+        .is_some_and(|interval| state.last_sync.elapsed() >= interval);
+    wanted || by_count || by_time
+}
+
+fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
+    let mut state = inner.state.borrow_mut();
+    let config = &inner.options.config;
+    if state.poisoned.is_some() {
+        return Job::Exit;
+    }
+    if sync_due(&state, config) {
+        return take_sync(&mut state);
+    }
+    if let Some(front) = state.sealing.front_mut() {
+        if let Some(job) = front.active.tail.take_write() {
+            let file = front.active.direct_file.clone();
+            return Job::Write { file, job, segment_base: front.active.base_offset };
+        }
+        if let Some(sealing) = state.sealing.pop_front() {
+            return Job::Seal(sealing);
+        }
+    }
+    if let Some(job) = state.active.tail.take_write() {
+        let file = state.active.direct_file.clone();
+        return Job::Write { file, job, segment_base: state.active.base_offset };
+    }
+    if state.closed && state.offsets.durable < state.offsets.written {
+        return take_sync(&mut state);
+    }
+    if let Some(job) = index_to_persist(&mut state) {
+        return job;
+    }
+    if state.metadata_version > state.metadata_taken {
+        state.metadata_taken = state.metadata_version;
+        let version = state.metadata_version;
+        return Job::PersistMetadata { epochs: state.epochs.encode(), log_start: state.offsets.log_start, version };
+    }
+    if state.closed {
+        return Job::Exit;
+    }
+    let flush_deadline = match config.flush_interval() {
+        Some(interval) if state.offsets.durable < state.offsets.written => Some(state.last_sync + interval),
+        _ => None,
+    };
+    Job::Idle { flush_deadline }
+}
+
+fn take_sync<D: Disk>(state: &mut State<D>) -> Job<D> {
+    let files = std::mem::take(&mut state.unsynced_files);
+    Job::Sync { files, target: state.offsets.written, messages: state.messages_since_sync }
+}
+
+/// New entries of the active segment's indexes that point at durable data.
+fn index_to_persist<D: Disk>(state: &mut State<D>) -> Option<Job<D>> {
+    let durable = state.offsets.durable;
+    let segment = state.active_segment();
+    let index = segment.index.as_ref()?;
+    let time_index = segment.time_index.as_ref()?;
+    let (index_from, time_from) = (segment.persisted_index_entries, segment.persisted_time_entries);
+    if index.len() <= index_from && time_index.len() <= time_from {
+        return None;
+    }
+    let index_upto = index.count_below(durable).max(index_from);
+    let time_upto = time_index.count_below(durable).max(time_from);
+    if index_upto == index_from && time_upto == time_from {
+        return None;
+    }
+    Some(Job::PersistIndex {
+        index: index.encode_range(index_from, index_upto),
+        index_at: (index_from * OFFSET_ENTRY_BYTES) as u64,
+        time: time_index.encode_range(time_from, time_upto),
+        time_at: (time_from * TIME_ENTRY_BYTES) as u64,
+        entries: (index_upto, time_upto),
+    })
+}
+
+async fn idle(listen: crate::event::Listen<'_>, deadline: Option<Instant>) {
+    match deadline {
+        None => listen.await,
+        Some(deadline) => {
+            let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            let sleep = compio::time::sleep(wait);
+            futures::future::select(Box::pin(listen), Box::pin(sleep)).await;
+        }
+    }
+}
+
+async fn write<D: Disk>(inner: &Inner<D>, file: Rc<D::File>, job: WriteJob, segment_base: i64) -> LogResult<()> {
+    let WriteJob { position, buf, end_offset, .. } = job;
+    let BufResult(result, buf): BufResult<(), AlignedBuf> = file.write_aligned(buf, position).await;
+    let mut state = inner.state.borrow_mut();
+    // A roll may have moved the active tail to the sealing queue meanwhile.
+    let state_ref = &mut *state;
+    let tail = if state_ref.active.base_offset == segment_base {
+        Some(&mut state_ref.active.tail)
+    } else {
+        state_ref.sealing.iter_mut().find(|s| s.active.base_offset == segment_base).map(|s| &mut s.active.tail)
+    };
+    if let Some(tail) = tail {
+        tail.complete_write(buf);
+    }
+    result?;
+    state.note_unsynced(&file);
+    if let Some(end) = end_offset {
+        if end > state.offsets.written {
+            state.offsets.written = end;
+            state.offsets.follow(inner.options.policy);
+        }
+    }
+    drop(state);
+    inner.changed.notify_all();
+    Ok(())
+}
+
+async fn sync<D: Disk>(inner: &Inner<D>, files: Vec<Rc<D::File>>, target: i64, messages: u64) -> LogResult<()> {
+    for file in &files {
+        file.sync_data().await?;
+    }
+    let mut state = inner.state.borrow_mut();
+    if target > state.offsets.durable {
+        state.offsets.durable = target.min(state.offsets.written);
+        state.offsets.follow(inner.options.policy);
+    }
+    state.messages_since_sync = state.messages_since_sync.saturating_sub(messages);
+    state.last_sync = Instant::now();
+    drop(state);
+    inner.changed.notify_all();
+    Ok(())
+}
+
+async fn seal<D: Disk>(inner: &Inner<D>, sealing: SealingTail<D>) -> LogResult<()> {
+    let base = sealing.active.base_offset;
+    let (index, time_index, next_base) = {
+        let mut state = inner.state.borrow_mut();
+        let segment = state.segments.get_mut(&base).ok_or(crate::error::LogError::Closed)?;
+        segment.finish_time_index();
+        let index = segment.index.clone().unwrap_or_else(|| crate::index::OffsetIndex::new(base));
+        let time_index = segment.time_index.clone().unwrap_or_else(|| crate::index::TimeIndex::new(base));
+        let next_base = state.segments.range(base + 1..).next().map(|(b, _)| *b);
+        (index, time_index, next_base)
+    };
+    let data = &sealing.active.direct_file;
+    data.set_len(sealing.final_size).await?;
+    data.sync_data().await?;
+    for (file, bytes) in [(&sealing.active.index_file, index.encode()), (&sealing.active.time_index_file, time_index.encode())] {
+        let len = bytes.len() as u64;
+        let BufResult(result, _) = file.write_all_at(bytes, 0).await;
+        result?;
+        file.set_len(len).await?;
+        file.sync_data().await?;
+    }
+    if let Some(next_base) = next_base {
+        write_checkpoint(&inner.disk, &inner.dir, RECOVERY_POINT_FILE, next_base.to_string()).await?;
+    }
+    inner.changed.notify_all();
+    Ok(())
+}
+
+async fn persist_index<D: Disk>(
+    inner: &Inner<D>,
+    index: Vec<u8>,
+    index_at: u64,
+    time: Vec<u8>,
+    time_at: u64,
+    entries: (usize, usize),
+) -> LogResult<()> {
+    let (index_file, time_file) = {
+        let state = inner.state.borrow();
+        (state.active.index_file.clone(), state.active.time_index_file.clone())
+    };
+    let base = inner.state.borrow().active.base_offset;
+    if !index.is_empty() {
+        let BufResult(result, _) = index_file.write_all_at(index, index_at).await;
+        result?;
+    }
+    if !time.is_empty() {
+        let BufResult(result, _) = time_file.write_all_at(time, time_at).await;
+        result?;
+    }
+    let mut state = inner.state.borrow_mut();
+    if state.active.base_offset == base {
+        let segment = state.active_segment_mut();
+        segment.persisted_index_entries = segment.persisted_index_entries.max(entries.0);
+        segment.persisted_time_entries = segment.persisted_time_entries.max(entries.1);
+    }
+    Ok(())
+}
+
+async fn persist_metadata<D: Disk>(inner: &Inner<D>, epochs: String, log_start: i64, version: u64) -> LogResult<()> {
+    write_checkpoint(&inner.disk, &inner.dir, EPOCH_CHECKPOINT_FILE, epochs).await?;
+    write_checkpoint(&inner.disk, &inner.dir, LOG_START_FILE, log_start.to_string()).await?;
+    let mut state = inner.state.borrow_mut();
+    state.metadata_persisted = state.metadata_persisted.max(version);
+    drop(state);
+    inner.changed.notify_all();
+    Ok(())
+}
