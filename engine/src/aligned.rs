@@ -33,7 +33,7 @@ unsafe impl Send for AlignedBuf {}
 impl AlignedBuf {
     /// Allocates `capacity` bytes (a non-zero multiple of [`PAGE_BYTES`]).
     pub fn new(capacity: usize) -> Self {
-        assert!(capacity > 0 && capacity % PAGE_BYTES == 0);
+        assert!(capacity > 0 && capacity.is_multiple_of(PAGE_BYTES));
         let layout = Self::layout(capacity);
         // SAFETY: layout has non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
@@ -123,10 +123,7 @@ impl compio::buf::IoBuf for AlignedBuf {
 
 impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlignedBuf")
-            .field("capacity", &self.capacity)
-            .field("len", &self.len)
-            .finish()
+        f.debug_struct("AlignedBuf").field("capacity", &self.capacity).field("len", &self.len).finish()
     }
 }
 

@@ -102,9 +102,7 @@ impl BatchCache {
         }
         let partitions = &self.partitions;
         self.insertion_order.retain(|(key, base)| {
-            partitions
-                .get(key)
-                .is_some_and(|batches| batches.iter().any(|b| b.base_offset == *base))
+            partitions.get(key).is_some_and(|batches| batches.iter().any(|b| b.base_offset == *base))
         });
     }
 

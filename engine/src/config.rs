@@ -59,7 +59,7 @@ impl LogConfig {
         if self.index_interval_bytes == 0 {
             return Err("index.interval.bytes");
         }
-        if self.chunk_bytes == 0 || self.chunk_bytes % crate::aligned::PAGE_BYTES != 0 {
+        if self.chunk_bytes == 0 || !self.chunk_bytes.is_multiple_of(crate::aligned::PAGE_BYTES) {
             return Err("chunk.bytes");
         }
         if self.max_pending_chunks < 2 {

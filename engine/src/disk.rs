@@ -47,6 +47,7 @@ pub trait Disk: Clone + std::fmt::Debug + 'static {
 
 /// An open file with positional, ownership-passing I/O.
 #[allow(async_fn_in_trait)]
+#[allow(clippy::len_without_is_empty)]
 pub trait DiskFile: std::fmt::Debug + 'static {
     /// Writes all of an aligned buffer at `position` (O_DIRECT files).
     async fn write_aligned(&self, buf: AlignedBuf, position: u64) -> BufResult<(), AlignedBuf>;

@@ -64,6 +64,7 @@ struct State {
     faults: FaultConfig,
     syncs: u64,
     writes: u64,
+    bytes_read: u64,
 }
 
 impl State {
@@ -79,7 +80,7 @@ impl State {
 
     fn one_in(&mut self, n: Option<u32>) -> bool {
         match n {
-            Some(n) if n > 0 => self.next_random() % u64::from(n) == 0,
+            Some(n) if n > 0 => self.next_random().is_multiple_of(u64::from(n)),
             _ => false,
         }
     }
@@ -113,6 +114,11 @@ impl FaultDisk {
     /// Number of successful fdatasync calls so far.
     pub fn sync_count(&self) -> u64 {
         self.state.borrow().syncs
+    }
+
+    /// Bytes read through this disk so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.state.borrow().bytes_read
     }
 
     /// The disk after a power loss now. Handles to the old disk stay usable
@@ -149,6 +155,7 @@ impl FaultDisk {
             faults: FaultConfig::default(),
             syncs: 0,
             writes: 0,
+            bytes_read: 0,
         };
         FaultDisk { state: Rc::new(RefCell::new(state)) }
     }
@@ -207,10 +214,7 @@ impl Disk for FaultDisk {
         }
         let files = state.names.keys().filter(|p| p.parent() == Some(path));
         let dirs = state.dirs.iter().filter(|p| p.parent() == Some(path));
-        Ok(files
-            .chain(dirs)
-            .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
-            .collect())
+        Ok(files.chain(dirs).filter_map(|p| p.file_name()?.to_str().map(str::to_string)).collect())
     }
 
     fn exists(&self, path: &Path) -> bool {
@@ -268,11 +272,13 @@ impl DiskFile for FaultFile {
     }
 
     async fn read_at(&self, len: usize, position: u64) -> io::Result<Vec<u8>> {
-        let state = self.state.borrow();
+        let mut state = self.state.borrow_mut();
         let current = &state.inodes[self.inode].current;
         let start = (position as usize).min(current.len());
         let end = (start + len).min(current.len());
-        Ok(current[start..end].to_vec())
+        let bytes = current[start..end].to_vec();
+        state.bytes_read += bytes.len() as u64;
+        Ok(bytes)
     }
 
     async fn sync_data(&self) -> io::Result<()> {

@@ -42,9 +42,7 @@ impl OffsetIndex {
 
     /// The last entry as (offset, position).
     pub fn last(&self) -> Option<(i64, u64)> {
-        self.entries
-            .last()
-            .map(|&(rel, pos)| (self.base_offset + i64::from(rel), u64::from(pos)))
+        self.entries.last().map(|&(rel, pos)| (self.base_offset + i64::from(rel), u64::from(pos)))
     }
 
     /// Records that the batch with base `offset` starts at `position`.
@@ -78,9 +76,7 @@ impl OffsetIndex {
 
     /// Drops entries for batches at or after `offset`.
     pub fn truncate_to_offset(&mut self, offset: i64) {
-        let keep = self
-            .entries
-            .partition_point(|&(rel, _)| self.base_offset + i64::from(rel) < offset);
+        let keep = self.entries.partition_point(|&(rel, _)| self.base_offset + i64::from(rel) < offset);
         self.entries.truncate(keep);
     }
 
@@ -108,7 +104,7 @@ impl OffsetIndex {
     /// inside the segment (`segment_bytes` long). Trailing zero entries from a
     /// preallocated file end the index.
     pub fn decode(base_offset: i64, bytes: &[u8], segment_bytes: u64) -> Result<Self, CorruptIndex> {
-        if bytes.len() % OFFSET_ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(OFFSET_ENTRY_BYTES) {
             return Err(CorruptIndex("offset index size is not a multiple of 8"));
         }
         let mut index = Self::new(base_offset);
@@ -158,9 +154,7 @@ impl TimeIndex {
 
     /// The newest entry as (timestamp, offset).
     pub fn last(&self) -> Option<(i64, i64)> {
-        self.entries
-            .last()
-            .map(|&(ts, rel)| (ts, self.base_offset + i64::from(rel)))
+        self.entries.last().map(|&(ts, rel)| (ts, self.base_offset + i64::from(rel)))
     }
 
     /// Adds an entry when `timestamp` is newer than the last one.
@@ -185,9 +179,7 @@ impl TimeIndex {
 
     /// Drops entries pointing at or after `offset`.
     pub fn truncate_to_offset(&mut self, offset: i64) {
-        let keep = self
-            .entries
-            .partition_point(|&(_, rel)| self.base_offset + i64::from(rel) < offset);
+        let keep = self.entries.partition_point(|&(_, rel)| self.base_offset + i64::from(rel) < offset);
         self.entries.truncate(keep);
     }
 
@@ -213,7 +205,7 @@ impl TimeIndex {
 
     /// Loads a time index file, checking that timestamps and offsets increase.
     pub fn decode(base_offset: i64, bytes: &[u8]) -> Result<Self, CorruptIndex> {
-        if bytes.len() % TIME_ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(TIME_ENTRY_BYTES) {
             return Err(CorruptIndex("time index size is not a multiple of 12"));
         }
         let mut index = Self::new(base_offset);

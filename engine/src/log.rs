@@ -195,12 +195,17 @@ impl<D: Disk> State<D> {
             return false;
         }
         let too_big = active.size + bytes > config.segment_bytes;
-        let too_old = config
-            .segment_ms
-            .is_some_and(|ms| now_ms.saturating_sub(active.created_ms) >= ms as i64);
+        let too_old = config.segment_ms.is_some_and(|ms| now_ms.saturating_sub(active.created_ms) >= ms as i64);
         let offsets_overflow = last_offset - active.base_offset > i64::from(i32::MAX);
         too_big || too_old || offsets_overflow
     }
+}
+
+/// What an append must do before copying its batches.
+enum Readiness {
+    Ready,
+    Roll,
+    Wait,
 }
 
 /// Validates every batch in `records`; returns their positions and headers.
@@ -279,27 +284,32 @@ impl<D: Disk> Log<D> {
         let records_count: i64 = batches.iter().map(|(_, h)| i64::from(h.last_offset_delta) + 1).sum();
         loop {
             let listen = self.inner.changed.listen();
-            {
-                let state = self.inner.state.borrow();
-                state.check_open()?;
-                if !state.exclusive {
-                    let last_offset = state.offsets.log_end + records_count - 1;
-                    if state.needs_roll(config, total as u64, last_offset, now_ms) {
-                        drop(state);
-                        self.roll(now_ms).await?;
-                        continue;
-                    }
-                    if state.active.tail.has_room_for(total) {
-                        break;
-                    }
-                }
+            match self.append_readiness(total, records_count, now_ms)? {
+                Readiness::Ready => break,
+                Readiness::Roll => self.roll(now_ms).await?,
+                Readiness::Wait => listen.await,
             }
-            listen.await;
         }
         let info = self.append_now(&mut records, &batches, leader_epoch);
         self.insert_into_cache(records.freeze(), &batches, info.base_offset);
         self.inner.writer_wake.notify_all();
         Ok(info)
+    }
+
+    fn append_readiness(&self, total: usize, records_count: i64, now_ms: i64) -> LogResult<Readiness> {
+        let state = self.inner.state.borrow();
+        state.check_open()?;
+        if state.exclusive {
+            return Ok(Readiness::Wait);
+        }
+        let last_offset = state.offsets.log_end + records_count - 1;
+        if state.needs_roll(&self.inner.options.config, total as u64, last_offset, now_ms) {
+            return Ok(Readiness::Roll);
+        }
+        if state.active.tail.has_room_for(total) {
+            return Ok(Readiness::Ready);
+        }
+        Ok(Readiness::Wait)
     }
 
     fn append_now(&self, records: &mut BytesMut, batches: &[(usize, BatchHeader)], leader_epoch: i32) -> AppendInfo {
@@ -349,7 +359,8 @@ impl<D: Disk> Log<D> {
             state.exclusive = true;
             state.offsets.log_end
         };
-        let opened = crate::open::open_segment_files(&self.inner.disk, &self.inner.dir, base, &self.inner.options.config).await;
+        let opened =
+            crate::open::open_segment_files(&self.inner.disk, &self.inner.dir, base, &self.inner.options.config).await;
         let mut state = self.inner.state.borrow_mut();
         state.exclusive = false;
         self.inner.changed.notify_all();
@@ -360,7 +371,12 @@ impl<D: Disk> Log<D> {
                 return Err(error);
             }
         };
-        let tail = TailBuffer::new(self.inner.options.config.chunk_bytes, self.inner.options.config.max_pending_chunks, 0, &[]);
+        let tail = TailBuffer::new(
+            self.inner.options.config.chunk_bytes,
+            self.inner.options.config.max_pending_chunks,
+            0,
+            &[],
+        );
         let new_active = ActiveTail {
             base_offset: base,
             direct_file: files.direct,

@@ -188,7 +188,13 @@ impl<D: Disk> Log<D> {
             let files = open_segment_files(&self.inner.disk, &self.inner.dir, base, config).await?;
             let mut state = self.inner.state.borrow_mut();
             let tail = TailBuffer::new(config.chunk_bytes, config.max_pending_chunks, 0, &[]);
-            state.active = ActiveTail { base_offset: base, direct_file: files.direct, index_file: files.index, time_index_file: files.time_index, tail };
+            state.active = ActiveTail {
+                base_offset: base,
+                direct_file: files.direct,
+                index_file: files.index,
+                time_index_file: files.time_index,
+                tail,
+            };
             for b in &later {
                 state.segments.remove(b);
             }
@@ -208,7 +214,13 @@ impl<D: Disk> Log<D> {
         self.finish_truncation(cut_position, new_end, scanned_max, &partial).await
     }
 
-    async fn finish_truncation(&self, cut_position: u64, new_end: i64, scanned_max: (i64, i64), partial: &[u8]) -> LogResult<i64> {
+    async fn finish_truncation(
+        &self,
+        cut_position: u64,
+        new_end: i64,
+        scanned_max: (i64, i64),
+        partial: &[u8],
+    ) -> LogResult<i64> {
         let config = &self.inner.options.config;
         let (index_file, time_file, index_len, time_len) = {
             let mut state = self.inner.state.borrow_mut();
@@ -271,7 +283,8 @@ impl<D: Disk> Log<D> {
             let segment = state.active_segment_mut();
             segment.finish_time_index();
             let index = segment.index.clone().unwrap_or_else(|| crate::index::OffsetIndex::new(segment.base_offset));
-            let time_index = segment.time_index.clone().unwrap_or_else(|| crate::index::TimeIndex::new(segment.base_offset));
+            let time_index =
+                segment.time_index.clone().unwrap_or_else(|| crate::index::TimeIndex::new(segment.base_offset));
             (state.active.direct_file.clone(), state.active.base_offset, state.active_segment().size, index, time_index)
         };
         let disk = &self.inner.disk;

@@ -51,12 +51,22 @@ pub(crate) async fn open_segment_files<D: Disk>(
         direct.allocate(config.segment_bytes).await?;
     }
     disk.sync_dir(dir).await?;
-    Ok(SegmentFiles { read: Rc::new(read), direct: Rc::new(direct), index: Rc::new(index), time_index: Rc::new(time_index) })
+    Ok(SegmentFiles {
+        read: Rc::new(read),
+        direct: Rc::new(direct),
+        index: Rc::new(index),
+        time_index: Rc::new(time_index),
+    })
 }
 
 /// Loads both index files of a sealed segment of `size` bytes; `None` when
 /// either is missing or fails validation.
-pub(crate) async fn load_indexes<D: Disk>(disk: &D, dir: &Path, base: i64, size: u64) -> Option<(OffsetIndex, TimeIndex)> {
+pub(crate) async fn load_indexes<D: Disk>(
+    disk: &D,
+    dir: &Path,
+    base: i64,
+    size: u64,
+) -> Option<(OffsetIndex, TimeIndex)> {
     let index_bytes = read_whole(disk, &segment_file(dir, base, INDEX_SUFFIX)).await.ok()??;
     let time_bytes = read_whole(disk, &segment_file(dir, base, TIME_INDEX_SUFFIX)).await.ok()??;
     let index = OffsetIndex::decode(base, &index_bytes, size).ok()?;
@@ -212,7 +222,8 @@ impl<D: Disk> Log<D> {
                 break;
             }
             let next_base = bases[i + 1];
-            let stop = open_sealed(&disk, dir, base, next_base, base >= recovery_point, config, &mut discovered).await?;
+            let stop =
+                open_sealed(&disk, dir, base, next_base, base >= recovery_point, config, &mut discovered).await?;
             if stop {
                 // A torn sealed segment: nothing after it was ever durable.
                 for &later in &bases[i + 1..] {
@@ -222,10 +233,8 @@ impl<D: Disk> Log<D> {
                 break;
             }
         }
-        let log_start_checkpoint: i64 = read_checkpoint(&disk, dir, LOG_START_FILE)
-            .await
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
+        let log_start_checkpoint: i64 =
+            read_checkpoint(&disk, dir, LOG_START_FILE).await.and_then(|s| s.trim().parse().ok()).unwrap_or(0);
         let active_base = match discovered.segments.keys().next_back() {
             Some(_) if bases.len() == discovered.segments.len() => {
                 // The last surviving segment was sealed: reopen it for appends.
@@ -338,14 +347,15 @@ async fn open_sealed<D: Disk>(
     let mut torn = false;
     if needs_recovery {
         let mut builder = IndexBuilder::new(base);
-        let end = scan_batches(&*read, 0, base, file_len, config.max_batch_bytes, ScanCheck::Crc, |position, header| {
-            builder.add(header, position, config.index_interval_bytes);
-            true
-        })
-        .await?;
+        let end =
+            scan_batches(&*read, 0, base, file_len, config.max_batch_bytes, ScanCheck::Crc, |position, header| {
+                builder.add(header, position, config.index_interval_bytes);
+                true
+            })
+            .await?;
         segment.size = end.position;
         segment.next_offset = end.next_offset;
-        torn = end.stopped_early || end.next_offset < next_base && end.position < file_len;
+        torn = end.stopped_early || end.next_offset != next_base;
         if end.position < file_len {
             let writable = disk.open(&segment_file(dir, base, LOG_SUFFIX), OpenMode::ReadWrite).await?;
             writable.set_len(end.position).await?;
@@ -358,7 +368,7 @@ async fn open_sealed<D: Disk>(
         segment.index = Some(index);
         segment.time_index = Some(time_index);
     } else {
-        let (max_timestamp, offset) = last_time_entry(disk, dir, base, file_len, config).await?;
+        let (max_timestamp, offset) = last_time_entry(disk, dir, base, next_base, file_len, config).await?;
         segment.max_timestamp = max_timestamp;
         segment.offset_of_max_timestamp = offset;
     }
@@ -372,6 +382,7 @@ async fn last_time_entry<D: Disk>(
     disk: &D,
     dir: &Path,
     base: i64,
+    next_base: i64,
     file_len: u64,
     config: &crate::config::LogConfig,
 ) -> LogResult<(i64, i64)> {
@@ -382,7 +393,7 @@ async fn last_time_entry<D: Disk>(
         if len >= TIME_ENTRY_BYTES as u64 && len % TIME_ENTRY_BYTES as u64 == 0 {
             let bytes = file.read_at(TIME_ENTRY_BYTES, len - TIME_ENTRY_BYTES as u64).await?;
             if let Ok(index) = TimeIndex::decode(base, &bytes) {
-                if let Some(last) = index.last() {
+                if let Some(last) = index.last().filter(|&(_, offset)| offset < next_base) {
                     return Ok(last);
                 }
             }
@@ -390,7 +401,8 @@ async fn last_time_entry<D: Disk>(
     }
     tracing::info!(dir = %dir.display(), base, "rebuilding missing or corrupt time index");
     let data = disk.open(&segment_file(dir, base, LOG_SUFFIX), OpenMode::Read).await?;
-    let (index, time_index) = rebuild_indexes(&data, base, file_len, config.index_interval_bytes, config.max_batch_bytes).await?;
+    let (index, time_index) =
+        rebuild_indexes(&data, base, file_len, config.index_interval_bytes, config.max_batch_bytes).await?;
     write_indexes(disk, dir, base, &index, &time_index).await?;
     Ok(time_index.last().unwrap_or((-1, base)))
 }
@@ -426,11 +438,19 @@ async fn recover_active<D: Disk>(
     segment.index = Some(index);
     segment.time_index = Some(time_index);
     let mut epochs_seen = Vec::new();
-    let end = scan_batches(&*files.read, start_position, start_offset, file_len, config.max_batch_bytes, ScanCheck::Crc, |position, header| {
-        segment.record_batch(header, position, config.index_interval_bytes);
-        epochs_seen.push((header.partition_leader_epoch, header.base_offset));
-        true
-    })
+    let end = scan_batches(
+        &*files.read,
+        start_position,
+        start_offset,
+        file_len,
+        config.max_batch_bytes,
+        ScanCheck::Crc,
+        |position, header| {
+            segment.record_batch(header, position, config.index_interval_bytes);
+            epochs_seen.push((header.partition_leader_epoch, header.base_offset));
+            true
+        },
+    )
     .await?;
     debug_assert_eq!(end.position, segment.size);
     if end.position < file_len {
@@ -456,7 +476,12 @@ async fn recover_active<D: Disk>(
 
 /// Walks back from the last offset index entry until one points at a batch
 /// with the indexed base offset and a valid CRC; drops the rest.
-async fn verified_start<F: DiskFile>(file: &F, index: &mut OffsetIndex, base: i64, file_len: u64) -> LogResult<(i64, u64)> {
+async fn verified_start<F: DiskFile>(
+    file: &F,
+    index: &mut OffsetIndex,
+    base: i64,
+    file_len: u64,
+) -> LogResult<(i64, u64)> {
     while let Some((offset, position)) = index.last() {
         let header = file.read_at(crate::batch::BATCH_HEADER_BYTES, position).await?;
         if let Ok(parsed) = crate::batch::parse_header(&header) {

@@ -28,7 +28,12 @@ impl<D: Disk> Log<D> {
                 return Err(LogError::OffsetOutOfRange { offset, log_start: o.log_start, log_end: o.log_end });
             }
             let end = max_offset.min(o.written);
-            let result = ReadResult { batches: Vec::new(), high_watermark: o.high_watermark, log_start: o.log_start, log_end: o.log_end };
+            let result = ReadResult {
+                batches: Vec::new(),
+                high_watermark: o.high_watermark,
+                log_start: o.log_start,
+                log_end: o.log_end,
+            };
             (end, result)
         };
         if offset >= end {
@@ -196,7 +201,10 @@ impl<D: Disk> Log<D> {
     /// Paths of the index files of a segment (for tests).
     pub fn index_paths(&self, base: i64) -> (std::path::PathBuf, std::path::PathBuf) {
         let dir = &self.inner.dir;
-        (crate::segment::segment_file(dir, base, INDEX_SUFFIX), crate::segment::segment_file(dir, base, TIME_INDEX_SUFFIX))
+        (
+            crate::segment::segment_file(dir, base, INDEX_SUFFIX),
+            crate::segment::segment_file(dir, base, TIME_INDEX_SUFFIX),
+        )
     }
 }
 

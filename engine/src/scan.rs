@@ -70,7 +70,9 @@ pub async fn scan_batches<F: DiskFile>(
         };
         let total = header.total_bytes();
         let fits = position + total as u64 <= file_len;
-        if !fits || total > max_batch_bytes.max(BATCH_HEADER_BYTES) || header.base_offset < next_offset
+        if !fits
+            || total > max_batch_bytes.max(BATCH_HEADER_BYTES)
+            || header.base_offset < next_offset
             || header.last_offset_delta < 0
         {
             return Ok(ScanEnd { position, next_offset, stopped_early: true });

@@ -43,7 +43,7 @@ impl TailBuffer {
     /// A tail whose next byte goes at `end_position`; `partial_page` holds the
     /// bytes already on disk between the page start and `end_position`.
     pub fn new(chunk_bytes: usize, max_chunks: usize, end_position: u64, partial_page: &[u8]) -> Self {
-        assert!(chunk_bytes % PAGE_BYTES == 0 && chunk_bytes > 0);
+        assert!(chunk_bytes.is_multiple_of(PAGE_BYTES) && chunk_bytes > 0);
         assert!(max_chunks >= 2);
         let filling_position = page_floor(end_position);
         assert_eq!((end_position - filling_position) as usize, partial_page.len());

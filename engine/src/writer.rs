@@ -47,7 +47,9 @@ pub(crate) async fn run<D: Disk>(inner: Rc<Inner<D>>) {
             Job::PersistIndex { index, index_at, time, time_at, entries } => {
                 persist_index(&inner, index, index_at, time, time_at, entries).await
             }
-            Job::PersistMetadata { epochs, log_start, version } => persist_metadata(&inner, epochs, log_start, version).await,
+            Job::PersistMetadata { epochs, log_start, version } => {
+                persist_metadata(&inner, epochs, log_start, version).await
+            }
         };
         if let Err(error) = outcome {
             inner.state.borrow_mut().poison(error.to_string());
@@ -65,9 +67,7 @@ fn sync_due<D: Disk>(state: &State<D>, config: &crate::config::LogConfig) -> boo
     }
     let wanted = state.durable_wanted > o.durable;
     let by_count = config.flush_messages.is_some_and(|n| state.messages_since_sync >= n);
-    let by_time = config
-        .flush_interval()
-        .is_some_and(|interval| state.last_sync.elapsed() >= interval);
+    let by_time = config.flush_interval().is_some_and(|interval| state.last_sync.elapsed() >= interval);
     wanted || by_count || by_time
 }
 
@@ -211,7 +211,9 @@ async fn seal<D: Disk>(inner: &Inner<D>, sealing: SealingTail<D>) -> LogResult<(
     let data = &sealing.active.direct_file;
     data.set_len(sealing.final_size).await?;
     data.sync_data().await?;
-    for (file, bytes) in [(&sealing.active.index_file, index.encode()), (&sealing.active.time_index_file, time_index.encode())] {
+    for (file, bytes) in
+        [(&sealing.active.index_file, index.encode()), (&sealing.active.time_index_file, time_index.encode())]
+    {
         let len = bytes.len() as u64;
         let BufResult(result, _) = file.write_all_at(bytes, 0).await;
         result?;

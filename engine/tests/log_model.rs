@@ -99,7 +99,11 @@ async fn run_ops<D: Disk>(disk: D, dir: &Path, ops: Vec<Op>) {
                 let offset = model.offset_at(pick);
                 let new_end = log.truncate_to(offset).await.expect("truncate");
                 model.batches.retain(|(_, next, _)| *next <= offset);
-                let expected_end = if offset >= model.log_end { model.log_end } else { model.batches.last().map_or(offset, |b| b.1.max(offset.min(b.1))) };
+                let expected_end = if offset >= model.log_end {
+                    model.log_end
+                } else {
+                    model.batches.last().map_or(offset, |b| b.1.max(offset.min(b.1)))
+                };
                 assert!(new_end <= offset.max(model.log_start) || offset >= model.log_end);
                 let _ = expected_end;
                 model.log_end = new_end;

@@ -11,7 +11,9 @@ pub fn seeded_batch(seed: u64, records: usize, value_bytes: usize, timestamp: i6
     let records: Vec<TestRecord> = (0..records)
         .map(|i| TestRecord {
             key: Some(seed.to_be_bytes().to_vec()),
-            value: Some((0..value_bytes).map(|b| (seed.wrapping_mul(31) as usize).wrapping_add(i * 7 + b) as u8).collect()),
+            value: Some(
+                (0..value_bytes).map(|b| (seed.wrapping_mul(31) as usize).wrapping_add(i * 7 + b) as u8).collect(),
+            ),
             timestamp_delta: i as i64,
         })
         .collect();
@@ -39,12 +41,7 @@ pub fn small_config() -> LogConfig {
 }
 
 pub fn options(config: LogConfig, cache_bytes: usize) -> LogOptions {
-    LogOptions {
-        config,
-        policy: HighWatermarkPolicy::Durable,
-        cache: BatchCache::shared(cache_bytes),
-        cache_key: 1,
-    }
+    LogOptions { config, policy: HighWatermarkPolicy::Durable, cache: BatchCache::shared(cache_bytes), cache_key: 1 }
 }
 
 /// Splits a read result into (base offset, batch bytes).
