@@ -67,16 +67,11 @@ async fn crash_run(seed: u64, faults: FaultConfig) {
                 Err(other) => panic!("seed {seed}: append: {other}"),
             };
             history.entry(info.base_offset).or_default().push(payload(&sent).to_vec());
-            match rng.gen_range(0..4) {
-                0 => {
-                    if log.wait_durable(info.last_offset + 1).await.is_ok() {
-                        durable.push((info.base_offset, payload(&sent).to_vec()));
-                    }
-                }
-                1 => {
-                    let _ = log.wait_written(info.last_offset + 1).await;
-                }
-                _ => {}
+            let wait = rng.gen_range(0..4);
+            if wait == 0 && log.wait_durable(info.last_offset + 1).await.is_ok() {
+                durable.push((info.base_offset, payload(&sent).to_vec()));
+            } else if wait == 1 {
+                let _ = log.wait_written(info.last_offset + 1).await;
             }
         }
         disk = disk.crash();
