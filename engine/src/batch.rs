@@ -306,6 +306,23 @@ pub mod build {
         out
     }
 
+    /// The batch that producer `stream` sends as its `seq`-th: 1 to 8 records
+    /// of up to 2 KiB, contents derived from both, so a reader can check the
+    /// bytes it finds.
+    pub fn deterministic_batch(stream: u64, seq: u64) -> Vec<u8> {
+        let mix = stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+        let count = 1 + (mix % 8) as usize;
+        let value_bytes = ((mix >> 8) % 2048) as usize;
+        let records: Vec<TestRecord> = (0..count)
+            .map(|i| TestRecord {
+                key: Some(format!("{stream}-{seq}-{i}").into_bytes()),
+                value: Some((0..value_bytes).map(|b| (mix >> (b % 56)) as u8 ^ b as u8).collect()),
+                timestamp_delta: i as i64,
+            })
+            .collect();
+        batch(1_700_000_000_000 + seq as i64, &records)
+    }
+
     /// A batch of `count` records whose values are `value_bytes` long.
     pub fn simple_batch(base_timestamp: i64, count: usize, value_bytes: usize) -> Vec<u8> {
         let records: Vec<TestRecord> = (0..count)
