@@ -27,7 +27,7 @@ impl LocalEvent {
     /// A future that completes at the next [`notify_all`](Self::notify_all)
     /// after this call.
     pub fn listen(&self) -> Listen<'_> {
-        Listen { event: self, generation: self.generation.get() }
+        Listen { event: self, generation: self.generation.get(), registered: false }
     }
 }
 
@@ -36,18 +36,21 @@ impl LocalEvent {
 pub struct Listen<'a> {
     event: &'a LocalEvent,
     generation: u64,
+    registered: bool,
 }
 
 impl Future for Listen<'_> {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.event.generation.get() != self.generation {
             return Poll::Ready(());
         }
-        let mut wakers = self.event.wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
+        // Registered once per listen: a spurious re-poll adds at most one
+        // extra (harmless) wake-up instead of an O(waiters) scan.
+        if !self.registered {
+            self.event.wakers.borrow_mut().push(cx.waker().clone());
+            self.registered = true;
         }
         Poll::Pending
     }

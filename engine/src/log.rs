@@ -119,6 +119,8 @@ pub(crate) struct State<D: Disk> {
     pub messages_since_sync: u64,
     pub last_sync: Instant,
     pub writer_running: bool,
+    /// An fdatasync task is running (overlapping the next writes).
+    pub sync_in_flight: bool,
 }
 
 pub(crate) struct Inner<D: Disk> {

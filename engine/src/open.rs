@@ -301,6 +301,7 @@ impl<D: Disk> Log<D> {
             messages_since_sync: 0,
             last_sync: Instant::now(),
             writer_running: true,
+            sync_in_flight: false,
         };
         let inner = Rc::new(Inner {
             disk,

@@ -3,9 +3,10 @@
 //! It drains the O_DIRECT tail to disk in order, seals rolled segments
 //! (trim the preallocation, write their indexes, advance the recovery
 //! point), and runs group commit: when anyone waits for durability (or
-//! `flush.messages` / `flush.ms` say so), one fdatasync per dirty file
-//! covers every batch written so far. Any write or fdatasync error poisons
-//! the log; nothing is retried.
+//! `flush.messages` / `flush.ms` say so), a sync task issues one fdatasync
+//! per dirty file covering every batch written so far, while the writer
+//! goes on writing what arrived meanwhile (the next sync covers that). Any
+//! write or fdatasync error poisons the log; nothing is retried.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -43,7 +44,10 @@ pub(crate) async fn run<D: Disk>(inner: Rc<Inner<D>>) {
             }
             Job::Write { file, job, segment_base } => write(&inner, file, job, segment_base).await,
             Job::Seal(sealing) => seal(&inner, sealing).await,
-            Job::Sync { files, target, messages } => sync(&inner, files, target, messages).await,
+            Job::Sync { files, target, messages } => {
+                compio::runtime::spawn(sync_task(inner.clone(), files, target, messages)).detach();
+                Ok(())
+            }
             Job::PersistIndex { index, index_at, time, time_at, entries } => {
                 persist_index(&inner, index, index_at, time, time_at, entries).await
             }
@@ -77,7 +81,7 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
     if state.poisoned.is_some() {
         return Job::Exit;
     }
-    if sync_due(&state, config) {
+    if !state.sync_in_flight && sync_due(&state, config) {
         return take_sync(&mut state);
     }
     if let Some(front) = state.sealing.front_mut() {
@@ -93,7 +97,7 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
         let file = state.active.direct_file.clone();
         return Job::Write { file, job, segment_base: state.active.base_offset };
     }
-    if state.closed && state.offsets.durable < state.offsets.written {
+    if state.closed && state.offsets.durable < state.offsets.written && !state.sync_in_flight {
         return take_sync(&mut state);
     }
     if let Some(job) = index_to_persist(&mut state) {
@@ -104,7 +108,7 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
         let version = state.metadata_version;
         return Job::PersistMetadata { epochs: state.epochs.encode(), log_start: state.offsets.log_start, version };
     }
-    if state.closed {
+    if state.closed && !state.sync_in_flight {
         return Job::Exit;
     }
     let flush_deadline = match config.flush_interval() {
@@ -115,6 +119,7 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
 }
 
 fn take_sync<D: Disk>(state: &mut State<D>) -> Job<D> {
+    state.sync_in_flight = true;
     let files = std::mem::take(&mut state.unsynced_files);
     Job::Sync { files, target: state.offsets.written, messages: state.messages_since_sync }
 }
@@ -179,6 +184,19 @@ async fn write<D: Disk>(inner: &Inner<D>, file: Rc<D::File>, job: WriteJob, segm
     drop(state);
     inner.changed.notify_all();
     Ok(())
+}
+
+/// Runs one group commit beside the writer and wakes it when done.
+async fn sync_task<D: Disk>(inner: Rc<Inner<D>>, files: Vec<Rc<D::File>>, target: i64, messages: u64) {
+    let outcome = sync(&inner, files, target, messages).await;
+    let mut state = inner.state.borrow_mut();
+    state.sync_in_flight = false;
+    if let Err(error) = outcome {
+        state.poison(error.to_string());
+    }
+    drop(state);
+    inner.changed.notify_all();
+    inner.writer_wake.notify_all();
 }
 
 async fn sync<D: Disk>(inner: &Inner<D>, files: Vec<Rc<D::File>>, target: i64, messages: u64) -> LogResult<()> {
