@@ -34,4 +34,9 @@ if cargo clippy --version >/dev/null 2>&1; then
 fi
 
 log "cargo test (workspace)"
+mkdir -p target
 cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
+
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' target/test-output.txt

@@ -28,6 +28,7 @@ mod read;
 pub mod records;
 pub mod scan;
 pub mod segment;
+pub mod shard;
 pub mod state;
 pub mod tail;
 mod writer;

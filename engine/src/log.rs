@@ -121,6 +121,9 @@ pub(crate) struct State<D: Disk> {
     pub writer_running: bool,
     /// An fdatasync task is running (overlapping the next writes).
     pub sync_in_flight: bool,
+    /// Bumped by every truncation (syncs and waiters started before it
+    /// must not count offsets re-appended after it).
+    pub truncations: u64,
 }
 
 pub(crate) struct Inner<D: Disk> {
@@ -293,6 +296,12 @@ impl<D: Disk> Log<D> {
             }
         }
         let info = self.append_now(&mut records, &batches, leader_epoch);
+        if self.inner.options.policy == HighWatermarkPolicy::Durable {
+            // The high watermark follows durability: every append asks for
+            // a group commit, whoever (if anyone) waits for it.
+            let mut state = self.inner.state.borrow_mut();
+            state.durable_wanted = state.durable_wanted.max(info.last_offset + 1);
+        }
         self.insert_into_cache(records.freeze(), &batches, info.base_offset);
         self.inner.writer_wake.notify_all();
         Ok(info)

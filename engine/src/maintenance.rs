@@ -139,6 +139,7 @@ impl<D: Disk> Log<D> {
                 let mut state = self.inner.state.borrow_mut();
                 state.check_open()?;
                 let drained = state.offsets.written == state.offsets.log_end
+                    && !state.sync_in_flight
                     && state.sealing.is_empty()
                     && !state.active.tail.has_unwritten()
                     && !state.active.tail.has_in_flight();
@@ -245,6 +246,7 @@ impl<D: Disk> Log<D> {
             segment.persisted_time_entries = segment.persisted_time_entries.min(time_len);
             let lens = (segment.persisted_index_entries, segment.persisted_time_entries);
             state.offsets.truncate_to(new_end);
+            state.truncations += 1;
             state.epochs.truncate_from_end(new_end);
             state.metadata_version += 1;
             let key = self.inner.options.cache_key;

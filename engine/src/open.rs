@@ -23,6 +23,11 @@ use crate::segment::{parse_segment_name, segment_file, Segment, INDEX_SUFFIX, LO
 use crate::state::PartitionOffsets;
 use crate::tail::TailBuffer;
 
+/// Largest batch recovery accepts: a hard bound, not the topic's current
+/// `max.message.bytes` (which may have been lowered since the data was
+/// written).
+const RECOVERY_MAX_BATCH_BYTES: usize = i32::MAX as usize;
+
 /// Base offset of the first segment that may hold unsynced data.
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
 
@@ -199,7 +204,13 @@ impl<D: Disk> Log<D> {
     /// current compio runtime (this shard).
     pub async fn open(disk: D, dir: &Path, options: LogOptions, now_ms: i64) -> LogResult<Log<D>> {
         options.config.validate().map_err(|key| LogError::Corrupt(format!("invalid config {key}")))?;
+        let existed = disk.exists(dir);
         disk.create_dir_all(dir)?;
+        if !existed {
+            if let Some(parent) = dir.parent() {
+                disk.sync_dir(parent).await?;
+            }
+        }
         let clean = disk.exists(&dir.join(CLEAN_SHUTDOWN_FILE));
         if clean {
             disk.remove_file(&dir.join(CLEAN_SHUTDOWN_FILE)).await?;
@@ -207,6 +218,7 @@ impl<D: Disk> Log<D> {
         }
         let mut bases: Vec<i64> = disk.list_dir(dir)?.iter().filter_map(|n| parse_segment_name(n)).collect();
         bases.sort_unstable();
+        let had_segments = !bases.is_empty();
         let recovery_point = match clean {
             true => i64::MAX,
             false => read_checkpoint(&disk, dir, RECOVERY_POINT_FILE)
@@ -275,7 +287,7 @@ impl<D: Disk> Log<D> {
         }
         let mut offsets = PartitionOffsets::recovered(log_start, log_end);
         offsets.follow(options.policy);
-        if !clean {
+        if !clean && had_segments {
             tracing::info!(dir = %dir.display(), log_start, log_end, "recovered partition log after unclean shutdown");
         }
         let state = State {
@@ -302,6 +314,7 @@ impl<D: Disk> Log<D> {
             last_sync: Instant::now(),
             writer_running: true,
             sync_in_flight: false,
+            truncations: 0,
         };
         let inner = Rc::new(Inner {
             disk,
@@ -349,7 +362,7 @@ async fn open_sealed<D: Disk>(
     if needs_recovery {
         let mut builder = IndexBuilder::new(base);
         let end =
-            scan_batches(&*read, 0, base, file_len, config.max_batch_bytes, ScanCheck::Crc, |position, header| {
+            scan_batches(&*read, 0, base, file_len, RECOVERY_MAX_BATCH_BYTES, ScanCheck::Crc, |position, header| {
                 builder.add(header, position, config.index_interval_bytes);
                 true
             })
@@ -403,7 +416,7 @@ async fn last_time_entry<D: Disk>(
     tracing::info!(dir = %dir.display(), base, "rebuilding missing or corrupt time index");
     let data = disk.open(&segment_file(dir, base, LOG_SUFFIX), OpenMode::Read).await?;
     let (index, time_index) =
-        rebuild_indexes(&data, base, file_len, config.index_interval_bytes, config.max_batch_bytes).await?;
+        rebuild_indexes(&data, base, file_len, config.index_interval_bytes, RECOVERY_MAX_BATCH_BYTES).await?;
     write_indexes(disk, dir, base, &index, &time_index).await?;
     Ok(time_index.last().unwrap_or((-1, base)))
 }
@@ -444,7 +457,7 @@ async fn recover_active<D: Disk>(
         start_position,
         start_offset,
         file_len,
-        config.max_batch_bytes,
+        RECOVERY_MAX_BATCH_BYTES,
         ScanCheck::Crc,
         |position, header| {
             segment.record_batch(header, position, config.index_interval_bytes);

@@ -128,7 +128,7 @@ impl<D: Disk> Log<D> {
         }
         tracing::info!(dir = %dir.display(), base, "rebuilding missing or corrupt segment indexes");
         let interval = self.inner.options.config.index_interval_bytes;
-        let max_batch = self.inner.options.config.max_batch_bytes;
+        let max_batch = i32::MAX as usize;
         let rebuilt = crate::open::rebuild_indexes(&*file, base, size, interval, max_batch).await?;
         crate::open::write_indexes(disk, dir, base, &rebuilt.0, &rebuilt.1).await?;
         Ok(rebuilt)
@@ -152,7 +152,7 @@ impl<D: Disk> Log<D> {
             };
             let (indexed_offset, position) = self.index_lookup(base, start_offset).await?;
             let Some((_, file, _, size)) = self.segment_for(base) else { continue };
-            let max_batch = self.inner.options.config.max_batch_bytes;
+            let max_batch = i32::MAX as usize;
             let mut found = None;
             scan_batches(&*file, position, indexed_offset, size, max_batch, ScanCheck::HeaderOnly, |_, header| {
                 if header.base_offset >= max_offset {

@@ -24,7 +24,7 @@ use crate::tail::WriteJob;
 enum Job<D: Disk> {
     Write { file: Rc<D::File>, job: WriteJob, segment_base: i64 },
     Seal(SealingTail<D>),
-    Sync { files: Vec<Rc<D::File>>, target: i64, messages: u64 },
+    Sync { files: Vec<Rc<D::File>>, target: i64, messages: u64, generation: u64 },
     PersistIndex { index: Vec<u8>, index_at: u64, time: Vec<u8>, time_at: u64, entries: (usize, usize) },
     PersistMetadata { epochs: String, log_start: i64, version: u64 },
     Idle { flush_deadline: Option<Instant> },
@@ -44,8 +44,8 @@ pub(crate) async fn run<D: Disk>(inner: Rc<Inner<D>>) {
             }
             Job::Write { file, job, segment_base } => write(&inner, file, job, segment_base).await,
             Job::Seal(sealing) => seal(&inner, sealing).await,
-            Job::Sync { files, target, messages } => {
-                compio::runtime::spawn(sync_task(inner.clone(), files, target, messages)).detach();
+            Job::Sync { files, target, messages, generation } => {
+                compio::runtime::spawn(sync_task(inner.clone(), files, target, messages, generation)).detach();
                 Ok(())
             }
             Job::PersistIndex { index, index_at, time, time_at, entries } => {
@@ -93,6 +93,11 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
             return Job::Seal(sealing);
         }
     }
+    if state.metadata_version > state.metadata_taken {
+        state.metadata_taken = state.metadata_version;
+        let version = state.metadata_version;
+        return Job::PersistMetadata { epochs: state.epochs.encode(), log_start: state.offsets.log_start, version };
+    }
     if let Some(job) = state.active.tail.take_write() {
         let file = state.active.direct_file.clone();
         return Job::Write { file, job, segment_base: state.active.base_offset };
@@ -103,11 +108,7 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
     if let Some(job) = index_to_persist(&mut state) {
         return job;
     }
-    if state.metadata_version > state.metadata_taken {
-        state.metadata_taken = state.metadata_version;
-        let version = state.metadata_version;
-        return Job::PersistMetadata { epochs: state.epochs.encode(), log_start: state.offsets.log_start, version };
-    }
+
     if state.closed && !state.sync_in_flight {
         return Job::Exit;
     }
@@ -121,7 +122,12 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
 fn take_sync<D: Disk>(state: &mut State<D>) -> Job<D> {
     state.sync_in_flight = true;
     let files = std::mem::take(&mut state.unsynced_files);
-    Job::Sync { files, target: state.offsets.written, messages: state.messages_since_sync }
+    Job::Sync {
+        files,
+        target: state.offsets.written,
+        messages: state.messages_since_sync,
+        generation: state.truncations,
+    }
 }
 
 /// New entries of the active segment's indexes that point at durable data.
@@ -187,8 +193,8 @@ async fn write<D: Disk>(inner: &Inner<D>, file: Rc<D::File>, job: WriteJob, segm
 }
 
 /// Runs one group commit beside the writer and wakes it when done.
-async fn sync_task<D: Disk>(inner: Rc<Inner<D>>, files: Vec<Rc<D::File>>, target: i64, messages: u64) {
-    let outcome = sync(&inner, files, target, messages).await;
+async fn sync_task<D: Disk>(inner: Rc<Inner<D>>, files: Vec<Rc<D::File>>, target: i64, messages: u64, generation: u64) {
+    let outcome = sync(&inner, files, target, messages, generation).await;
     let mut state = inner.state.borrow_mut();
     state.sync_in_flight = false;
     if let Err(error) = outcome {
@@ -199,12 +205,19 @@ async fn sync_task<D: Disk>(inner: Rc<Inner<D>>, files: Vec<Rc<D::File>>, target
     inner.writer_wake.notify_all();
 }
 
-async fn sync<D: Disk>(inner: &Inner<D>, files: Vec<Rc<D::File>>, target: i64, messages: u64) -> LogResult<()> {
+async fn sync<D: Disk>(
+    inner: &Inner<D>,
+    files: Vec<Rc<D::File>>,
+    target: i64,
+    messages: u64,
+    generation: u64,
+) -> LogResult<()> {
     for file in &files {
         file.sync_data().await?;
     }
     let mut state = inner.state.borrow_mut();
-    if target > state.offsets.durable {
+    // A truncation meanwhile means `target` may name offsets re-appended since.
+    if target > state.offsets.durable && generation == state.truncations {
         state.offsets.durable = target.min(state.offsets.written);
         state.offsets.follow(inner.options.policy);
     }

@@ -1,0 +1,114 @@
+//! Metadata (v0–12): brokers, cluster id, controller, topics with their
+//! partitions (this node leads and holds every replica), topic ids, and auto
+//! topic creation.
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::Context;
+use crate::topics::{validate_topic_name, TopicInfo};
+
+/// "Authorized operations were not requested" (Kafka's INT32_MIN).
+const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+
+fn topic_entry(context: &Context, topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
+    let node = BrokerId(context.shared.config.node_id);
+    let mut entry = MetadataResponseTopic::default();
+    entry.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
+    if version >= 10 {
+        entry.topic_id = topic.id;
+    }
+    entry.topic_authorized_operations = OPERATIONS_NOT_REQUESTED;
+    entry.partitions = (0..topic.partition_shards.len() as i32)
+        .map(|index| {
+            let mut p = MetadataResponsePartition::default();
+            p.partition_index = index;
+            p.leader_id = node;
+            if version >= 7 {
+                p.leader_epoch = 0;
+            }
+            p.replica_nodes = vec![node];
+            p.isr_nodes = vec![node];
+            p
+        })
+        .collect();
+    entry
+}
+
+fn error_entry(name: Option<String>, id: Uuid, error: ResponseError) -> MetadataResponseTopic {
+    let mut entry = MetadataResponseTopic::default();
+    entry.name = name.map(|n| TopicName(StrBytes::from_string(n)));
+    entry.topic_id = id;
+    entry.error_code = error.code();
+    entry.topic_authorized_operations = OPERATIONS_NOT_REQUESTED;
+    entry
+}
+
+/// Handles a Metadata request.
+pub async fn handle(context: &Context, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let shared = &context.shared;
+    let mut response = MetadataResponse::default();
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = BrokerId(shared.config.node_id);
+    broker.host = StrBytes::from_string(shared.advertised.0.clone());
+    broker.port = shared.advertised.1;
+    response.brokers = vec![broker];
+    if version >= 2 {
+        response.cluster_id = Some(StrBytes::from_string(shared.cluster_id.clone()));
+    }
+    if version >= 1 {
+        response.controller_id = BrokerId(shared.config.node_id);
+    }
+    response.cluster_authorized_operations = OPERATIONS_NOT_REQUESTED;
+    // v0: an empty list means all topics; v1+: null means all.
+    let all = match &request.topics {
+        None => true,
+        Some(topics) => version == 0 && topics.is_empty(),
+    };
+    if all {
+        let image = shared.topics.image();
+        response.topics = image.topics.values().map(|t| topic_entry(context, t, version)).collect();
+        return response;
+    }
+    let auto_create = shared.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
+    for requested in request.topics.unwrap_or_default() {
+        let entry = match requested.name {
+            Some(name) => named_topic(context, name.0.to_string(), auto_create, version).await,
+            None => match shared.topics.image().by_id(requested.topic_id) {
+                Some(topic) => topic_entry(context, topic, version),
+                None => error_entry(None, requested.topic_id, ResponseError::UnknownTopicId),
+            },
+        };
+        response.topics.push(entry);
+    }
+    response
+}
+
+async fn named_topic(context: &Context, name: String, auto_create: bool, version: i16) -> MetadataResponseTopic {
+    if let Some(topic) = context.shared.topics.image().topics.get(&name) {
+        return topic_entry(context, topic, version);
+    }
+    if validate_topic_name(&name).is_err() {
+        return error_entry(Some(name), Uuid::nil(), ResponseError::InvalidTopicException);
+    }
+    if !auto_create {
+        return error_entry(Some(name), Uuid::nil(), ResponseError::UnknownTopicOrPartition);
+    }
+    let partitions = context.shared.config.num_partitions;
+    match super::create_topic(context, &name, partitions, Default::default()).await {
+        Ok(topic) => topic_entry(context, &topic, version),
+        Err((ResponseError::TopicAlreadyExists, _)) => match context.shared.topics.image().topics.get(&name) {
+            Some(topic) => topic_entry(context, topic, version),
+            None => error_entry(Some(name), Uuid::nil(), ResponseError::LeaderNotAvailable),
+        },
+        Err((error, message)) => {
+            tracing::warn!(topic = %name, %message, "auto-creating topic failed");
+            error_entry(Some(name), Uuid::nil(), error)
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The Kafka APIs this broker answers, the versions it advertises (each
+//! fully working at every version), and the dispatch from a decoded request
+//! to its handler. Runs on the connection's shard.
+
+mod admin;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::Encodable;
+use kafka_protocol::ResponseError;
+use shardline_engine::shard::Mesh;
+
+use crate::broker::BrokerShared;
+use crate::partitions::ShardPartitions;
+
+pub use admin::create_topic;
+
+/// What a handler can reach: broker-wide state, this shard's partitions and
+/// the mesh to the others.
+pub struct Context {
+    /// Configuration and topics.
+    pub shared: Arc<BrokerShared>,
+    /// This shard's partitions.
+    pub state: Rc<ShardPartitions>,
+    /// Every shard.
+    pub mesh: Mesh<ShardPartitions>,
+}
+
+/// (API, min version, max version) advertised in ApiVersions.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 5),
+];
+
+/// Whether `version` of `key` is advertised.
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    SUPPORTED.iter().any(|&(k, min, max)| k == key && (min..=max).contains(&version))
+}
+
+fn api_versions_body(error_code: i16) -> ApiVersionsResponse {
+    let mut response = ApiVersionsResponse::default();
+    response.error_code = error_code;
+    response.api_keys = SUPPORTED
+        .iter()
+        .map(|&(key, min, max)| {
+            let mut v = ApiVersion::default();
+            v.api_key = key as i16;
+            v.min_version = min;
+            v.max_version = max;
+            v
+        })
+        .collect();
+    response
+}
+
+/// The v0-layout UNSUPPORTED_VERSION answer to a too-new ApiVersions
+/// request, with the API list (KIP-511), as a whole frame.
+pub fn unsupported_api_versions(correlation_id: i32) -> BytesMut {
+    let body = api_versions_body(ResponseError::UnsupportedVersion.code());
+    let mut out = BytesMut::with_capacity(128);
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&correlation_id.to_be_bytes());
+    if body.encode(&mut out, 0).is_err() {
+        out.truncate(8);
+    }
+    let size = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    out
+}
+
+/// Handles one decoded request; `None` when no response is due.
+pub async fn handle(context: &Context, header: &RequestHeader, request: RequestKind) -> Option<ResponseKind> {
+    let version = header.request_api_version;
+    let response = match request {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions_body(0)),
+        RequestKind::Metadata(request) => ResponseKind::Metadata(metadata::handle(context, request, version).await),
+        RequestKind::CreateTopics(request) => {
+            ResponseKind::CreateTopics(admin::create_topics(context, request, version).await)
+        }
+        RequestKind::DeleteTopics(request) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(context, request, version).await)
+        }
+        RequestKind::Produce(request) => {
+            return produce::handle(context, request, version).await.map(ResponseKind::Produce)
+        }
+        RequestKind::Fetch(request) => ResponseKind::Fetch(fetch::handle(context, request, version).await),
+        RequestKind::ListOffsets(request) => {
+            ResponseKind::ListOffsets(list_offsets::handle(context, request, version).await)
+        }
+        other => {
+            // Unreachable: `is_supported` gates every key before decoding.
+            tracing::error!(?other, "request for an API that is not advertised");
+            return None;
+        }
+    };
+    Some(response)
+}

@@ -1,0 +1,77 @@
+//! Produce (v3–11, acks 0, 1 and -1): each partition's batches go to the
+//! shard that owns it, appended and acknowledged as `acks` and the topic's
+//! durability ask; partitions of one request proceed concurrently.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+
+use super::Context;
+use crate::partitions::ProduceOutcome;
+
+fn failed(code: ResponseError) -> ProduceOutcome {
+    ProduceOutcome { error_code: code.code(), base_offset: -1, log_start: -1 }
+}
+
+/// Handles a Produce request; `None` for acks=0 (no response is sent).
+pub async fn handle(context: &Context, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let valid_acks = matches!(acks, -1..=1);
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+    let image = context.shared.topics.image();
+    let mut pending = Vec::new();
+    for topic in &request.topic_data {
+        let name = topic.name.0.to_string();
+        let info = image.topics.get(&name).cloned();
+        for partition in &topic.partition_data {
+            let index = partition.index;
+            let records = partition.records.clone();
+            let shard = info.as_ref().and_then(|t| context.shared.shard_of(&t.partition_shards, index));
+            let name = name.clone();
+            pending.push(async move {
+                let outcome = match (valid_acks, shard, records) {
+                    (false, _, _) => failed(ResponseError::InvalidRequiredAcks),
+                    (_, None, _) => failed(ResponseError::UnknownTopicOrPartition),
+                    (_, Some(_), None) => failed(ResponseError::InvalidRecord),
+                    (_, Some(_), Some(records)) if records.is_empty() => failed(ResponseError::InvalidRecord),
+                    (true, Some(shard), Some(records)) => {
+                        // The log rewrites offsets in place: it needs its own copy.
+                        let records = BytesMut::from(&records[..]);
+                        let call = context.mesh.call(shard, move |state| async move {
+                            state.produce(&name, index, records, acks, timeout).await
+                        });
+                        call.await.unwrap_or_else(|_| failed(ResponseError::NotLeaderOrFollower))
+                    }
+                };
+                (index, outcome)
+            });
+        }
+    }
+    let outcomes = futures::future::join_all(pending).await;
+    if acks == 0 {
+        return None;
+    }
+    let mut outcomes = outcomes.into_iter();
+    let mut response = ProduceResponse::default();
+    for topic in request.topic_data {
+        let mut topic_response = TopicProduceResponse::default();
+        topic_response.name = topic.name;
+        for _ in 0..topic.partition_data.len() {
+            let Some((index, outcome)) = outcomes.next() else { break };
+            let mut p = PartitionProduceResponse::default();
+            p.index = index;
+            p.error_code = outcome.error_code;
+            p.base_offset = outcome.base_offset;
+            p.log_append_time_ms = -1;
+            if version >= 5 {
+                p.log_start_offset = outcome.log_start;
+            }
+            topic_response.partition_responses.push(p);
+        }
+        response.responses.push(topic_response);
+    }
+    Some(response)
+}

@@ -1,0 +1,246 @@
+//! Starting and stopping the broker: shards (one pinned executor per core),
+//! a SO_REUSEPORT listener per shard, partition logs opened on their owning
+//! shards, retention in the background, and a clean shutdown that answers
+//! in-flight requests and closes every log.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use compio::net::TcpListener;
+use shardline_engine::shard::{Mesh, ShardPool};
+
+use crate::config::BrokerConfig;
+use crate::connection::serve_connection;
+use crate::partitions::ShardPartitions;
+use crate::topics::{log_config_for, TopicStore};
+
+/// What every shard shares: configuration, topic metadata, cluster id.
+#[derive(Debug)]
+pub struct BrokerShared {
+    /// Configuration.
+    pub config: Arc<BrokerConfig>,
+    /// Topics.
+    pub topics: TopicStore,
+    /// Cluster id from `meta.properties`.
+    pub cluster_id: String,
+    /// Advertised host and port.
+    pub advertised: (String, i32),
+    /// Number of shards.
+    pub shards: usize,
+}
+
+impl BrokerShared {
+    /// The shard owning partition `index` of a topic placed as `placement`.
+    pub fn shard_of(&self, placement: &[usize], index: i32) -> Option<usize> {
+        usize::try_from(index).ok().and_then(|i| placement.get(i)).map(|shard| shard % self.shards)
+    }
+}
+
+/// A running broker.
+pub struct Broker {
+    pool: ShardPool<ShardPartitions>,
+    shared: Arc<BrokerShared>,
+    /// The address the listeners bound (useful with port 0).
+    pub local_addr: SocketAddr,
+}
+
+fn meta_properties(config: &BrokerConfig) -> std::io::Result<String> {
+    let path = config.data_dir.join("meta.properties");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
+            return Ok(id.trim().to_string());
+        }
+    }
+    let cluster_id = uuid::Uuid::new_v4().simple().to_string()[..22].to_string();
+    std::fs::write(&path, format!("version=1\ncluster.id={cluster_id}\nnode.id={}\n", config.node_id))?;
+    Ok(cluster_id)
+}
+
+/// A listener on `addr` with SO_REUSEPORT, so every shard can bind the same
+/// address and the kernel spreads connections.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+impl Broker {
+    /// Validates the configuration, prepares the data directory and starts
+    /// every shard. Returns once all shards listen.
+    pub fn start(config: BrokerConfig) -> Result<Broker, Box<dyn std::error::Error>> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)?;
+        let cluster_id = meta_properties(&config)?;
+        let topics = TopicStore::load(&config.data_dir)?;
+        remove_stray_partitions(&config, &topics)?;
+        let shards = config.shard_count();
+        let advertised = config.advertised()?;
+        // Bind the first listener here so port 0 resolves to one port for all.
+        let first = reuseport_listener(config.listen_addr()?)?;
+        let local_addr = first.local_addr()?;
+        let config = Arc::new(config);
+        let shared = Arc::new(BrokerShared { config: config.clone(), topics, cluster_id, advertised, shards });
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let first = std::sync::Mutex::new(Some(first));
+        let shared_for_shards = shared.clone();
+        let pool = ShardPool::start(
+            shards,
+            {
+                let config = config.clone();
+                move |shard| ShardPartitions::new(shard, config.clone())
+            },
+            move |shard, state: Rc<ShardPartitions>, mesh: Mesh<ShardPartitions>| {
+                let shared = shared_for_shards.clone();
+                let ready = ready_tx.clone();
+                let listener = if shard == 0 { first.lock().ok().and_then(|mut f| f.take()) } else { None };
+                async move {
+                    let started = start_shard(shard, &shared, &state, listener, local_addr).await;
+                    let listener = match started {
+                        Ok(listener) => {
+                            let _ = ready.send(Ok(()));
+                            listener
+                        }
+                        Err(error) => {
+                            let _ = ready.send(Err(format!("shard {shard}: {error}")));
+                            return;
+                        }
+                    };
+                    spawn_retention(state.clone());
+                    accept_loop(listener, shared, state, mesh).await;
+                }
+            },
+        )?;
+        for _ in 0..shards {
+            match ready_rx.recv_timeout(Duration::from_secs(300)) {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    pool.mesh().close();
+                    return Err(error.into());
+                }
+                Err(_) => return Err("shards did not start".into()),
+            }
+        }
+        tracing::info!(%local_addr, shards, cluster_id = %shared.cluster_id, data_dir = %config.data_dir.display(), "shardline broker started");
+        Ok(Broker { pool, shared, local_addr })
+    }
+
+    /// Shared broker state.
+    pub fn shared(&self) -> &Arc<BrokerShared> {
+        &self.shared
+    }
+
+    /// Clean shutdown: stop reading requests, wait (bounded) for in-flight
+    /// ones to be answered, close every log (flushed, clean marker), stop.
+    pub fn shutdown(self) {
+        tracing::info!("shutting down");
+        let mesh = self.pool.mesh().clone();
+        let closes: Vec<_> = (0..mesh.shards())
+            .map(|shard| {
+                mesh.call(shard, |state: Rc<ShardPartitions>| async move {
+                    state.shutting_down.set(true);
+                    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                    while state.in_flight.get() > 0 && std::time::Instant::now() < deadline {
+                        let _ = compio::time::timeout(Duration::from_millis(100), state.idle.listen()).await;
+                    }
+                    state.close_all().await;
+                })
+            })
+            .collect();
+        futures::executor::block_on(futures::future::join_all(closes));
+        mesh.close();
+        self.pool.join();
+        tracing::info!("shutdown complete: all logs flushed and closed");
+    }
+}
+
+/// Opens the partitions this shard owns, then binds its listener.
+async fn start_shard(
+    shard: usize,
+    shared: &BrokerShared,
+    state: &ShardPartitions,
+    listener: Option<std::net::TcpListener>,
+    local_addr: SocketAddr,
+) -> Result<TcpListener, Box<dyn std::error::Error>> {
+    let image = shared.topics.image();
+    for topic in image.topics.values() {
+        let (log_config, ack) = log_config_for(&shared.config, &topic.configs)?;
+        for (index, _) in topic.partition_shards.iter().enumerate() {
+            if shared.shard_of(&topic.partition_shards, index as i32) == Some(shard) {
+                state.open(&topic.name, index as i32, log_config.clone(), ack).await?;
+            }
+        }
+    }
+    let std_listener = match listener {
+        Some(listener) => listener,
+        None => reuseport_listener(local_addr)?,
+    };
+    Ok(TcpListener::from_std(std_listener)?)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<BrokerShared>,
+    state: Rc<ShardPartitions>,
+    mesh: Mesh<ShardPartitions>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if state.shutting_down.get() {
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                compio::runtime::spawn(serve_connection(stream, peer, shared.clone(), state.clone(), mesh.clone()))
+                    .detach();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                compio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn spawn_retention(state: Rc<ShardPartitions>) {
+    let interval = Duration::from_millis(state.config.retention_check_interval_ms.max(100));
+    compio::runtime::spawn(async move {
+        loop {
+            compio::time::sleep(interval).await;
+            if state.shutting_down.get() {
+                return;
+            }
+            state.apply_retention().await;
+        }
+    })
+    .detach();
+}
+
+/// Removes `<topic>-<n>` directories of topics no longer in the metadata
+/// (a delete interrupted by a crash).
+fn remove_stray_partitions(config: &BrokerConfig, topics: &TopicStore) -> std::io::Result<()> {
+    let image = topics.image();
+    for entry in std::fs::read_dir(&config.data_dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        let Some((topic, index)) = name.rsplit_once('-') else { continue };
+        if !entry.file_type()?.is_dir() || index.parse::<u32>().is_err() || topic.starts_with("__shardline") {
+            continue;
+        }
+        let known = image
+            .topics
+            .get(topic)
+            .is_some_and(|t| (index.parse::<usize>().unwrap_or(usize::MAX)) < t.partition_shards.len());
+        if !known {
+            tracing::info!(dir = %entry.path().display(), "removing partition of a deleted topic");
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}

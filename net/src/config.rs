@@ -1,0 +1,239 @@
+//! Broker configuration: embedded defaults, a TOML file and command-line
+//! overrides, validated at startup with an error that names the bad key.
+//! Built once on the main thread, then shared read-only by every shard.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// What acks=all waits for on this broker (and, per topic, the
+/// `shardline.acks.all.fsync` topic config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckDurability {
+    /// acks=all answers only after fdatasync (group commit): nothing
+    /// acknowledged is lost on kill -9 or power loss. The default.
+    Fsync,
+    /// Kafka's own semantics: acks=all answers once written to the file
+    /// (page cache); durability comes from replication and background flush.
+    Written,
+}
+
+/// The broker's configuration. See README.md for every key.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// `listen`: address the Kafka listener binds.
+    pub listen: String,
+    /// `advertised_listener`: host:port clients are told to connect to.
+    pub advertised_listener: String,
+    /// `data_dir`: where partitions and metadata live.
+    pub data_dir: PathBuf,
+    /// `shards`: executor threads (0 = one per available core).
+    pub shards: usize,
+    /// `node_id`: this broker's id.
+    pub node_id: i32,
+    /// `auto_create_topics_enable` (Kafka's auto.create.topics.enable).
+    pub auto_create_topics_enable: bool,
+    /// `num_partitions`: default partitions of a new topic.
+    pub num_partitions: i32,
+    /// `default_replication_factor`: default replication factor.
+    pub default_replication_factor: i16,
+    /// `acks_all_fsync`: true = acks=all waits for fdatasync (default);
+    /// false = Kafka's semantics (no fsync before acknowledging).
+    pub acks_all_fsync: bool,
+    /// `socket_request_max_bytes`: largest request frame accepted.
+    pub socket_request_max_bytes: usize,
+    /// `log_segment_bytes`: default `segment.bytes`.
+    pub log_segment_bytes: u64,
+    /// `log_retention_ms`: default `retention.ms` (-1 = forever).
+    pub log_retention_ms: i64,
+    /// `log_retention_bytes`: default `retention.bytes` (-1 = no limit).
+    pub log_retention_bytes: i64,
+    /// `log_flush_interval_ms`: default `flush.ms` (-1 = only when asked).
+    pub log_flush_interval_ms: i64,
+    /// `log_flush_interval_messages`: default `flush.messages` (-1 = only when asked).
+    pub log_flush_interval_messages: i64,
+    /// `message_max_bytes`: default `max.message.bytes`.
+    pub message_max_bytes: usize,
+    /// `batch_cache_bytes`: per-shard cache of recent batches.
+    pub batch_cache_bytes: usize,
+    /// `retention_check_interval_ms`: how often retention runs.
+    pub retention_check_interval_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9092".into(),
+            advertised_listener: String::new(),
+            data_dir: PathBuf::from("./data"),
+            shards: 0,
+            node_id: 0,
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            acks_all_fsync: true,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            log_segment_bytes: 1 << 30,
+            log_retention_ms: 7 * 24 * 3600 * 1000,
+            log_retention_bytes: -1,
+            log_flush_interval_ms: -1,
+            log_flush_interval_messages: -1,
+            message_max_bytes: 1_048_588,
+            batch_cache_bytes: 256 << 20,
+            retention_check_interval_ms: 300_000,
+        }
+    }
+}
+
+/// A configuration value that cannot start the broker.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration `{key}`: {reason}")]
+pub struct ConfigError {
+    /// The offending key.
+    pub key: String,
+    /// Why it is rejected.
+    pub reason: String,
+}
+
+fn bad(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), reason: reason.into() }
+}
+
+impl BrokerConfig {
+    /// Parses a TOML file's text over the defaults.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().to_string();
+            let key = message.split('`').nth(1).map(str::to_string).unwrap_or_else(|| "config file".into());
+            bad(&key, message)
+        })
+    }
+
+    /// Applies one `key=value` override (command line `--set`).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
+            value.parse().map_err(|_| bad(key, format!("cannot parse {value:?}")))
+        }
+        match key {
+            "listen" => self.listen = value.into(),
+            "advertised_listener" => self.advertised_listener = value.into(),
+            "data_dir" => self.data_dir = value.into(),
+            "shards" => self.shards = parse(key, value)?,
+            "node_id" => self.node_id = parse(key, value)?,
+            "auto_create_topics_enable" => self.auto_create_topics_enable = parse(key, value)?,
+            "num_partitions" => self.num_partitions = parse(key, value)?,
+            "default_replication_factor" => self.default_replication_factor = parse(key, value)?,
+            "acks_all_fsync" => self.acks_all_fsync = parse(key, value)?,
+            "socket_request_max_bytes" => self.socket_request_max_bytes = parse(key, value)?,
+            "log_segment_bytes" => self.log_segment_bytes = parse(key, value)?,
+            "log_retention_ms" => self.log_retention_ms = parse(key, value)?,
+            "log_retention_bytes" => self.log_retention_bytes = parse(key, value)?,
+            "log_flush_interval_ms" => self.log_flush_interval_ms = parse(key, value)?,
+            "log_flush_interval_messages" => self.log_flush_interval_messages = parse(key, value)?,
+            "message_max_bytes" => self.message_max_bytes = parse(key, value)?,
+            "batch_cache_bytes" => self.batch_cache_bytes = parse(key, value)?,
+            "retention_check_interval_ms" => self.retention_check_interval_ms = parse(key, value)?,
+            other => return Err(bad(other, "unknown key")),
+        }
+        Ok(())
+    }
+
+    /// Checks every value; the error names the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.advertised()?;
+        if self.num_partitions < 1 {
+            return Err(bad("num_partitions", "must be at least 1"));
+        }
+        if self.default_replication_factor != 1 {
+            return Err(bad("default_replication_factor", "a single node supports only 1"));
+        }
+        if self.socket_request_max_bytes < 1024 || self.socket_request_max_bytes > i32::MAX as usize {
+            return Err(bad("socket_request_max_bytes", "must be between 1024 and 2147483647"));
+        }
+        if self.log_segment_bytes < 1024 * 1024 || self.log_segment_bytes > i32::MAX as u64 {
+            return Err(bad("log_segment_bytes", "must be between 1 MiB and 2 GiB"));
+        }
+        if self.message_max_bytes < 1024 || self.message_max_bytes > 64 << 20 {
+            return Err(bad("message_max_bytes", "must be between 1 KiB and 64 MiB"));
+        }
+        if self.shards > 1024 {
+            return Err(bad("shards", "at most 1024"));
+        }
+        if self.log_retention_ms < -1 || self.log_retention_bytes < -1 {
+            return Err(bad(
+                if self.log_retention_ms < -1 { "log_retention_ms" } else { "log_retention_bytes" },
+                "must be -1 or more",
+            ));
+        }
+        if self.log_flush_interval_ms == 0 || self.log_flush_interval_messages == 0 {
+            return Err(bad("log_flush_interval_ms", "must be -1 or positive"));
+        }
+        Ok(())
+    }
+
+    /// The parsed listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| bad("listen", format!("not a host:port address: {:?}", self.listen)))
+    }
+
+    /// The advertised (host, port): the listen address when unset.
+    pub fn advertised(&self) -> Result<(String, i32), ConfigError> {
+        if self.advertised_listener.is_empty() {
+            let addr = self.listen_addr()?;
+            let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+            return Ok((host, i32::from(addr.port())));
+        }
+        let (host, port) = self
+            .advertised_listener
+            .rsplit_once(':')
+            .ok_or_else(|| bad("advertised_listener", "expected host:port"))?;
+        let port: u16 = port.parse().map_err(|_| bad("advertised_listener", "bad port"))?;
+        Ok((host.to_string(), i32::from(port)))
+    }
+
+    /// Executor threads to start.
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.shards
+        }
+    }
+
+    /// What acks=all waits for by default.
+    pub fn ack_durability(&self) -> AckDurability {
+        if self.acks_all_fsync {
+            AckDurability::Fsync
+        } else {
+            AckDurability::Written
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_values_name_their_key() {
+        BrokerConfig::default().validate().expect("defaults are valid");
+        let mut config = BrokerConfig::default();
+        assert_eq!(
+            config.set("num_partitions", "0").map(|_| config.validate()),
+            Ok(Err(bad("num_partitions", "must be at least 1")))
+        );
+        let err = BrokerConfig::from_toml("num_partitions = \"x\"").expect_err("type error");
+        assert_eq!(err.key, "num_partitions", "{err}");
+        let err = BrokerConfig::from_toml("no_such_key = 1").expect_err("unknown");
+        assert_eq!(err.key, "no_such_key", "{err}");
+        let mut config = BrokerConfig::default();
+        assert_eq!(
+            config.set("listen", "nonsense").map(|_| config.validate().map_err(|e| e.key)),
+            Ok(Err("listen".into()))
+        );
+        assert_eq!(config.advertised().map_err(|e| e.key), Err("listen".into()));
+    }
+}

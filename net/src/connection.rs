@@ -1,0 +1,115 @@
+//! One client connection, on the shard that accepted it: read a bounded
+//! frame, decode header and body (kafka-protocol, patched never to size
+//! allocations from wire lengths), handle, answer in order. Like Kafka, one
+//! request per connection is handled at a time. A malformed frame closes
+//! this connection only, logged once.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use compio::net::TcpStream;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use shardline_engine::shard::Mesh;
+
+use crate::api::{self, Context};
+use crate::broker::BrokerShared;
+use crate::frame::{read_frame, write_frame, FrameError};
+use crate::partitions::ShardPartitions;
+
+/// Why a connection is closed without an answer.
+#[derive(Debug, thiserror::Error)]
+enum Malformed {
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    #[error("unsupported version {1} of {0:?}")]
+    UnsupportedVersion(ApiKey, i16),
+    #[error("cannot decode request: {0}")]
+    Decode(String),
+}
+
+/// Serves `stream` until the peer closes, a frame is malformed, or the
+/// broker shuts down.
+pub async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<BrokerShared>,
+    state: Rc<ShardPartitions>,
+    mesh: Mesh<ShardPartitions>,
+) {
+    let context = Context { shared: shared.clone(), state: state.clone(), mesh };
+    loop {
+        if state.shutting_down.get() {
+            return;
+        }
+        let frame = match read_frame(&mut stream, shared.config.socket_request_max_bytes).await {
+            Ok(frame) => frame,
+            Err(FrameError::Closed) => return,
+            Err(error) => {
+                tracing::warn!(%peer, %error, "closing connection: bad frame");
+                return;
+            }
+        };
+        state.in_flight.set(state.in_flight.get() + 1);
+        let outcome = handle_frame(&context, frame).await;
+        state.in_flight.set(state.in_flight.get() - 1);
+        if state.in_flight.get() == 0 {
+            state.idle.notify_all();
+        }
+        match outcome {
+            Ok(Some(response)) => {
+                if let Err(error) = write_frame(&mut stream, response).await {
+                    tracing::debug!(%peer, %error, "write failed");
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%peer, %error, "closing connection: malformed request");
+                return;
+            }
+        }
+    }
+}
+
+/// Decodes, handles and encodes one request; `None` when no response is due
+/// (acks=0 produce).
+async fn handle_frame(context: &Context, frame: Bytes) -> Result<Option<BytesMut>, Malformed> {
+    let mut peek = &frame[..];
+    let api_key = peek.get_i16();
+    let version = peek.get_i16();
+    let correlation_id = peek.get_i32();
+    let key = ApiKey::try_from(api_key).map_err(|_| Malformed::UnknownApi(api_key))?;
+    if !api::is_supported(key, version) {
+        if key == ApiKey::ApiVersions {
+            // KIP-511: answer in the v0 layout so the client retries lower.
+            return Ok(Some(api::unsupported_api_versions(correlation_id)));
+        }
+        return Err(Malformed::UnsupportedVersion(key, version));
+    }
+    let mut body = frame;
+    let header_version = key.request_header_version(version);
+    let header = RequestHeader::decode(&mut body, header_version).map_err(|e| Malformed::Decode(e.to_string()))?;
+    let request = RequestKind::decode(key, &mut body, version).map_err(|e| Malformed::Decode(e.to_string()))?;
+    let Some(response) = api::handle(context, &header, request).await else { return Ok(None) };
+    let mut out = BytesMut::with_capacity(256);
+    out.extend_from_slice(&[0u8; 4]);
+    let response_header = {
+        let mut h = ResponseHeader::default();
+        h.correlation_id = header.correlation_id;
+        h
+    };
+    let encoded = response_header
+        .encode(&mut out, key.response_header_version(version))
+        .and_then(|_| response.encode(&mut out, version));
+    if let Err(error) = encoded {
+        // Our own response failed to encode: a bug, never the client's fault.
+        tracing::error!(?key, version, %error, "cannot encode response");
+        return Err(Malformed::Decode(format!("response encoding failed: {error}")));
+    }
+    let size = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(Some(out))
+}

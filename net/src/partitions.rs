@@ -1,0 +1,285 @@
+//! The partitions one shard owns, and the operations other shards ask of
+//! them over the mesh: open, delete, append (with the acks wait), read,
+//! list offsets and wait for new data. Lives on its shard (`Rc`, no locks).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use shardline_engine::cache::{BatchCache, SharedBatchCache};
+use shardline_engine::event::LocalEvent;
+use shardline_engine::{HighWatermarkPolicy, Log, LogError, LogOptions, RealDisk};
+
+use crate::config::{AckDurability, BrokerConfig};
+
+/// A partition's address.
+pub type PartitionKey = (String, i32);
+
+/// One open partition.
+pub struct OpenPartition {
+    /// Its log.
+    pub log: Log<RealDisk>,
+    /// What acks=all waits for.
+    pub ack: AckDurability,
+}
+
+/// State of one shard. See the module documentation.
+pub struct ShardPartitions {
+    /// This shard's index.
+    pub shard: usize,
+    /// Broker configuration.
+    pub config: Arc<BrokerConfig>,
+    cache: SharedBatchCache,
+    partitions: RefCell<HashMap<PartitionKey, Rc<OpenPartition>>>,
+    next_cache_key: Cell<u64>,
+    /// Set once shutdown starts: connections stop reading new requests.
+    pub shutting_down: Cell<bool>,
+    /// Requests being handled by this shard's connections.
+    pub in_flight: Cell<usize>,
+    /// Fired when `in_flight` drops to zero.
+    pub idle: LocalEvent,
+}
+
+/// Kafka error code from an engine error.
+pub fn error_code(error: &LogError) -> i16 {
+    match error {
+        LogError::InvalidBatch(shardline_engine::InvalidBatch::BadCrc) => ResponseError::CorruptMessage.code(),
+        LogError::InvalidBatch(_) => ResponseError::InvalidRecord.code(),
+        LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge.code(),
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
+        LogError::Poisoned(_) | LogError::Io(_) | LogError::Corrupt(_) => ResponseError::KafkaStorageError.code(),
+        LogError::Closed | LogError::Truncated { .. } => ResponseError::NotLeaderOrFollower.code(),
+    }
+}
+
+/// What a produce to one partition answered.
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceOutcome {
+    /// Kafka error code (0 = none).
+    pub error_code: i16,
+    /// First offset assigned, or -1.
+    pub base_offset: i64,
+    /// Log start offset, or -1.
+    pub log_start: i64,
+}
+
+/// What a fetch from one partition read.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOutcome {
+    /// Kafka error code (0 = none).
+    pub error_code: i16,
+    /// High watermark.
+    pub high_watermark: i64,
+    /// Log start offset.
+    pub log_start: i64,
+    /// Whole batches.
+    pub records: Vec<Bytes>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl ShardPartitions {
+    /// Empty state for `shard`.
+    pub fn new(shard: usize, config: Arc<BrokerConfig>) -> Self {
+        let cache = BatchCache::shared(config.batch_cache_bytes);
+        Self {
+            shard,
+            config,
+            cache,
+            partitions: RefCell::new(HashMap::new()),
+            next_cache_key: Cell::new(0),
+            shutting_down: Cell::new(false),
+            in_flight: Cell::new(0),
+            idle: LocalEvent::default(),
+        }
+    }
+
+    /// Directory of a partition: `<data_dir>/<topic>-<partition>`.
+    pub fn partition_dir(config: &BrokerConfig, topic: &str, partition: i32) -> PathBuf {
+        config.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    /// The open partition, if this shard holds it.
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Rc<OpenPartition>> {
+        self.partitions.borrow().get(&(topic.to_string(), partition)).cloned()
+    }
+
+    /// Opens (creating or recovering) a partition log on this shard.
+    pub async fn open(
+        &self,
+        topic: &str,
+        partition: i32,
+        config: shardline_engine::LogConfig,
+        ack: AckDurability,
+    ) -> Result<(), LogError> {
+        if self.get(topic, partition).is_some() {
+            return Ok(());
+        }
+        let key = self.next_cache_key.get();
+        self.next_cache_key.set(key + 1);
+        let policy = match ack {
+            AckDurability::Fsync => HighWatermarkPolicy::Durable,
+            AckDurability::Written => HighWatermarkPolicy::Written,
+        };
+        let options = LogOptions { config, policy, cache: self.cache.clone(), cache_key: key };
+        let dir = Self::partition_dir(&self.config, topic, partition);
+        let log = Log::open(RealDisk, &dir, options, now_ms()).await?;
+        self.partitions.borrow_mut().insert((topic.to_string(), partition), Rc::new(OpenPartition { log, ack }));
+        Ok(())
+    }
+
+    /// Closes a partition and removes its files.
+    pub async fn delete(&self, topic: &str, partition: i32) -> std::io::Result<()> {
+        let removed = self.partitions.borrow_mut().remove(&(topic.to_string(), partition));
+        if let Some(open) = removed {
+            if let Err(error) = open.log.close().await {
+                tracing::warn!(topic, partition, %error, "closing a deleted partition");
+            }
+        }
+        let dir = Self::partition_dir(&self.config, topic, partition);
+        compio::runtime::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("remove task failed")))
+    }
+
+    /// Closes every partition cleanly (shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<(PartitionKey, Rc<OpenPartition>)> = self.partitions.borrow_mut().drain().collect();
+        for ((topic, partition), open) in all {
+            if let Err(error) = open.log.close().await {
+                tracing::error!(topic, partition, %error, "closing partition log");
+            }
+        }
+    }
+
+    /// Appends and waits as `acks` asks, within `timeout`.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: BytesMut,
+        acks: i16,
+        timeout: Duration,
+    ) -> ProduceOutcome {
+        let failed = |code: i16| ProduceOutcome { error_code: code, base_offset: -1, log_start: -1 };
+        let Some(open) = self.get(topic, partition) else {
+            return failed(ResponseError::UnknownTopicOrPartition.code());
+        };
+        let info = match open.log.append(records, 0, now_ms()).await {
+            Ok(info) => info,
+            Err(error) => return failed(error_code(&error)),
+        };
+        let end = info.last_offset + 1;
+        let wait = async {
+            match (acks, open.ack) {
+                (0, _) => Ok(()),
+                (-1, AckDurability::Fsync) => open.log.wait_durable(end).await,
+                _ => open.log.wait_written(end).await,
+            }
+        };
+        match compio::time::timeout(timeout, wait).await {
+            Ok(Ok(())) => ProduceOutcome { error_code: 0, base_offset: info.base_offset, log_start: info.log_start },
+            Ok(Err(error)) => failed(error_code(&error)),
+            Err(_) => failed(ResponseError::RequestTimedOut.code()),
+        }
+    }
+
+    /// Reads whole batches below the high watermark.
+    pub async fn fetch(&self, topic: &str, partition: i32, offset: i64, max_bytes: usize) -> FetchOutcome {
+        let Some(open) = self.get(topic, partition) else {
+            return FetchOutcome {
+                error_code: ResponseError::UnknownTopicOrPartition.code(),
+                high_watermark: -1,
+                log_start: -1,
+                records: Vec::new(),
+            };
+        };
+        let offsets = open.log.offsets();
+        if offset > offsets.high_watermark && offset <= offsets.log_end {
+            // Between HW and LEO: nothing visible yet (not out of range).
+            return FetchOutcome {
+                error_code: 0,
+                high_watermark: offsets.high_watermark,
+                log_start: offsets.log_start,
+                records: Vec::new(),
+            };
+        }
+        match open.log.read(offset, max_bytes, offsets.high_watermark).await {
+            Ok(read) => FetchOutcome {
+                error_code: 0,
+                high_watermark: read.high_watermark,
+                log_start: read.log_start,
+                records: read.batches,
+            },
+            Err(error) => FetchOutcome {
+                error_code: error_code(&error),
+                high_watermark: offsets.high_watermark,
+                log_start: offsets.log_start,
+                records: Vec::new(),
+            },
+        }
+    }
+
+    /// Waits until any of `partitions` has data visible at or after its
+    /// offset, or `deadline`.
+    pub async fn wait_for_data(&self, partitions: Vec<(String, i32, i64)>, deadline: Instant) {
+        let logs: Vec<(Log<RealDisk>, i64)> =
+            partitions.iter().filter_map(|(t, p, o)| self.get(t, *p).map(|open| (open.log.clone(), *o))).collect();
+        loop {
+            if logs.iter().any(|(log, offset)| log.offsets().high_watermark > *offset) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline || logs.is_empty() {
+                if logs.is_empty() {
+                    compio::time::sleep(deadline.saturating_duration_since(now)).await;
+                }
+                return;
+            }
+            let changes = futures::future::select_all(logs.iter().map(|(log, _)| Box::pin(log.changed())));
+            let _ = compio::time::timeout(deadline - now, changes).await;
+        }
+    }
+
+    /// ListOffsets for one partition: (error, timestamp, offset).
+    pub async fn list_offset(&self, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i64) {
+        let Some(open) = self.get(topic, partition) else {
+            return (ResponseError::UnknownTopicOrPartition.code(), -1, -1);
+        };
+        let offsets = open.log.offsets();
+        match timestamp {
+            -2 => (0, -1, offsets.log_start),
+            -1 => (0, -1, offsets.high_watermark),
+            -3 => match open.log.max_timestamp() {
+                Some((offset, ts)) if offset < offsets.high_watermark => (0, ts, offset),
+                _ => (0, -1, -1),
+            },
+            ts if ts >= 0 => match open.log.offset_for_timestamp(ts, offsets.high_watermark).await {
+                Ok(Some((offset, found))) => (0, found, offset.max(offsets.log_start)),
+                Ok(None) => (0, -1, -1),
+                Err(error) => (error_code(&error), -1, -1),
+            },
+            _ => (ResponseError::InvalidRequest.code(), -1, -1),
+        }
+    }
+
+    /// Runs retention on every partition of this shard.
+    pub async fn apply_retention(&self) {
+        let all: Vec<Rc<OpenPartition>> = self.partitions.borrow().values().cloned().collect();
+        for open in all {
+            if let Err(error) = open.log.apply_retention(now_ms()).await {
+                tracing::warn!(dir = %open.log.dir().display(), %error, "retention failed");
+            }
+        }
+    }
+}
