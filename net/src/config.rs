@@ -106,7 +106,15 @@ impl BrokerConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let message = e.message().to_string();
-            let key = message.split('`').nth(1).map(str::to_string).unwrap_or_else(|| "config file".into());
+            // Unknown keys are quoted in the message; type errors are located
+            // by their span: the key is what precedes `=` on that line.
+            let quoted = message.split('`').nth(1).map(str::to_string);
+            let from_span = e.span().and_then(|span| {
+                let line_start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+                let line = text[line_start..].lines().next()?;
+                Some(line.split('=').next()?.trim().to_string()).filter(|k| !k.is_empty())
+            });
+            let key = quoted.or(from_span).unwrap_or_else(|| "config file".into());
             bad(&key, message)
         })
     }
