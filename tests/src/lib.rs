@@ -1,0 +1,236 @@
+//! Test support: the real `shardline` binary started as a child process on
+//! a free loopback port with its own data directory, and a minimal raw
+//! Kafka protocol client for requests no client library sends (bad input,
+//! exact error codes). Used by the end-to-end tests in `tests/tests/`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+/// Path of the broker binary: `SHARDLINE_BIN`, else the workspace's
+/// `target/debug/shardline` (built by `cargo test --workspace`).
+pub fn broker_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("SHARDLINE_BIN") {
+        return PathBuf::from(path);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    let binary = root.join("target/debug/shardline");
+    if !binary.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--bin", "shardline"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building the broker failed");
+    }
+    binary
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A broker child process. Killed (SIGKILL) on drop if still running.
+pub struct Broker {
+    child: Option<Child>,
+    /// `127.0.0.1:<port>`.
+    pub address: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    _temp: Option<tempfile::TempDir>,
+    /// What the broker wrote to stderr, once it has exited.
+    pub stderr_path: PathBuf,
+}
+
+impl Broker {
+    /// Starts a broker with a fresh data directory and `extra` arguments.
+    pub fn start(extra: &[&str]) -> Broker {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let data_dir = temp.path().join("data");
+        let mut broker = Broker::start_in(&data_dir, free_port(), extra);
+        broker._temp = Some(temp);
+        broker
+    }
+
+    /// Starts a broker on `port` with `data_dir` (kept between restarts).
+    pub fn start_in(data_dir: &Path, port: u16, extra: &[&str]) -> Broker {
+        let address = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            "serve".to_string(),
+            "--listen".into(),
+            address.clone(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let stderr_path = data_dir.with_extension(format!("stderr-{port}-{}", std::process::id()));
+        let mut broker =
+            Broker { child: None, address, data_dir: data_dir.to_path_buf(), args, _temp: None, stderr_path };
+        broker.launch();
+        broker
+    }
+
+    fn launch(&mut self) {
+        if let Some(parent) = self.data_dir.parent() {
+            std::fs::create_dir_all(parent).expect("data parent");
+        }
+        let stderr =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.stderr_path).expect("stderr file");
+        let mut child = Command::new(broker_binary())
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn shardline");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = sender.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("broker did not start: {}", self.stderr()));
+        assert!(line.contains("listening"), "unexpected first line {line:?}: {}", self.stderr());
+        self.child = Some(child);
+    }
+
+    /// The broker's stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Resident memory of the broker in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "broker did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the same broker again (same port, data and arguments).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill it first");
+        self.launch();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_file(&self.stderr_path);
+    }
+}
+
+/// A blocking raw Kafka connection: frames requests with kafka-protocol
+/// and reads framed responses.
+pub struct RawClient {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl RawClient {
+    /// Connects with 10 s read/write timeouts.
+    pub fn connect(address: &str) -> RawClient {
+        let stream = TcpStream::connect(address).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream.set_write_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        RawClient { stream, correlation_id: 0 }
+    }
+
+    /// Writes raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads one response frame (without its size); `None` when the broker
+    /// closed the connection.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).ok()?;
+        let size = i32::from_be_bytes(size);
+        assert!((0..=100 << 20).contains(&size), "response size {size}");
+        let mut body = vec![0u8; size as usize];
+        self.stream.read_exact(&mut body).ok()?;
+        Some(Bytes::from(body))
+    }
+
+    /// Whether the broker closed this connection (read returns EOF or reset).
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+    }
+
+    /// Sends `request` as `version` and decodes the response.
+    pub fn call<Req, Resp>(&mut self, key: ApiKey, version: i16, request: &Req) -> Resp
+    where
+        Req: Encodable + HeaderVersion,
+        Resp: Decodable + HeaderVersion,
+    {
+        self.correlation_id += 1;
+        let mut header = RequestHeader::default();
+        header.request_api_key = key as i16;
+        header.request_api_version = version;
+        header.correlation_id = self.correlation_id;
+        header.client_id = Some(StrBytes::from_static_str("raw-test"));
+        let mut body = BytesMut::new();
+        header.encode(&mut body, Req::header_version(version)).expect("encode header");
+        request.encode(&mut body, version).expect("encode request");
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        self.send_raw(&frame).expect("send");
+        let mut response = self.read_frame().expect("response frame");
+        let header = ResponseHeader::decode(&mut response, Resp::header_version(version)).expect("response header");
+        assert_eq!(header.correlation_id, self.correlation_id);
+        let decoded = Resp::decode(&mut response, version).expect("decode response");
+        assert_eq!(response.remaining(), 0, "trailing bytes in response");
+        decoded
+    }
+}

@@ -1,0 +1,233 @@
+//! Errors are answers: each bad request gets Kafka's error code, checked on
+//! the wire with a raw client (no client library smoothing it over).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use shardline_engine::batch::build::simple_batch;
+use shardline_tests::{Broker, RawClient};
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn create(
+    client: &mut RawClient,
+    topic: &str,
+    partitions: i32,
+    replication: i16,
+    validate_only: bool,
+    configs: &[(&str, &str)],
+) -> i16 {
+    let mut t = CreatableTopic::default();
+    t.name = name(topic);
+    t.num_partitions = partitions;
+    t.replication_factor = replication;
+    t.configs = configs
+        .iter()
+        .map(|(k, v)| {
+            let mut c = CreatableTopicConfig::default();
+            c.name = StrBytes::from_string(k.to_string());
+            c.value = Some(StrBytes::from_string(v.to_string()));
+            c
+        })
+        .collect();
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![t];
+    request.timeout_ms = 10_000;
+    request.validate_only = validate_only;
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
+    response.topics[0].error_code
+}
+
+fn produce(
+    client: &mut RawClient,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    records: Vec<u8>,
+) -> PartitionProduceResponse {
+    let mut p = PartitionProduceData::default();
+    p.index = partition;
+    p.records = Some(Bytes::from(records));
+    let mut t = TopicProduceData::default();
+    t.name = name(topic);
+    t.partition_data = vec![p];
+    let mut request = ProduceRequest::default();
+    request.acks = acks;
+    request.timeout_ms = 10_000;
+    request.topic_data = vec![t];
+    let response: ProduceResponse = client.call(ApiKey::Produce, 9, &request);
+    response.responses[0].partition_responses[0].clone()
+}
+
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
+
+fn fetch(
+    client: &mut RawClient,
+    topic: &str,
+    offset: i64,
+    max_wait_ms: i32,
+) -> kafka_protocol::messages::fetch_response::PartitionData {
+    let mut p = FetchPartition::default();
+    p.partition = 0;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 1 << 20;
+    let mut t = FetchTopic::default();
+    t.topic = name(topic);
+    t.partitions = vec![p];
+    let mut request = FetchRequest::default();
+    request.max_wait_ms = max_wait_ms;
+    request.min_bytes = 1;
+    request.max_bytes = 50 << 20;
+    request.topics = vec![t];
+    let response: FetchResponse = client.call(ApiKey::Fetch, 12, &request);
+    response.responses[0].partitions[0].clone()
+}
+
+fn list_offset(client: &mut RawClient, topic: &str, timestamp: i64) -> (i16, i64, i64) {
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = 0;
+    p.timestamp = timestamp;
+    let mut t = ListOffsetsTopic::default();
+    t.name = name(topic);
+    t.partitions = vec![p];
+    let mut request = ListOffsetsRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.topics = vec![t];
+    let response: ListOffsetsResponse = client.call(ApiKey::ListOffsets, 7, &request);
+    let p = &response.topics[0].partitions[0];
+    (p.error_code, p.timestamp, p.offset)
+}
+
+#[test]
+fn admin_errors() {
+    let broker = Broker::start(&["--set", "auto_create_topics_enable=false"]);
+    let mut client = RawClient::connect(&broker.address);
+    assert_eq!(create(&mut client, "t", 2, 1, true, &[]), 0, "validate_only succeeds");
+    let mut metadata = MetadataRequest::default();
+    let mut wanted = MetadataRequestTopic::default();
+    wanted.name = Some(name("t"));
+    metadata.topics = Some(vec![wanted]);
+    let response: MetadataResponse = client.call(ApiKey::Metadata, 12, &metadata);
+    assert_eq!(
+        response.topics[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code(),
+        "validate_only created nothing"
+    );
+    assert_eq!(create(&mut client, "t", 2, 1, false, &[]), 0);
+    assert_eq!(create(&mut client, "t", 2, 1, false, &[]), ResponseError::TopicAlreadyExists.code());
+    assert_eq!(create(&mut client, "p0", 0, 1, false, &[]), ResponseError::InvalidPartitions.code());
+    assert_eq!(create(&mut client, "rf2", 1, 2, false, &[]), ResponseError::InvalidReplicationFactor.code());
+    assert_eq!(create(&mut client, "bad name", 1, 1, false, &[]), ResponseError::InvalidTopicException.code());
+    assert_eq!(
+        create(&mut client, "cfg", 1, 1, false, &[("no.such.config", "1")]),
+        ResponseError::InvalidConfig.code()
+    );
+    assert_eq!(
+        create(&mut client, "cfg", 1, 1, false, &[("retention.ms", "abc")]),
+        ResponseError::InvalidConfig.code()
+    );
+    assert_eq!(create(&mut client, "cfg", 1, 1, false, &[("retention.ms", "60000")]), 0);
+    let response: MetadataResponse = client.call(ApiKey::Metadata, 12, &metadata);
+    assert_eq!(response.topics[0].error_code, 0);
+    assert_ne!(response.topics[0].topic_id, uuid::Uuid::nil(), "topic ids are returned");
+    let mut invalid = MetadataRequestTopic::default();
+    invalid.name = Some(name("no/slash"));
+    let mut bad_metadata = MetadataRequest::default();
+    bad_metadata.topics = Some(vec![invalid]);
+    let response: MetadataResponse = client.call(ApiKey::Metadata, 12, &bad_metadata);
+    assert_eq!(response.topics[0].error_code, ResponseError::InvalidTopicException.code());
+    let mut delete = DeleteTopicsRequest::default();
+    delete.topic_names = vec![name("missing")];
+    let response: DeleteTopicsResponse = client.call(ApiKey::DeleteTopics, 5, &delete);
+    assert_eq!(response.responses[0].error_code, ResponseError::UnknownTopicOrPartition.code());
+}
+
+#[test]
+fn produce_and_fetch_errors() {
+    let broker = Broker::start(&["--set", "auto_create_topics_enable=false"]);
+    let mut client = RawClient::connect(&broker.address);
+    assert_eq!(create(&mut client, "data", 1, 1, false, &[("max.message.bytes", "2000")]), 0);
+    let batch = simple_batch(1_000, 3, 10);
+    assert_eq!(
+        produce(&mut client, "nope", 0, -1, batch.clone()).error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert_eq!(
+        produce(&mut client, "data", 7, -1, batch.clone()).error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert_eq!(produce(&mut client, "data", 0, 2, batch.clone()).error_code, ResponseError::InvalidRequiredAcks.code());
+    let mut corrupt = batch.clone();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x55;
+    assert_eq!(produce(&mut client, "data", 0, 1, corrupt).error_code, ResponseError::CorruptMessage.code());
+    let big = simple_batch(1_000, 1, 5_000);
+    assert_eq!(produce(&mut client, "data", 0, 1, big).error_code, ResponseError::MessageTooLarge.code());
+    let ok = produce(&mut client, "data", 0, -1, batch.clone());
+    assert_eq!((ok.error_code, ok.base_offset), (0, 0));
+    let ok = produce(&mut client, "data", 0, 1, batch);
+    assert_eq!((ok.error_code, ok.base_offset), (0, 3));
+    let fetched = fetch(&mut client, "data", 0, 0);
+    assert_eq!(fetched.error_code, 0);
+    assert_eq!(fetched.high_watermark, 6);
+    assert!(fetched.records.as_ref().is_some_and(|r| !r.is_empty()));
+    assert_eq!(fetch(&mut client, "data", 7, 0).error_code, ResponseError::OffsetOutOfRange.code());
+    let at_end = fetch(&mut client, "data", 6, 100);
+    assert_eq!(at_end.error_code, 0, "fetching at the log end is not an error");
+    assert!(at_end.records.as_ref().is_none_or(|r| r.is_empty()));
+    assert_eq!(list_offset(&mut client, "data", -2), (0, -1, 0));
+    assert_eq!(list_offset(&mut client, "data", -1), (0, -1, 6));
+    assert_eq!(list_offset(&mut client, "data", 1_001), (0, 1_001, 1));
+    assert_eq!(list_offset(&mut client, "data", -3).0, 0);
+    assert_eq!(list_offset(&mut client, "data", 99_999), (0, -1, -1));
+}
+
+#[test]
+fn long_poll_returns_data_that_arrives_while_waiting() {
+    let broker = Broker::start(&["--shards", "2"]);
+    let mut setup = RawClient::connect(&broker.address);
+    assert_eq!(create(&mut setup, "poll", 1, 1, false, &[]), 0);
+    let address = broker.address.clone();
+    let waiter = std::thread::spawn(move || {
+        let mut client = RawClient::connect(&address);
+        fetch(&mut client, "poll", 0, 8_000)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(produce(&mut setup, "poll", 0, 1, simple_batch(5, 2, 8)).error_code, 0);
+    let fetched = waiter.join().expect("fetch thread");
+    assert_eq!(fetched.error_code, 0);
+    assert_eq!(fetched.high_watermark, 2);
+    assert!(fetched.records.as_ref().is_some_and(|r| !r.is_empty()), "the waiting fetch got the new batch");
+}
+
+#[test]
+fn too_new_api_versions_gets_the_v0_layout_with_the_api_list() {
+    let broker = Broker::start(&[]);
+    let mut client = RawClient::connect(&broker.address);
+    let mut request = vec![];
+    request.extend_from_slice(&18i16.to_be_bytes());
+    request.extend_from_slice(&99i16.to_be_bytes());
+    request.extend_from_slice(&77i32.to_be_bytes());
+    request.extend_from_slice(&(-1i16).to_be_bytes());
+    let mut framed = (request.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&request);
+    client.send_raw(&framed).expect("send");
+    let mut frame = client.read_frame().expect("answer");
+    use bytes::Buf;
+    assert_eq!(frame.get_i32(), 77, "correlation id");
+    use kafka_protocol::protocol::Decodable;
+    let response = ApiVersionsResponse::decode(&mut frame, 0).expect("v0 layout");
+    assert_eq!(response.error_code, ResponseError::UnsupportedVersion.code());
+    let produce = response.api_keys.iter().find(|k| k.api_key == 0).expect("Produce listed");
+    assert_eq!((produce.min_version, produce.max_version), (3, 11));
+}
