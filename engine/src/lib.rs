@@ -14,6 +14,7 @@
 pub mod aligned;
 pub mod batch;
 pub mod cache;
+pub mod compression;
 pub mod config;
 pub mod disk;
 pub mod epoch_cache;

@@ -198,6 +198,17 @@ impl<D: Disk> Log<D> {
             .map(|s| (s.offset_of_max_timestamp, s.max_timestamp))
     }
 
+    /// ListOffsets max timestamp (KIP-734) at record level: within the
+    /// batch carrying the largest timestamp, the first record with it (for
+    /// uncompressed CreateTime batches; the batch's base offset otherwise).
+    pub async fn max_timestamp_record(&self) -> LogResult<Option<(i64, i64)>> {
+        let Some((batch_offset, timestamp)) = self.max_timestamp() else { return Ok(None) };
+        let end = self.inner.state.borrow().offsets.log_end;
+        let read = self.read(batch_offset, 1, end).await?;
+        let exact = read.batches.first().and_then(|batch| crate::records::first_record_at_or_after(batch, timestamp));
+        Ok(Some(exact.filter(|&(_, ts)| ts == timestamp).unwrap_or((batch_offset, timestamp))))
+    }
+
     /// Paths of the index files of a segment (for tests).
     pub fn index_paths(&self, base: i64) -> (std::path::PathBuf, std::path::PathBuf) {
         let dir = &self.inner.dir;

@@ -45,17 +45,21 @@ pub fn record_positions(body: &[u8], count: usize) -> Vec<RecordPosition> {
     out
 }
 
-/// In an uncompressed CreateTime batch, the first record with a timestamp
-/// ≥ `timestamp` as (offset, timestamp). `None` for compressed batches,
-/// LogAppendTime batches or when no record qualifies.
+/// Largest decompressed batch body looked into.
+pub const MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
+
+/// In a CreateTime batch (compressed or not), the first record with a
+/// timestamp ≥ `timestamp` as (offset, timestamp). `None` for LogAppendTime
+/// batches, undecodable bodies, or when no record qualifies.
 pub fn first_record_at_or_after(batch: &[u8], timestamp: i64) -> Option<(i64, i64)> {
     let header = parse_header(batch).ok()?;
-    if header.compression() != 0 || header.attributes & crate::batch::ATTR_TIMESTAMP_TYPE != 0 {
+    if header.attributes & crate::batch::ATTR_TIMESTAMP_TYPE != 0 {
         return None;
     }
-    let body = batch.get(BATCH_HEADER_BYTES..header.total_bytes())?;
+    let compressed = batch.get(BATCH_HEADER_BYTES..header.total_bytes())?;
+    let body = crate::compression::decompress(header.compression(), compressed, MAX_DECOMPRESSED_BYTES).ok()?;
     let count = usize::try_from(header.records_count).ok()?;
-    record_positions(body, count)
+    record_positions(&body, count)
         .into_iter()
         .map(|r| (header.base_offset + r.offset_delta, header.base_timestamp + r.timestamp_delta))
         .find(|&(_, ts)| ts >= timestamp)

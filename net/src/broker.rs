@@ -44,6 +44,7 @@ pub struct Broker {
     shared: Arc<BrokerShared>,
     /// The address the listeners bound (useful with port 0).
     pub local_addr: SocketAddr,
+    _data_dir_lock: std::fs::File,
 }
 
 fn meta_properties(config: &BrokerConfig) -> std::io::Result<String> {
@@ -56,6 +57,34 @@ fn meta_properties(config: &BrokerConfig) -> std::io::Result<String> {
     let cluster_id = uuid::Uuid::new_v4().simple().to_string()[..22].to_string();
     std::fs::write(&path, format!("version=1\ncluster.id={cluster_id}\nnode.id={}\n", config.node_id))?;
     Ok(cluster_id)
+}
+
+/// Fails when another process listens on `addr`: SO_REUSEPORT would let a
+/// second broker share the port silently, so probe with a plain bind first.
+fn ensure_port_free(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = std::net::TcpListener::bind(addr)?;
+    drop(probe);
+    Ok(())
+}
+
+/// Takes an exclusive lock on the data directory for the broker's lifetime,
+/// so two brokers never share one.
+fn lock_data_dir(config: &BrokerConfig) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(config.data_dir.join(".lock"))?;
+    // SAFETY: flock on a file descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(std::io::Error::other(format!(
+            "data directory {} is in use by another broker",
+            config.data_dir.display()
+        )));
+    }
+    Ok(file)
 }
 
 /// A listener on `addr` with SO_REUSEPORT, so every shard can bind the same
@@ -74,9 +103,14 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
 impl Broker {
     /// Validates the configuration, prepares the data directory and starts
     /// every shard. Returns once all shards listen.
-    pub fn start(config: BrokerConfig) -> Result<Broker, Box<dyn std::error::Error>> {
+    pub fn start(mut config: BrokerConfig) -> Result<Broker, Box<dyn std::error::Error>> {
         config.validate()?;
+        // Resolve "one per core" once, here: inside a pinned shard thread the
+        // available parallelism is 1.
+        config.shards = config.shard_count();
         std::fs::create_dir_all(&config.data_dir)?;
+        let data_dir_lock = lock_data_dir(&config)?;
+        ensure_port_free(config.listen_addr()?)?;
         let cluster_id = meta_properties(&config)?;
         let topics = TopicStore::load(&config.data_dir)?;
         remove_stray_partitions(&config, &topics)?;
@@ -128,7 +162,7 @@ impl Broker {
             }
         }
         tracing::info!(%local_addr, shards, cluster_id = %shared.cluster_id, data_dir = %config.data_dir.display(), "shardline broker started");
-        Ok(Broker { pool, shared, local_addr })
+        Ok(Broker { pool, shared, local_addr, _data_dir_lock: data_dir_lock })
     }
 
     /// Shared broker state.

@@ -60,6 +60,9 @@ pub struct BrokerConfig {
     pub batch_cache_bytes: usize,
     /// `retention_check_interval_ms`: how often retention runs.
     pub retention_check_interval_ms: u64,
+    /// `max_incremental_fetch_session_cache_slots`: fetch sessions per shard
+    /// (KIP-227; 0 disables them).
+    pub max_incremental_fetch_session_cache_slots: usize,
 }
 
 impl Default for BrokerConfig {
@@ -83,6 +86,7 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             batch_cache_bytes: 256 << 20,
             retention_check_interval_ms: 300_000,
+            max_incremental_fetch_session_cache_slots: 1000,
         }
     }
 }
@@ -143,6 +147,9 @@ impl BrokerConfig {
             "message_max_bytes" => self.message_max_bytes = parse(key, value)?,
             "batch_cache_bytes" => self.batch_cache_bytes = parse(key, value)?,
             "retention_check_interval_ms" => self.retention_check_interval_ms = parse(key, value)?,
+            "max_incremental_fetch_session_cache_slots" => {
+                self.max_incremental_fetch_session_cache_slots = parse(key, value)?
+            }
             other => return Err(bad(other, "unknown key")),
         }
         Ok(())

@@ -9,6 +9,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod fetch_sessions;
 pub mod frame;
 pub mod partitions;
 pub mod topics;

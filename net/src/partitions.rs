@@ -43,6 +43,8 @@ pub struct ShardPartitions {
     pub in_flight: Cell<usize>,
     /// Fired when `in_flight` drops to zero.
     pub idle: LocalEvent,
+    /// Incremental fetch sessions of this shard's connections.
+    pub fetch_sessions: RefCell<crate::fetch_sessions::FetchSessions>,
 }
 
 /// Kafka error code from an engine error.
@@ -89,6 +91,11 @@ impl ShardPartitions {
     /// Empty state for `shard`.
     pub fn new(shard: usize, config: Arc<BrokerConfig>) -> Self {
         let cache = BatchCache::shared(config.batch_cache_bytes);
+        let sessions = crate::fetch_sessions::FetchSessions::new(
+            config.max_incremental_fetch_session_cache_slots,
+            shard,
+            config.shard_count(),
+        );
         Self {
             shard,
             config,
@@ -98,6 +105,7 @@ impl ShardPartitions {
             shutting_down: Cell::new(false),
             in_flight: Cell::new(0),
             idle: LocalEvent::default(),
+            fetch_sessions: RefCell::new(sessions),
         }
     }
 
@@ -260,9 +268,10 @@ impl ShardPartitions {
         match timestamp {
             -2 => (0, -1, offsets.log_start),
             -1 => (0, -1, offsets.high_watermark),
-            -3 => match open.log.max_timestamp() {
-                Some((offset, ts)) if offset < offsets.high_watermark => (0, ts, offset),
-                _ => (0, -1, -1),
+            -3 => match open.log.max_timestamp_record().await {
+                Ok(Some((offset, ts))) if offset < offsets.high_watermark => (0, ts, offset),
+                Ok(_) => (0, -1, -1),
+                Err(error) => (error_code(&error), -1, -1),
             },
             ts if ts >= 0 => match open.log.offset_for_timestamp(ts, offsets.high_watermark).await {
                 Ok(Some((offset, found))) => (0, found, offset.max(offsets.log_start)),

@@ -177,7 +177,16 @@ fn produce_and_fetch_errors() {
     assert_eq!((ok.error_code, ok.base_offset), (0, 0));
     let ok = produce(&mut client, "data", 0, 1, batch);
     assert_eq!((ok.error_code, ok.base_offset), (0, 3));
-    let fetched = fetch(&mut client, "data", 0, 0);
+    // acks=1 answers once written; the high watermark follows the group
+    // commit that the append requested, moments later.
+    let mut fetched = fetch(&mut client, "data", 0, 0);
+    for _ in 0..100 {
+        if fetched.high_watermark == 6 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        fetched = fetch(&mut client, "data", 0, 0);
+    }
     assert_eq!(fetched.error_code, 0);
     assert_eq!(fetched.high_watermark, 6);
     assert!(fetched.records.as_ref().is_some_and(|r| !r.is_empty()));

@@ -3,27 +3,29 @@
 //! batch always whole), and long polling: while fewer than `min_bytes` are
 //! available, wait on the owning shards for new data until `max_wait_ms`.
 //!
-//! Fetch sessions (KIP-227): this broker answers every fetch as a full one
-//! and returns session id 0, which tells clients that no session was
-//! created, so they keep sending full fetch requests (what Kafka does when
-//! its session cache is full). A request naming a session id is refused with
-//! FETCH_SESSION_ID_NOT_FOUND.
+//! Fetch sessions (KIP-227, v7+): epoch 0 creates a session holding the
+//! requested partitions; later requests name the session and its next
+//! epoch, add or update partitions and forget others, and the response
+//! carries only partitions with news (records, an error, or a changed high
+//! watermark or log start). Epoch -1 closes a session (sessionless full
+//! fetch). Sessions live on the shard of the connection.
 
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::Context;
+use crate::fetch_sessions::SessionError;
 use crate::partitions::FetchOutcome;
 
 /// Upper bound on polling rounds of one fetch (each waits for new data).
 const MAX_POLL_ROUNDS: usize = 1000;
 
 struct Target {
-    topic_index: usize,
     name: String,
     partition: i32,
     offset: i64,
@@ -91,23 +93,26 @@ async fn wait_for_any(context: &Context, targets: &[Target], deadline: Instant) 
     let _ = futures::future::select_all(waits).await;
 }
 
-/// Handles a Fetch request.
-pub async fn handle(context: &Context, request: FetchRequest, version: i16) -> FetchResponse {
-    let mut response = FetchResponse::default();
-    if request.session_id != 0 {
-        response.error_code = ResponseError::FetchSessionIdNotFound.code();
-        return response;
-    }
+/// How a request relates to fetch sessions.
+enum Mode {
+    /// Full fetch, no session (epoch -1, or a version without sessions).
+    Sessionless,
+    /// Full fetch that starts session `id` (`None`: no slot, sessionless).
+    New(Option<i32>),
+    /// Incremental fetch in session `id`.
+    Incremental(i32),
+}
+
+fn requested_targets(context: &Context, request: &FetchRequest) -> Vec<Target> {
     let image = context.shared.topics.image();
     let mut targets = Vec::new();
-    for (topic_index, topic) in request.topics.iter().enumerate() {
+    for topic in &request.topics {
         let name = topic.topic.0.to_string();
         let info = image.topics.get(&name);
         for p in &topic.partitions {
             let shard = info.and_then(|t| context.shared.shard_of(&t.partition_shards, p.partition));
             let max_bytes = p.partition_max_bytes.max(0) as usize;
             targets.push(Target {
-                topic_index,
                 name: name.clone(),
                 partition: p.partition,
                 offset: p.fetch_offset,
@@ -116,31 +121,122 @@ pub async fn handle(context: &Context, request: FetchRequest, version: i16) -> F
             });
         }
     }
+    targets
+}
+
+/// Chooses the mode and the partitions to read; `Err` is a top-level error.
+fn plan(context: &Context, request: &FetchRequest, version: i16) -> Result<(Mode, Vec<Target>), ResponseError> {
+    let requested = requested_targets(context, request);
+    let (id, epoch) = if version >= 7 { (request.session_id, request.session_epoch) } else { (0, -1) };
+    let mut sessions = context.state.fetch_sessions.borrow_mut();
+    if id > 0 && epoch <= 0 {
+        sessions.remove(id);
+    }
+    match (id, epoch) {
+        (_, -1) => Ok((Mode::Sessionless, requested)),
+        (_, 0) => {
+            let created = sessions.create();
+            if let Some(session) = created.and_then(|new| sessions.get_mut(new)) {
+                for t in &requested {
+                    session.upsert(&t.name, t.partition, t.offset, t.max_bytes);
+                }
+            }
+            Ok((Mode::New(created), requested))
+        }
+        (0, _) => Err(ResponseError::InvalidFetchSessionEpoch),
+        (id, epoch) => {
+            let session = sessions.incremental(id, epoch).map_err(|e| match e {
+                SessionError::NotFound => ResponseError::FetchSessionIdNotFound,
+                SessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
+            })?;
+            for t in &requested {
+                session.upsert(&t.name, t.partition, t.offset, t.max_bytes);
+            }
+            for forgotten in &request.forgotten_topics_data {
+                for &partition in &forgotten.partitions {
+                    session.forget(&forgotten.topic.0, partition);
+                }
+            }
+            let image = context.shared.topics.image();
+            let targets = session
+                .partitions
+                .iter()
+                .map(|p| {
+                    let shard = image
+                        .topics
+                        .get(&p.topic)
+                        .and_then(|t| context.shared.shard_of(&t.partition_shards, p.partition));
+                    Target {
+                        name: p.topic.clone(),
+                        partition: p.partition,
+                        offset: p.fetch_offset,
+                        max_bytes: p.max_bytes,
+                        shard,
+                    }
+                })
+                .collect();
+            Ok((Mode::Incremental(id), targets))
+        }
+    }
+}
+
+/// Reads, waiting (long poll) while fewer than `min_bytes` are available.
+async fn read_with_long_poll(context: &Context, targets: &[Target], request: &FetchRequest) -> Vec<FetchOutcome> {
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
-    let mut outcomes = read_all(context, &targets).await;
+    let mut outcomes = read_all(context, targets).await;
     for _ in 0..MAX_POLL_ROUNDS {
         let total: usize = outcomes.iter().flat_map(|o| o.records.iter()).map(Bytes::len).sum();
         let errors = outcomes.iter().any(|o| o.error_code != 0);
         if total >= min_bytes.max(1) || errors || Instant::now() >= deadline || targets.is_empty() {
             break;
         }
-        wait_for_any(context, &targets, deadline).await;
-        outcomes = read_all(context, &targets).await;
+        wait_for_any(context, targets, deadline).await;
+        outcomes = read_all(context, targets).await;
     }
+    outcomes
+}
+
+/// Handles a Fetch request.
+pub async fn handle(context: &Context, request: FetchRequest, version: i16) -> FetchResponse {
+    let mut response = FetchResponse::default();
+    let (mode, targets) = match plan(context, &request, version) {
+        Ok(plan) => plan,
+        Err(error) => {
+            response.error_code = error.code();
+            return response;
+        }
+    };
+    let outcomes = read_with_long_poll(context, &targets, &request).await;
     let response_max = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
     let mut total = 0usize;
-    let mut topics: Vec<FetchableTopicResponse> = request
-        .topics
-        .iter()
-        .map(|t| {
-            let mut r = FetchableTopicResponse::default();
-            r.topic = t.topic.clone();
-            r.topic_id = t.topic_id;
-            r
-        })
-        .collect();
-    for (target, outcome) in targets.iter().zip(outcomes) {
+    let mut sessions = context.state.fetch_sessions.borrow_mut();
+    let session_id = match mode {
+        Mode::Sessionless | Mode::New(None) => 0,
+        Mode::New(Some(id)) | Mode::Incremental(id) => id,
+    };
+    let mut session = if session_id > 0 { sessions.get_mut(session_id) } else { None };
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    for (index, (target, outcome)) in targets.iter().zip(outcomes).enumerate() {
+        let records = concat(outcome.records);
+        let trimmed = total > 0 && total + records.len() > response_max;
+        let has_records = !records.is_empty() && !trimmed;
+        let send = match session.as_mut() {
+            Some(session) if index < session.partitions.len() => {
+                let changed = session.should_send(
+                    index,
+                    has_records,
+                    outcome.error_code,
+                    outcome.high_watermark,
+                    outcome.log_start,
+                );
+                changed || !matches!(mode, Mode::Incremental(_))
+            }
+            _ => true,
+        };
+        if !send {
+            continue;
+        }
         let mut p = PartitionData::default();
         p.partition_index = target.partition;
         p.error_code = outcome.error_code;
@@ -150,14 +246,24 @@ pub async fn handle(context: &Context, request: FetchRequest, version: i16) -> F
             p.log_start_offset = outcome.log_start;
         }
         p.aborted_transactions = Some(Vec::new());
-        let records = concat(outcome.records);
-        if total > 0 && total + records.len() > response_max {
-            p.records = Some(Bytes::new());
-        } else {
+        if has_records {
             total += records.len();
             p.records = Some(records);
+        } else {
+            p.records = Some(Bytes::new());
         }
-        topics[target.topic_index].partitions.push(p);
+        match topics.last_mut() {
+            Some(last) if last.topic.0.as_str() == target.name => last.partitions.push(p),
+            _ => {
+                let mut topic = FetchableTopicResponse::default();
+                topic.topic = TopicName(StrBytes::from_string(target.name.clone()));
+                topic.partitions.push(p);
+                topics.push(topic);
+            }
+        }
+    }
+    if version >= 7 {
+        response.session_id = session_id;
     }
     response.responses = topics;
     response

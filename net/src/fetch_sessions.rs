@@ -1,0 +1,197 @@
+//! Incremental fetch sessions (KIP-227), per shard: which partitions a
+//! session fetches (with the offset and max bytes last requested), what the
+//! client last saw of each (high watermark, log start), and the epoch the
+//! next request must carry. Pure state, no I/O; bounded in size, least
+//! recently used sessions evicted first (their clients get
+//! FETCH_SESSION_ID_NOT_FOUND and start a new one, as Kafka's do).
+
+use std::collections::HashMap;
+
+/// A partition in a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// Offset from the latest request that named this partition.
+    pub fetch_offset: i64,
+    /// Partition max bytes from that request.
+    pub max_bytes: usize,
+    /// High watermark last sent to the client (-1: never).
+    pub last_high_watermark: i64,
+    /// Log start offset last sent to the client (-1: never).
+    pub last_log_start: i64,
+}
+
+/// One session.
+#[derive(Debug, Clone)]
+pub struct FetchSession {
+    /// Partitions in insertion order.
+    pub partitions: Vec<SessionPartition>,
+    /// The epoch the next incremental request must carry.
+    pub next_epoch: i32,
+    last_used: u64,
+}
+
+impl FetchSession {
+    /// Adds or updates a partition named in a request.
+    pub fn upsert(&mut self, topic: &str, partition: i32, fetch_offset: i64, max_bytes: usize) {
+        match self.partitions.iter_mut().find(|p| p.partition == partition && p.topic == topic) {
+            Some(existing) => {
+                existing.fetch_offset = fetch_offset;
+                existing.max_bytes = max_bytes;
+            }
+            None => self.partitions.push(SessionPartition {
+                topic: topic.to_string(),
+                partition,
+                fetch_offset,
+                max_bytes,
+                last_high_watermark: -1,
+                last_log_start: -1,
+            }),
+        }
+    }
+
+    /// Removes a partition the client forgot.
+    pub fn forget(&mut self, topic: &str, partition: i32) {
+        self.partitions.retain(|p| !(p.partition == partition && p.topic == topic));
+    }
+
+    /// Whether a partition's answer must be sent in an incremental response
+    /// (data, an error, or a changed high watermark or log start), and
+    /// records what the client will now have seen.
+    pub fn should_send(
+        &mut self,
+        index: usize,
+        has_records: bool,
+        error_code: i16,
+        high_watermark: i64,
+        log_start: i64,
+    ) -> bool {
+        let p = &mut self.partitions[index];
+        let changed =
+            has_records || error_code != 0 || p.last_high_watermark != high_watermark || p.last_log_start != log_start;
+        p.last_high_watermark = high_watermark;
+        p.last_log_start = log_start;
+        changed
+    }
+}
+
+/// Why an incremental request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionError {
+    /// FETCH_SESSION_ID_NOT_FOUND.
+    NotFound,
+    /// INVALID_FETCH_SESSION_EPOCH.
+    InvalidEpoch,
+}
+
+/// The sessions of one shard. See the module documentation.
+#[derive(Debug)]
+pub struct FetchSessions {
+    sessions: HashMap<i32, FetchSession>,
+    max_sessions: usize,
+    shard: usize,
+    shards: usize,
+    next_id: u32,
+    clock: u64,
+}
+
+impl FetchSessions {
+    /// At most `max_sessions` on shard `shard` of `shards` (ids are unique
+    /// across shards).
+    pub fn new(max_sessions: usize, shard: usize, shards: usize) -> Self {
+        assert!(shards > 0 && shard < shards);
+        Self { sessions: HashMap::new(), max_sessions, shard, shards, next_id: 0, clock: 0 }
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether there are no sessions.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Creates a session; `None` when sessions are disabled (0 slots).
+    pub fn create(&mut self) -> Option<i32> {
+        if self.max_sessions == 0 {
+            return None;
+        }
+        if self.sessions.len() >= self.max_sessions {
+            let oldest = self.sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| *id);
+            if let Some(id) = oldest {
+                self.sessions.remove(&id);
+            }
+        }
+        let id = loop {
+            self.next_id = self.next_id.wrapping_add(1);
+            let candidate = (u64::from(self.next_id) * self.shards as u64 + self.shard as u64) % (i32::MAX as u64) + 1;
+            let candidate = candidate as i32;
+            if !self.sessions.contains_key(&candidate) {
+                break candidate;
+            }
+        };
+        self.clock += 1;
+        self.sessions.insert(id, FetchSession { partitions: Vec::new(), next_epoch: 1, last_used: self.clock });
+        debug_assert!(self.sessions.len() <= self.max_sessions);
+        Some(id)
+    }
+
+    /// Removes a session (FINAL epoch or replaced).
+    pub fn remove(&mut self, id: i32) {
+        self.sessions.remove(&id);
+    }
+
+    /// The session for an incremental request with `epoch`, which must be
+    /// the one expected; the expected epoch then advances.
+    pub fn incremental(&mut self, id: i32, epoch: i32) -> Result<&mut FetchSession, SessionError> {
+        self.clock += 1;
+        let clock = self.clock;
+        let session = self.sessions.get_mut(&id).ok_or(SessionError::NotFound)?;
+        if session.next_epoch != epoch {
+            return Err(SessionError::InvalidEpoch);
+        }
+        session.next_epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
+        session.last_used = clock;
+        Ok(session)
+    }
+
+    /// The session `id` (just created), to fill.
+    pub fn get_mut(&mut self, id: i32) -> Option<&mut FetchSession> {
+        self.sessions.get_mut(&id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_epochs_and_eviction() {
+        let mut sessions = FetchSessions::new(2, 1, 2);
+        let a = sessions.create().expect("id");
+        let b = sessions.create().expect("id");
+        assert_ne!(a, b);
+        assert!(a > 0 && b > 0);
+        sessions.get_mut(a).expect("a").upsert("t", 0, 5, 100);
+        assert_eq!(sessions.incremental(a, 2).err(), Some(SessionError::InvalidEpoch));
+        let session = sessions.incremental(a, 1).expect("epoch 1");
+        assert_eq!(session.partitions.len(), 1);
+        assert!(session.should_send(0, false, 0, 10, 0), "first sight of the high watermark");
+        assert!(!session.should_send(0, false, 0, 10, 0), "nothing changed");
+        assert!(session.should_send(0, true, 0, 10, 0), "records");
+        session.upsert("t", 0, 7, 100);
+        session.forget("t", 0);
+        assert!(session.partitions.is_empty());
+        assert!(sessions.incremental(a, 2).is_ok());
+        let c = sessions.create().expect("evicts the least recently used (b)");
+        assert_eq!(sessions.incremental(b, 1).err(), Some(SessionError::NotFound));
+        assert!(sessions.incremental(c, 1).is_ok());
+        assert_eq!(sessions.len(), 2);
+        assert!(FetchSessions::new(0, 0, 1).create().is_none());
+    }
+}
