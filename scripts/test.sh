@@ -33,10 +33,43 @@ if cargo clippy --version >/dev/null 2>&1; then
   cargo clippy --workspace --all-targets --quiet -- -D warnings
 fi
 
-log "cargo test (workspace)"
+log "cargo test (workspace): engine, broker, and end-to-end tests with librdkafka and raw sockets"
 mkdir -p target
+failed_suites=()
+set +e
 cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
+[ "${PIPESTATUS[0]}" -eq 0 ] || failed_suites+=(cargo)
+passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($i ~ /^passed/) p += $(i-1) } END { print p + 0 }' target/test-output.txt)
+failed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($i ~ /^failed/) f += $(i-1) } END { print f + 0 }' target/test-output.txt)
+export SHARDLINE_BIN="$PWD/target/debug/shardline"
 
-# One closing line for the whole run, summed over every test binary.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
-     END { printf "all tests: %d passed, %d failed\n", p, f }' target/test-output.txt
+log "Python clients (confluent-kafka, kafka-python) and kcat"
+bash tests/python/run.sh 2>&1 | tee target/python-output.txt
+[ "${PIPESTATUS[0]}" -eq 0 ] || failed_suites+=(python)
+line=$(grep -E '^e2e: [0-9]+ passed, [0-9]+ failed' target/python-output.txt | tail -1)
+passed=$((passed + $(echo "$line" | awk '{print $2+0}')))
+failed=$((failed + $(echo "$line" | awk '{print $4+0}')))
+
+log "franz-go"
+bash tests/go/run.sh -v 2>&1 | tee target/go-output.txt
+[ "${PIPESTATUS[0]}" -eq 0 ] || failed_suites+=(go)
+passed=$((passed + $(grep -cE '^\s*--- PASS' target/go-output.txt)))
+failed=$((failed + $(grep -cE '^\s*--- FAIL' target/go-output.txt)))
+
+log "Java client (kafka-clients 4.1) and Kafka's command-line tools"
+bash tests/java/run.sh 2>&1 | tee target/java-output.txt
+[ "${PIPESTATUS[0]}" -eq 0 ] || failed_suites+=(java)
+read -r java_tests java_bad < <(cat tests/java/target/surefire-reports/TEST-*.xml 2>/dev/null |
+  grep -o '<testsuite [^>]*>' |
+  awk '{ match($0, /tests="[0-9]+"/); t += substr($0, RSTART+7, RLENGTH-8);
+         match($0, /failures="[0-9]+"/); f += substr($0, RSTART+10, RLENGTH-11);
+         match($0, /errors="[0-9]+"/); e += substr($0, RSTART+8, RLENGTH-9) }
+       END { print t + 0, f + e }')
+passed=$((passed + ${java_tests:-0} - ${java_bad:-0}))
+failed=$((failed + ${java_bad:-0}))
+set -e
+
+echo
+[ ${#failed_suites[@]} -eq 0 ] || echo "failing suites: ${failed_suites[*]}"
+echo "all tests: $passed passed, $failed failed"
+[ ${#failed_suites[@]} -eq 0 ] && [ "$failed" -eq 0 ]

@@ -3,6 +3,7 @@
 //! to its handler. Runs on the connection's shard.
 
 mod admin;
+mod describe_configs;
 mod fetch;
 mod list_offsets;
 mod metadata;
@@ -43,6 +44,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::DescribeConfigs, 1, 4),
 ];
 
 /// Whether `version` of `key` is advertised.
@@ -97,6 +99,9 @@ pub async fn handle(context: &Context, header: &RequestHeader, request: RequestK
             return produce::handle(context, request, version).await.map(ResponseKind::Produce)
         }
         RequestKind::Fetch(request) => ResponseKind::Fetch(fetch::handle(context, request, version).await),
+        RequestKind::DescribeConfigs(request) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(context, request, version))
+        }
         RequestKind::ListOffsets(request) => {
             ResponseKind::ListOffsets(list_offsets::handle(context, request, version).await)
         }

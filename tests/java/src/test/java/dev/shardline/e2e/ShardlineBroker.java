@@ -1,0 +1,240 @@
+package dev.shardline.e2e;
+
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.io.PrintStream;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.stream.Collectors;
+import java.util.stream.Stream;
+
+/**
+ * One Shardline broker process: a private copy of the binary, a free loopback port, a fresh
+ * data directory. Started with {@code shardline serve ... --shards 2}, stopped with SIGTERM.
+ * The broker's stderr (its log) is kept under target/broker-logs/.
+ */
+public final class ShardlineBroker implements AutoCloseable {
+    private static final long START_TIMEOUT_MS = 30_000;
+    private static final long STOP_TIMEOUT_MS = 30_000;
+    private static Path binaryCopy;
+
+    private final String name;
+    private final Path dataDir;
+    private final Path stderrLog;
+    private final Path stdoutLog;
+    private Process process;
+    private int port;
+    private Integer exitCode;
+
+    private ShardlineBroker(String name, Path dataDir, Path stderrLog, Path stdoutLog) {
+        this.name = name;
+        this.dataDir = dataDir;
+        this.stderrLog = stderrLog;
+        this.stdoutLog = stdoutLog;
+    }
+
+    /** The binary under test, copied once per JVM so a concurrent rebuild cannot change it mid-run. */
+    static synchronized Path binary() throws IOException {
+        if (binaryCopy == null) {
+            Path src = Paths.get(System.getProperty("shardline.bin",
+                    "../../target/debug/shardline")).toAbsolutePath().normalize();
+            if (!Files.isRegularFile(src)) {
+                throw new IllegalStateException("shardline binary not found at " + src
+                        + " (build it, or pass -Dshardline.bin=/path/to/shardline)");
+            }
+            Path dir = Files.createTempDirectory("shardline-bin-");
+            Path dst = dir.resolve("shardline");
+            Files.copy(src, dst, StandardCopyOption.REPLACE_EXISTING);
+            Files.setPosixFilePermissions(dst, PosixFilePermissions.fromString("rwxr-xr-x"));
+            // deleteOnExit runs in reverse order of registration: the file first, then its folder
+            dir.toFile().deleteOnExit();
+            dst.toFile().deleteOnExit();
+            binaryCopy = dst;
+        }
+        return binaryCopy;
+    }
+
+    public static ShardlineBroker start(String name) throws Exception {
+        Path logDir = Paths.get(System.getProperty("shardline.logdir", "target/broker-logs"));
+        Files.createDirectories(logDir);
+        Exception last = null;
+        for (int attempt = 1; attempt <= 3; attempt++) {
+            Path dataDir = Files.createTempDirectory("shardline-data-");
+            ShardlineBroker b = new ShardlineBroker(name, dataDir,
+                    logDir.resolve(name + "-" + attempt + ".stderr.log"),
+                    logDir.resolve(name + "-" + attempt + ".stdout.log"));
+            try {
+                b.launch(freePort());
+                return b;
+            } catch (Exception e) {
+                last = e;
+                b.kill();
+                b.deleteDataDir();
+            }
+        }
+        throw last;
+    }
+
+    private static int freePort() throws IOException {
+        try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            s.setReuseAddress(true);
+            return s.getLocalPort();
+        }
+    }
+
+    private void launch(int port) throws Exception {
+        this.port = port;
+        ProcessBuilder pb = new ProcessBuilder(binary().toString(), "serve",
+                "--listen", "127.0.0.1:" + port,
+                "--data-dir", dataDir.toString(),
+                "--shards", "2");
+        pb.environment().put("NO_COLOR", "1");
+        if (System.getenv("RUST_LOG") == null) {
+            pb.environment().put("RUST_LOG", "info");
+        }
+        pb.redirectError(ProcessBuilder.Redirect.to(stderrLog.toFile()));
+        pb.redirectInput(ProcessBuilder.Redirect.PIPE);
+        process = pb.start();
+        Runtime.getRuntime().addShutdownHook(new Thread(this::kill));
+
+        String expected = "shardline listening on 127.0.0.1:" + port;
+        CompletableFuture<Boolean> ready = new CompletableFuture<>();
+        Thread pump = new Thread(() -> {
+            try (BufferedReader r = new BufferedReader(new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8));
+                 PrintStream out = new PrintStream(Files.newOutputStream(stdoutLog), true, StandardCharsets.UTF_8)) {
+                String line;
+                while ((line = r.readLine()) != null) {
+                    out.println(line);
+                    if (line.trim().equals(expected)) {
+                        ready.complete(true);
+                    }
+                }
+            } catch (IOException e) {
+                // process went away
+            } finally {
+                ready.complete(false);
+            }
+        }, "shardline-stdout-" + name);
+        pump.setDaemon(true);
+        pump.start();
+
+        boolean ok;
+        try {
+            ok = ready.get(START_TIMEOUT_MS, TimeUnit.MILLISECONDS);
+        } catch (TimeoutException e) {
+            throw new IllegalStateException("broker did not print '" + expected + "' within "
+                    + START_TIMEOUT_MS + " ms; stderr:\n" + stderr());
+        }
+        if (!ok) {
+            throw new IllegalStateException("broker exited before it was ready (exit "
+                    + (process.isAlive() ? "?" : process.exitValue()) + "); stderr:\n" + stderr());
+        }
+    }
+
+    public String bootstrap() {
+        return "127.0.0.1:" + port;
+    }
+
+    public Path dataDir() {
+        return dataDir;
+    }
+
+    public int port() {
+        return port;
+    }
+
+    public boolean isAlive() {
+        return process != null && process.isAlive();
+    }
+
+    /** The broker's log so far. */
+    public String stderr() {
+        try {
+            return Files.exists(stderrLog) ? Files.readString(stderrLog, StandardCharsets.UTF_8) : "";
+        } catch (IOException e) {
+            return "<cannot read " + stderrLog + ": " + e + ">";
+        }
+    }
+
+    /** WARN and ERROR lines of the broker's log, e.g. why it closed a connection. */
+    public List<String> problems() {
+        return stderr().lines().filter(l -> l.contains(" WARN ") || l.contains(" ERROR ")
+                || l.contains("panicked")).collect(Collectors.toList());
+    }
+
+    /** A string to append to assertion messages. */
+    public String diagnostics() {
+        List<String> p = problems();
+        return "\n--- broker WARN/ERROR lines (" + p.size() + ", full log " + stderrLog.toAbsolutePath() + ") ---\n"
+                + String.join("\n", p.subList(Math.max(0, p.size() - 40), p.size()))
+                + (isAlive() ? "" : "\n--- broker process is NOT alive ---");
+    }
+
+    /** SIGTERM, then wait for a clean exit; returns the exit code. */
+    public int stop() throws InterruptedException {
+        if (process == null) {
+            return exitCode == null ? -1 : exitCode;
+        }
+        if (exitCode != null) {
+            return exitCode;
+        }
+        process.destroy(); // SIGTERM on Unix
+        if (!process.waitFor(STOP_TIMEOUT_MS, TimeUnit.MILLISECONDS)) {
+            process.destroyForcibly();
+            process.waitFor(10, TimeUnit.SECONDS);
+            throw new AssertionError("broker did not exit within " + STOP_TIMEOUT_MS
+                    + " ms of SIGTERM (killed with SIGKILL)" + diagnostics());
+        }
+        exitCode = process.exitValue();
+        return exitCode;
+    }
+
+    private void kill() {
+        if (process != null && process.isAlive()) {
+            process.destroyForcibly();
+        }
+    }
+
+    private void deleteDataDir() {
+        try (Stream<Path> s = Files.walk(dataDir)) {
+            s.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+        } catch (IOException e) {
+            // best effort
+        }
+    }
+
+    /** Stops the broker (SIGTERM), asserts a clean exit, removes the data directory. */
+    @Override
+    public void close() throws Exception {
+        try {
+            int code = stop();
+            List<String> p = problems();
+            if (!p.isEmpty()) {
+                System.out.println("[" + name + "] broker WARN/ERROR lines:\n" + String.join("\n", p));
+            }
+            if (code != 0) {
+                throw new AssertionError("broker exited with code " + code + " after SIGTERM" + diagnostics());
+            }
+        } finally {
+            deleteDataDir();
+        }
+    }
+
+    public List<String> tail(int n) {
+        List<String> lines = new ArrayList<>(stderr().lines().collect(Collectors.toList()));
+        return lines.subList(Math.max(0, lines.size() - n), lines.size());
+    }
+}
