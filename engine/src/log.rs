@@ -121,6 +121,8 @@ pub(crate) struct State<D: Disk> {
     pub writer_running: bool,
     /// An fdatasync task is running (overlapping the next writes).
     pub sync_in_flight: bool,
+    /// The writer task is executing a job (write, seal, index or checkpoint).
+    pub writer_busy: bool,
     /// Bumped by every truncation (syncs and waiters started before it
     /// must not count offsets re-appended after it).
     pub truncations: u64,
@@ -375,6 +377,7 @@ impl<D: Disk> Log<D> {
         let mut state = self.inner.state.borrow_mut();
         state.exclusive = false;
         self.inner.changed.notify_all();
+        state.check_open()?;
         let files = match opened {
             Ok(files) => files,
             Err(error) => {
@@ -406,10 +409,15 @@ impl<D: Disk> Log<D> {
     }
 
     async fn wait_for(&self, target: i64, reached: impl Fn(&PartitionOffsets) -> bool) -> LogResult<()> {
+        let truncations = self.inner.state.borrow().truncations;
         loop {
             let listen = self.inner.changed.listen();
             {
                 let state = self.inner.state.borrow();
+                if state.truncations != truncations {
+                    // The awaited offsets may have been replaced by others.
+                    return Err(LogError::Truncated { offset: target });
+                }
                 if reached(&state.offsets) {
                     return Ok(());
                 }

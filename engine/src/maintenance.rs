@@ -38,6 +38,9 @@ impl<D: Disk> Log<D> {
         let config = &self.inner.options.config;
         let doomed: Vec<i64> = {
             let state = self.inner.state.borrow();
+            if state.exclusive {
+                return Ok(0); // a roll or truncation is changing segments: next round
+            }
             let total: u64 = state.segments.values().map(|s| s.size).sum();
             let mut excess = config.retention_bytes.map_or(0, |limit| total.saturating_sub(limit));
             let mut doomed = Vec::new();
@@ -75,6 +78,9 @@ impl<D: Disk> Log<D> {
     pub async fn delete_records(&self, offset: i64) -> LogResult<i64> {
         let doomed: Vec<i64> = {
             let state = self.inner.state.borrow();
+            if state.exclusive {
+                return Err(LogError::Closed);
+            }
             let o = &state.offsets;
             if offset > o.high_watermark || offset < 0 {
                 return Err(LogError::OffsetOutOfRange { offset, log_start: o.log_start, log_end: o.high_watermark });
@@ -140,6 +146,7 @@ impl<D: Disk> Log<D> {
                 state.check_open()?;
                 let drained = state.offsets.written == state.offsets.log_end
                     && !state.sync_in_flight
+                    && !state.writer_busy
                     && state.sealing.is_empty()
                     && !state.active.tail.has_unwritten()
                     && !state.active.tail.has_in_flight();
@@ -186,6 +193,9 @@ impl<D: Disk> Log<D> {
         let config = &self.inner.options.config;
         let reopen = self.inner.state.borrow().active.base_offset != base;
         if reopen {
+            // The reopened segment takes appends again: recovery must rescan it.
+            write_checkpoint(&self.inner.disk, &self.inner.dir, crate::open::RECOVERY_POINT_FILE, base.to_string())
+                .await?;
             let files = open_segment_files(&self.inner.disk, &self.inner.dir, base, config).await?;
             let mut state = self.inner.state.borrow_mut();
             let tail = TailBuffer::new(config.chunk_bytes, config.max_pending_chunks, 0, &[]);
@@ -255,6 +265,9 @@ impl<D: Disk> Log<D> {
         };
         index_file.set_len((index_len * crate::index::OFFSET_ENTRY_BYTES) as u64).await?;
         time_file.set_len((time_len * crate::index::TIME_ENTRY_BYTES) as u64).await?;
+        // Entries past the cut must not come back after a crash.
+        index_file.sync_data().await?;
+        time_file.sync_data().await?;
         tracing::info!(dir = %self.inner.dir.display(), new_end, "truncated partition log");
         Ok(new_end)
     }

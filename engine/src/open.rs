@@ -314,6 +314,7 @@ impl<D: Disk> Log<D> {
             last_sync: Instant::now(),
             writer_running: true,
             sync_in_flight: false,
+            writer_busy: false,
             truncations: 0,
         };
         let inner = Rc::new(Inner {

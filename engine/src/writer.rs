@@ -36,6 +36,8 @@ pub(crate) async fn run<D: Disk>(inner: Rc<Inner<D>>) {
     loop {
         let listen = inner.writer_wake.listen();
         let job = next_job(&inner);
+        let busy = !matches!(job, Job::Idle { .. } | Job::Exit);
+        inner.state.borrow_mut().writer_busy = busy;
         let outcome = match job {
             Job::Exit => break,
             Job::Idle { flush_deadline } => {
@@ -55,8 +57,11 @@ pub(crate) async fn run<D: Disk>(inner: Rc<Inner<D>>) {
                 persist_metadata(&inner, epochs, log_start, version).await
             }
         };
+        inner.state.borrow_mut().writer_busy = false;
         if let Err(error) = outcome {
             inner.state.borrow_mut().poison(error.to_string());
+        }
+        if busy {
             inner.changed.notify_all();
         }
     }
@@ -80,6 +85,10 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
     let config = &inner.options.config;
     if state.poisoned.is_some() {
         return Job::Exit;
+    }
+    if state.exclusive {
+        // A roll or truncation is changing segments; it wakes us when done.
+        return Job::Idle { flush_deadline: None };
     }
     if !state.sync_in_flight && sync_due(&state, config) {
         return take_sync(&mut state);

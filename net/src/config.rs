@@ -84,7 +84,7 @@ impl Default for BrokerConfig {
             log_flush_interval_ms: -1,
             log_flush_interval_messages: -1,
             message_max_bytes: 1_048_588,
-            batch_cache_bytes: 256 << 20,
+            batch_cache_bytes: 64 << 20,
             retention_check_interval_ms: 300_000,
             max_incremental_fetch_session_cache_slots: 1000,
         }

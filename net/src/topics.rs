@@ -157,7 +157,7 @@ pub fn log_config_for(
         retention_bytes: optional("retention.bytes")?,
         max_batch_bytes: max_message as usize,
         chunk_bytes: 1 << 20,
-        max_pending_chunks: (max_message as usize).div_ceil(1 << 20).max(1) * 2 + 14,
+        max_pending_chunks: (max_message as usize).div_ceil(1 << 20).max(1) * 2 + 6,
         preallocate: true,
     };
     config.validate().map_err(|key| format!("invalid value for {key}"))?;
