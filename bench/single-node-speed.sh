@@ -3,6 +3,7 @@
 # partitions with acks=-1 and linger.ms=5 through librdkafka, then consume
 # them back. Reports MB/s both ways, broker CPU-seconds per GB (utime+stime
 # from /proc) and the broker's peak RSS (VmHWM). Release build; about 2 min.
+# BROKER_ARGS adds broker flags, e.g. "--set acks_all_fsync=false".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 messages=${MESSAGES:-1000000}
@@ -10,7 +11,7 @@ cargo build --release --quiet --bin shardline -p shardline
 cargo build --release --quiet --bin shardline-loadgen -p shardline-bench
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-./target/release/shardline serve --listen 127.0.0.1:$port --data-dir "$dir/data" --set num_partitions=8 > "$dir/out" 2> "$dir/err" &
+./target/release/shardline serve --listen 127.0.0.1:$port --data-dir "$dir/data" --set num_partitions=8 ${BROKER_ARGS:-} > "$dir/out" 2> "$dir/err" &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do grep -q listening "$dir/out" && break; sleep 0.1; done
