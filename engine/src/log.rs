@@ -89,6 +89,8 @@ pub(crate) struct ActiveTail<D: Disk> {
     pub index_file: Rc<D::File>,
     pub time_index_file: Rc<D::File>,
     pub tail: TailBuffer,
+    /// Bytes of the data file reserved with fallocate so far.
+    pub allocated: u64,
 }
 
 /// A rolled segment whose tail is still being written.
@@ -397,6 +399,7 @@ impl<D: Disk> Log<D> {
             index_file: files.index,
             time_index_file: files.time_index,
             tail,
+            allocated: files.allocated,
         };
         let old = std::mem::replace(&mut state.active, new_active);
         let final_size = state.segments.get(&old.base_offset).map_or(0, |s| s.size);

@@ -205,6 +205,7 @@ impl<D: Disk> Log<D> {
                 index_file: files.index,
                 time_index_file: files.time_index,
                 tail,
+                allocated: files.allocated,
             };
             for b in &later {
                 state.segments.remove(b);
@@ -217,7 +218,9 @@ impl<D: Disk> Log<D> {
         };
         direct.set_len(cut_position).await?;
         if config.preallocate {
-            direct.allocate(config.segment_bytes).await?;
+            let to = crate::open::preallocation_target(config, cut_position);
+            direct.allocate(to).await?;
+            self.inner.state.borrow_mut().active.allocated = to;
         }
         direct.sync_data().await?;
         let page_start = page_floor(cut_position);

@@ -31,12 +31,25 @@ const RECOVERY_MAX_BATCH_BYTES: usize = i32::MAX as usize;
 /// Base offset of the first segment that may hold unsynced data.
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
 
+/// Largest step of space reserved ahead of the write position.
+pub const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
+
+/// How far to reserve a segment's data file when `end` bytes are needed:
+/// steps that double with the segment (1 MiB to 64 MiB ahead), so an idle
+/// partition reserves little and a busy one rarely calls fallocate.
+pub(crate) fn preallocation_target(config: &crate::config::LogConfig, end: u64) -> u64 {
+    let step = end.clamp(1 << 20, PREALLOCATE_STEP_BYTES);
+    (end + step).min(config.segment_bytes.max(end))
+}
+
 /// The files of the segment being appended to.
 pub(crate) struct SegmentFiles<D: Disk> {
     pub read: Rc<D::File>,
     pub direct: Rc<D::File>,
     pub index: Rc<D::File>,
     pub time_index: Rc<D::File>,
+    /// Bytes reserved so far.
+    pub allocated: u64,
 }
 
 /// Opens (creating when missing) the files of an appendable segment,
@@ -52,8 +65,10 @@ pub(crate) async fn open_segment_files<D: Disk>(
     let read = disk.open(&log_path, OpenMode::Read).await?;
     let index = disk.open(&segment_file(dir, base, INDEX_SUFFIX), OpenMode::ReadWrite).await?;
     let time_index = disk.open(&segment_file(dir, base, TIME_INDEX_SUFFIX), OpenMode::ReadWrite).await?;
+    let mut allocated = 0;
     if config.preallocate {
-        direct.allocate(config.segment_bytes).await?;
+        allocated = preallocation_target(config, direct.len().await?);
+        direct.allocate(allocated).await?;
     }
     disk.sync_dir(dir).await?;
     Ok(SegmentFiles {
@@ -61,6 +76,7 @@ pub(crate) async fn open_segment_files<D: Disk>(
         direct: Rc::new(direct),
         index: Rc::new(index),
         time_index: Rc::new(time_index),
+        allocated,
     })
 }
 
@@ -299,6 +315,7 @@ impl<D: Disk> Log<D> {
                 index_file: files.index,
                 time_index_file: files.time_index,
                 tail,
+                allocated: files.allocated,
             },
             sealing: VecDeque::new(),
             epochs,
@@ -471,7 +488,7 @@ async fn recover_active<D: Disk>(
     if end.position < file_len {
         files.direct.set_len(end.position).await?;
         if config.preallocate {
-            files.direct.allocate(config.segment_bytes).await?;
+            files.direct.allocate(files.allocated.max(preallocation_target(config, end.position))).await?;
         }
     }
     if sync_after {

@@ -5,10 +5,17 @@
 //! chunks are written whole as they fill; a partially filled chunk is written
 //! padded to its last page, and that partial last page is carried into the
 //! next chunk so the following write rewrites it with the newer bytes.
+//!
+//! Memory follows traffic: a quiet partition holds one small buffer
+//! ([`SMALL_CHUNK_BYTES`]); bursts use full chunks, and at most one spare
+//! full chunk is kept.
 
 use std::collections::VecDeque;
 
 use crate::aligned::{page_floor, AlignedBuf, PAGE_BYTES};
+
+/// Buffer size of a quiet partition's tail.
+pub const SMALL_CHUNK_BYTES: usize = 64 * 1024;
 
 /// One write the disk must perform, in order: `buf` (page padded) at `position`.
 #[derive(Debug)]
@@ -47,7 +54,7 @@ impl TailBuffer {
         assert!(max_chunks >= 2);
         let filling_position = page_floor(end_position);
         assert_eq!((end_position - filling_position) as usize, partial_page.len());
-        let mut filling = AlignedBuf::new(chunk_bytes);
+        let mut filling = AlignedBuf::new(chunk_bytes.min(SMALL_CHUNK_BYTES));
         filling.push(partial_page);
         Self {
             chunk_bytes,
@@ -104,7 +111,13 @@ impl TailBuffer {
         self.marks.push_back((self.end_position(), next_offset));
     }
 
-    fn fresh_buffer(&mut self) -> AlignedBuf {
+    /// A full-size chunk (from the pool when one is spare), or a small one
+    /// for a quiet partition (which also releases the spare).
+    fn fresh_buffer(&mut self, busy: bool) -> AlignedBuf {
+        if !busy {
+            self.pool.clear();
+            return AlignedBuf::new(self.chunk_bytes.min(SMALL_CHUNK_BYTES));
+        }
         match self.pool.pop() {
             Some(mut buf) => {
                 buf.clear();
@@ -115,10 +128,10 @@ impl TailBuffer {
     }
 
     fn seal_filling(&mut self) {
-        let next_position = self.filling_position + self.chunk_bytes as u64;
-        let fresh = self.fresh_buffer();
+        let next_position = self.filling_position + self.filling.capacity() as u64;
+        let fresh = self.fresh_buffer(true);
         let full = std::mem::replace(&mut self.filling, fresh);
-        debug_assert_eq!(full.len(), self.chunk_bytes);
+        debug_assert_eq!(full.len(), full.capacity());
         self.sealed.push_back((self.filling_position, full));
         self.filling_position = next_position;
         self.filling_handed = 0;
@@ -133,7 +146,8 @@ impl TailBuffer {
         } else if self.filling.len() > self.filling_handed {
             let used = self.filling.len();
             let keep_from = page_floor(used as u64) as usize;
-            let mut fresh = self.fresh_buffer();
+            let busy = used - self.filling_handed >= SMALL_CHUNK_BYTES / 2;
+            let mut fresh = self.fresh_buffer(busy);
             fresh.push(&self.filling.as_slice()[keep_from..used]);
             let old = std::mem::replace(&mut self.filling, fresh);
             let old_position = self.filling_position;
@@ -161,7 +175,7 @@ impl TailBuffer {
     pub fn complete_write(&mut self, buf: AlignedBuf) {
         assert!(self.in_flight > 0);
         self.in_flight -= 1;
-        if self.pool.len() < self.max_chunks {
+        if buf.capacity() == self.chunk_bytes && self.pool.is_empty() {
             self.pool.push(buf);
         }
     }
@@ -191,13 +205,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn writes_reproduce_appended_bytes(sizes in proptest::collection::vec(1usize..20_000, 1..40),
+        fn writes_reproduce_appended_bytes(sizes in proptest::collection::vec(1usize..40_000, 1..60),
                                            drain_every in 1usize..5,
-                                           start in 0u64..10_000) {
+                                           start in 0u64..10_000,
+                                           chunk_pages in prop_oneof![Just(4usize), Just(64usize)]) {
             let mut file = vec![7u8; start as usize];
             let mut expected = file.clone();
             let partial = file[page_floor(start) as usize..].to_vec();
-            let mut tail = TailBuffer::new(4 * PAGE_BYTES, 64, start, &partial);
+            let mut tail = TailBuffer::new(chunk_pages * PAGE_BYTES, 64, start, &partial);
             let mut next = 0i64;
             for (i, size) in sizes.iter().enumerate() {
                 let bytes: Vec<u8> = (0..*size).map(|b| (b + i) as u8).collect();

@@ -174,19 +174,48 @@ async fn idle(listen: crate::event::Listen<'_>, deadline: Option<Instant>) {
     }
 }
 
+/// The tail of segment `segment_base`: active, or (after a roll moved it
+/// meanwhile) sealing.
+fn tail_of<D: Disk>(state: &mut State<D>, segment_base: i64) -> Option<&mut crate::log::ActiveTail<D>> {
+    if state.active.base_offset == segment_base {
+        return Some(&mut state.active);
+    }
+    state.sealing.iter_mut().find(|s| s.active.base_offset == segment_base).map(|s| &mut s.active)
+}
+
+/// Extends the fallocate reservation of segment `segment_base` to cover
+/// `end`, in steps.
+async fn reserve<D: Disk>(inner: &Inner<D>, file: &D::File, segment_base: i64, end: u64) -> LogResult<()> {
+    let config = &inner.options.config;
+    if !config.preallocate {
+        return Ok(());
+    }
+    let target = match tail_of(&mut inner.state.borrow_mut(), segment_base) {
+        Some(tail) if end > tail.allocated => {
+            tail.allocated = crate::open::preallocation_target(config, end);
+            Some(tail.allocated)
+        }
+        _ => None,
+    };
+    if let Some(target) = target {
+        file.allocate(target).await?;
+    }
+    Ok(())
+}
+
 async fn write<D: Disk>(inner: &Inner<D>, file: Rc<D::File>, job: WriteJob, segment_base: i64) -> LogResult<()> {
     let WriteJob { position, buf, end_offset, .. } = job;
+    if let Err(error) = reserve(inner, &file, segment_base, position + buf.len() as u64).await {
+        if let Some(tail) = tail_of(&mut inner.state.borrow_mut(), segment_base) {
+            tail.tail.complete_write(buf);
+        }
+        return Err(error);
+    }
     let BufResult(result, buf): BufResult<(), AlignedBuf> = file.write_aligned(buf, position).await;
     let mut state = inner.state.borrow_mut();
     // A roll may have moved the active tail to the sealing queue meanwhile.
-    let state_ref = &mut *state;
-    let tail = if state_ref.active.base_offset == segment_base {
-        Some(&mut state_ref.active.tail)
-    } else {
-        state_ref.sealing.iter_mut().find(|s| s.active.base_offset == segment_base).map(|s| &mut s.active.tail)
-    };
-    if let Some(tail) = tail {
-        tail.complete_write(buf);
+    if let Some(tail) = tail_of(&mut state, segment_base) {
+        tail.tail.complete_write(buf);
     }
     result?;
     state.note_unsynced(&file);
