@@ -17,7 +17,7 @@ fi
 command -v mvn >/dev/null || { echo "fetch.sh: mvn not found" >&2; exit 1; }
 mkdir -p "$cache"
 work=$(mktemp -d "$cache/.fetch.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work"; rmdir "$cache" 2>/dev/null || true' EXIT
 
 # Kafka's own artifacts; their compile/runtime deps come along transitively.
 # log4j-core + log4j-slf4j-impl (the SLF4J 1.7 binding: Kafka 4.x still
@@ -49,7 +49,8 @@ start=$(date +%s)
 # -B batch mode, -q quiet; runtime scope = compile + runtime deps, no tests.
 timeout 900 mvn -B -q -Dstyle.color=never -f "$work/pom.xml" \
   org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
-  -DincludeScope=runtime -DoutputDirectory="$work/libs" -Dmdep.useRepositoryLayout=false >&2
+  -DincludeScope=runtime -DoutputDirectory="$work/libs" > "$work/mvn.log" 2>&1 \
+  || { cat "$work/mvn.log" >&2; echo "fetch.sh: mvn failed" >&2; exit 1; }
 n=$(ls "$work/libs"/*.jar | wc -l)
 ls "$work/libs/kafka_2.13-$version.jar" "$work/libs/kafka-server-$version.jar" \
    "$work/libs/kafka-tools-$version.jar" >/dev/null
