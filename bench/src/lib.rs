@@ -1,6 +1,12 @@
-//! Shardline's benchmark crate. Today it holds the engine's criterion
-//! benchmarks (`benches/engine.rs`) and the helpers they share; the load
-//! generator and the side-by-side runs against Apache Kafka come later.
+//! Shardline's benchmark crate: the load generator and side-by-side
+//! harness against Apache Kafka (`shardline-bench`), and the engine's
+//! criterion benchmarks (`benches/engine.rs`) with the helpers they share.
+
+pub mod broker_stats;
+pub mod harness;
+pub mod load;
+pub mod report;
+pub mod workload;
 
 use std::path::Path;
 use std::rc::Rc;

@@ -1,0 +1,96 @@
+//! The workloads the harness ships, and their knobs. A workload is data: the
+//! load generator (`load.rs`) runs it against any Kafka-protocol broker.
+
+use serde::{Deserialize, Serialize};
+
+/// How record keys are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keys {
+    /// No key (partition chosen round-robin by the generator).
+    None,
+    /// Uniformly random keys over 10 000 values.
+    Uniform,
+    /// 80% of records on 10 hot keys, the rest uniform.
+    Hot,
+}
+
+/// One workload. Rates are totals over all producers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workload {
+    /// Name in reports.
+    pub name: String,
+    /// Producer clients (each its own librdkafka instance and thread).
+    pub producers: usize,
+    /// Consumer clients; each reads every partition (fan-out) until groups exist.
+    pub consumers: usize,
+    /// Value size in bytes (the first 16 carry the send time and a sequence).
+    pub message_bytes: usize,
+    /// Key distribution.
+    pub keys: Keys,
+    /// Partitions of the topic.
+    pub partitions: i32,
+    /// "all", "1" or "0".
+    pub acks: String,
+    /// none, gzip, snappy, lz4, zstd.
+    pub compression: String,
+    /// Producer linger.
+    pub linger_ms: u32,
+    /// Producer batch size in bytes.
+    pub batch_bytes: usize,
+    /// Open-loop target rate in messages per second (None: as fast as possible).
+    pub rate: Option<u64>,
+    /// Measured seconds.
+    pub duration_s: u64,
+    /// Seconds before measuring.
+    pub warmup_s: u64,
+}
+
+impl Workload {
+    fn base(name: &str) -> Self {
+        Workload {
+            name: name.into(),
+            producers: 1,
+            consumers: 1,
+            message_bytes: 1024,
+            keys: Keys::None,
+            partitions: 16,
+            acks: "all".into(),
+            compression: "none".into(),
+            linger_ms: 5,
+            batch_bytes: 1 << 20,
+            rate: None,
+            duration_s: 30,
+            warmup_s: 5,
+        }
+    }
+
+    /// The shipped workloads.
+    pub fn named(name: &str) -> Option<Workload> {
+        let mut w = Workload::base(name);
+        match name {
+            // Seconds long: proves the harness works (CI), not for numbers.
+            "smoke" => {
+                w.partitions = 4;
+                w.rate = Some(2_000);
+                w.duration_s = 3;
+                w.warmup_s = 1;
+            }
+            "throughput" => {}
+            // Fixed rate; the compare command sets it to half of Kafka's max.
+            "latency" => w.rate = Some(50_000),
+            "many-producers" => {
+                w.producers = 50;
+                w.keys = Keys::Uniform;
+            }
+            "fanout" => w.consumers = 4,
+            "small-messages" => w.message_bytes = 100,
+            _ => return None,
+        }
+        Some(w)
+    }
+
+    /// Names of every shipped workload.
+    pub const NAMES: &'static [&'static str] =
+        &["smoke", "throughput", "latency", "many-producers", "fanout", "small-messages"];
+}

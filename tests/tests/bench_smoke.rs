@@ -1,0 +1,52 @@
+//! The benchmark harness works: the `smoke` workload against Shardline
+//! yields a report whose every figure is present and non-zero, and whose
+//! message counts match what was produced.
+
+use shardline_bench::harness::measure;
+use shardline_bench::workload::Workload;
+use shardline_tests::Broker;
+
+#[test]
+fn smoke_workload_report_is_complete_and_counts_match() {
+    let broker = Broker::start(&["--shards", "2"]);
+    let workload = Workload::named("smoke").expect("smoke workload");
+    let report = measure(&broker.address, &workload, "shardline", "acks=all with fsync", Some(broker.pid()));
+    assert_eq!(report.errors, 0);
+    assert!(report.total_acked > 0);
+    assert_eq!(
+        report.total_consumed_per_consumer,
+        vec![report.total_acked],
+        "every acknowledged message was consumed once"
+    );
+    for (name, value) in [
+        ("produce MB/s", report.produce_mb_per_s),
+        ("produce msg/s", report.produce_msgs_per_s),
+        ("consume MB/s", report.consume_mb_per_s),
+        ("CPU-s/GB", report.broker_cpu_s_per_gb),
+        ("peak RSS", report.broker_peak_rss_mib),
+    ] {
+        assert!(value > 0.0, "{name} is {value}");
+    }
+    for latency in [&report.produce_latency, &report.e2e_latency] {
+        assert!(latency.count > 0);
+        for value in [latency.p50_ms, latency.p99_ms, latency.p999_ms, latency.p9999_ms, latency.max_ms] {
+            assert!(value > 0.0, "{latency:?}");
+        }
+        assert!(latency.p50_ms <= latency.p99_ms && latency.p99_ms <= latency.max_ms);
+    }
+    let measured: Vec<_> = report.seconds.iter().filter(|s| s.second >= 0).collect();
+    assert_eq!(measured.len() as u64, workload.duration_s, "one sample per measured second");
+    assert!(measured.iter().all(|s| s.produced_messages > 0 && s.consumed_messages > 0));
+    let json = serde_json::to_value(&report).expect("serializes");
+    for field in [
+        "produce_mb_per_s",
+        "produce_latency",
+        "e2e_latency",
+        "broker_cpu_s_per_gb",
+        "broker_peak_rss_mib",
+        "seconds",
+        "workload",
+    ] {
+        assert!(json.get(field).is_some(), "report has {field}");
+    }
+}
