@@ -230,6 +230,11 @@ fn main() {
             let table = markdown(&comparisons);
             std::fs::write(out_dir.join("report.md"), &table).expect("write");
             println!("{table}");
+            let plotted =
+                Command::new("python3").arg("bench/plot.py").arg(out_dir.join("report.json")).arg(&out_dir).status();
+            if !plotted.is_ok_and(|s| s.success()) {
+                eprintln!("plots not drawn: pip install -r bench/requirements.txt, then python3 bench/plot.py {}/report.json {}", out_dir.display(), out_dir.display());
+            }
         }
     }
 }
