@@ -93,6 +93,20 @@ pub(crate) struct ActiveTail<D: Disk> {
     pub allocated: u64,
 }
 
+impl<D: Disk> ActiveTail<D> {
+    /// The write side of segment `base_offset` from its opened files.
+    pub(crate) fn new(base_offset: i64, files: crate::open::SegmentFiles<D>, tail: TailBuffer) -> Self {
+        ActiveTail {
+            base_offset,
+            direct_file: files.direct,
+            index_file: files.index,
+            time_index_file: files.time_index,
+            tail,
+            allocated: files.allocated,
+        }
+    }
+}
+
 /// A rolled segment whose tail is still being written.
 #[derive(Debug)]
 pub(crate) struct SealingTail<D: Disk> {
@@ -393,18 +407,12 @@ impl<D: Disk> Log<D> {
             0,
             &[],
         );
-        let new_active = ActiveTail {
-            base_offset: base,
-            direct_file: files.direct,
-            index_file: files.index,
-            time_index_file: files.time_index,
-            tail,
-            allocated: files.allocated,
-        };
+        let read_file = files.read.clone();
+        let new_active = ActiveTail::new(base, files, tail);
         let old = std::mem::replace(&mut state.active, new_active);
         let final_size = state.segments.get(&old.base_offset).map_or(0, |s| s.size);
         state.sealing.push_back(SealingTail { active: old, final_size });
-        state.segments.insert(base, Segment::new(base, files.read, now_ms));
+        state.segments.insert(base, Segment::new(base, read_file, now_ms));
         tracing::debug!(dir = %self.inner.dir.display(), base, "rolled segment");
         drop(state);
         self.inner.writer_wake.notify_all();

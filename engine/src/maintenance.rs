@@ -199,14 +199,7 @@ impl<D: Disk> Log<D> {
             let files = open_segment_files(&self.inner.disk, &self.inner.dir, base, config).await?;
             let mut state = self.inner.state.borrow_mut();
             let tail = TailBuffer::new(config.chunk_bytes, config.max_pending_chunks, 0, &[]);
-            state.active = ActiveTail {
-                base_offset: base,
-                direct_file: files.direct,
-                index_file: files.index,
-                time_index_file: files.time_index,
-                tail,
-                allocated: files.allocated,
-            };
+            state.active = ActiveTail::new(base, files, tail);
             for b in &later {
                 state.segments.remove(b);
             }

@@ -309,14 +309,7 @@ impl<D: Disk> Log<D> {
         let state = State {
             offsets,
             segments: discovered.segments,
-            active: ActiveTail {
-                base_offset: active_base,
-                direct_file: files.direct,
-                index_file: files.index,
-                time_index_file: files.time_index,
-                tail,
-                allocated: files.allocated,
-            },
+            active: ActiveTail::new(active_base, files, tail),
             sealing: VecDeque::new(),
             epochs,
             metadata_version: 1,
