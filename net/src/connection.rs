@@ -28,6 +28,8 @@ enum Malformed {
     UnsupportedVersion(ApiKey, i16),
     #[error("cannot decode request: {0}")]
     Decode(String),
+    #[error("an acks=0 produce failed")]
+    AcksZeroFailed,
 }
 
 /// Serves `stream` until the peer closes, a frame is malformed, or the
@@ -93,7 +95,11 @@ async fn handle_frame(context: &Context, frame: Bytes) -> Result<Option<BytesMut
     let header_version = key.request_header_version(version);
     let header = RequestHeader::decode(&mut body, header_version).map_err(|e| Malformed::Decode(e.to_string()))?;
     let request = RequestKind::decode(key, &mut body, version).map_err(|e| Malformed::Decode(e.to_string()))?;
-    let Some(response) = api::handle(context, &header, request).await else { return Ok(None) };
+    let response = match api::handle(context, &header, request).await {
+        api::Answer::Respond(response) => response,
+        api::Answer::Silent => return Ok(None),
+        api::Answer::Close => return Err(Malformed::AcksZeroFailed),
+    };
     let mut out = BytesMut::with_capacity(256);
     out.extend_from_slice(&[0u8; 4]);
     let response_header = {

@@ -6,6 +6,10 @@
 //! FETCH_SESSION_ID_NOT_FOUND and start a new one, as Kafka's do).
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// How long a session must be idle before a new one may replace it.
+pub const EVICTION_IDLE: Duration = Duration::from_secs(120);
 
 /// A partition in a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +35,7 @@ pub struct FetchSession {
     pub partitions: Vec<SessionPartition>,
     /// The epoch the next incremental request must carry.
     pub next_epoch: i32,
-    last_used: u64,
+    last_used: Instant,
 }
 
 impl FetchSession {
@@ -51,6 +55,15 @@ impl FetchSession {
                 last_log_start: -1,
             }),
         }
+    }
+
+    /// Moves partitions that just returned records to the end, so the next
+    /// response (cut by max bytes) serves the others first, as Kafka does.
+    pub fn rotate_served(&mut self, served: &[(String, i32)]) {
+        let (rest, moved): (Vec<_>, Vec<_>) =
+            self.partitions.drain(..).partition(|p| !served.iter().any(|(t, i)| *i == p.partition && *t == p.topic));
+        self.partitions = rest;
+        self.partitions.extend(moved);
     }
 
     /// Removes a partition the client forgot.
@@ -94,8 +107,7 @@ pub struct FetchSessions {
     max_sessions: usize,
     shard: usize,
     shards: usize,
-    next_id: u32,
-    clock: u64,
+    rng: u64,
 }
 
 impl FetchSessions {
@@ -103,7 +115,15 @@ impl FetchSessions {
     /// across shards).
     pub fn new(max_sessions: usize, shard: usize, shards: usize) -> Self {
         assert!(shards > 0 && shard < shards);
-        Self { sessions: HashMap::new(), max_sessions, shard, shards, next_id: 0, clock: 0 }
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        Self {
+            sessions: HashMap::new(),
+            max_sessions,
+            shard,
+            shards,
+            rng: (seed ^ (shard as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1,
+        }
     }
 
     /// Number of live sessions.
@@ -116,27 +136,33 @@ impl FetchSessions {
         self.sessions.is_empty()
     }
 
-    /// Creates a session; `None` when sessions are disabled (0 slots).
-    pub fn create(&mut self) -> Option<i32> {
+    /// Creates a session at `now`; `None` when sessions are disabled or the
+    /// cache is full of sessions used within [`EVICTION_IDLE`]. Ids are
+    /// random (a restarted broker does not hand out ids its clients still
+    /// remember) and ≡ shard (mod shards), so shards never collide.
+    pub fn create(&mut self, now: Instant) -> Option<i32> {
         if self.max_sessions == 0 {
             return None;
         }
         if self.sessions.len() >= self.max_sessions {
-            let oldest = self.sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| *id);
-            if let Some(id) = oldest {
-                self.sessions.remove(&id);
+            let (&oldest, session) = self.sessions.iter().min_by_key(|(_, s)| s.last_used)?;
+            if now.saturating_duration_since(session.last_used) < EVICTION_IDLE {
+                return None;
             }
+            self.sessions.remove(&oldest);
         }
+        let slots = ((i32::MAX as u64) - self.shard as u64 - 1) / self.shards as u64;
         let id = loop {
-            self.next_id = self.next_id.wrapping_add(1);
-            let candidate = (u64::from(self.next_id) * self.shards as u64 + self.shard as u64) % (i32::MAX as u64) + 1;
-            let candidate = candidate as i32;
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let candidate = ((self.rng % slots) * self.shards as u64 + self.shard as u64 + 1) as i32;
             if !self.sessions.contains_key(&candidate) {
                 break candidate;
             }
         };
-        self.clock += 1;
-        self.sessions.insert(id, FetchSession { partitions: Vec::new(), next_epoch: 1, last_used: self.clock });
+        debug_assert!(id > 0 && (id as usize - 1) % self.shards == self.shard);
+        self.sessions.insert(id, FetchSession { partitions: Vec::new(), next_epoch: 1, last_used: now });
         debug_assert!(self.sessions.len() <= self.max_sessions);
         Some(id)
     }
@@ -148,15 +174,13 @@ impl FetchSessions {
 
     /// The session for an incremental request with `epoch`, which must be
     /// the one expected; the expected epoch then advances.
-    pub fn incremental(&mut self, id: i32, epoch: i32) -> Result<&mut FetchSession, SessionError> {
-        self.clock += 1;
-        let clock = self.clock;
+    pub fn incremental(&mut self, id: i32, epoch: i32, now: Instant) -> Result<&mut FetchSession, SessionError> {
         let session = self.sessions.get_mut(&id).ok_or(SessionError::NotFound)?;
         if session.next_epoch != epoch {
             return Err(SessionError::InvalidEpoch);
         }
         session.next_epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
-        session.last_used = clock;
+        session.last_used = now;
         Ok(session)
     }
 
@@ -172,26 +196,33 @@ mod tests {
 
     #[test]
     fn lifecycle_epochs_and_eviction() {
+        let start = Instant::now();
         let mut sessions = FetchSessions::new(2, 1, 2);
-        let a = sessions.create().expect("id");
-        let b = sessions.create().expect("id");
+        let a = sessions.create(start).expect("id");
+        let b = sessions.create(start).expect("id");
         assert_ne!(a, b);
-        assert!(a > 0 && b > 0);
+        assert!(a > 0 && b > 0 && (a - 1) % 2 == 1 && (b - 1) % 2 == 1, "ids belong to shard 1");
         sessions.get_mut(a).expect("a").upsert("t", 0, 5, 100);
-        assert_eq!(sessions.incremental(a, 2).err(), Some(SessionError::InvalidEpoch));
-        let session = sessions.incremental(a, 1).expect("epoch 1");
-        assert_eq!(session.partitions.len(), 1);
+        sessions.get_mut(a).expect("a").upsert("t", 1, 5, 100);
+        assert_eq!(sessions.incremental(a, 2, start).err(), Some(SessionError::InvalidEpoch));
+        let session = sessions.incremental(a, 1, start).expect("epoch 1");
+        assert_eq!(session.partitions.len(), 2);
         assert!(session.should_send(0, false, 0, 10, 0), "first sight of the high watermark");
         assert!(!session.should_send(0, false, 0, 10, 0), "nothing changed");
         assert!(session.should_send(0, true, 0, 10, 0), "records");
-        session.upsert("t", 0, 7, 100);
+        session.rotate_served(&[("t".to_string(), 0)]);
+        assert_eq!(session.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(), vec![1, 0]);
         session.forget("t", 0);
+        session.forget("t", 1);
         assert!(session.partitions.is_empty());
-        assert!(sessions.incremental(a, 2).is_ok());
-        let c = sessions.create().expect("evicts the least recently used (b)");
-        assert_eq!(sessions.incremental(b, 1).err(), Some(SessionError::NotFound));
-        assert!(sessions.incremental(c, 1).is_ok());
+        let later = start + EVICTION_IDLE / 2;
+        assert!(sessions.incremental(a, 2, later).is_ok());
+        assert!(sessions.create(later).is_none(), "full of recently used sessions: no new session");
+        let much_later = start + EVICTION_IDLE * 2;
+        let c = sessions.create(much_later).expect("evicts the idle one (b)");
+        assert_eq!(sessions.incremental(b, 1, much_later).err(), Some(SessionError::NotFound));
+        assert!(sessions.incremental(c, 1, much_later).is_ok());
         assert_eq!(sessions.len(), 2);
-        assert!(FetchSessions::new(0, 0, 1).create().is_none());
+        assert!(FetchSessions::new(0, 0, 1).create(start).is_none());
     }
 }

@@ -238,8 +238,8 @@ impl ShardPartitions {
         }
     }
 
-    /// Waits until any of `partitions` has data visible at or after its
-    /// offset, or `deadline`.
+    /// Waits until any of `partitions` has a high watermark above its
+    /// threshold (new data since the caller last looked), or `deadline`.
     pub async fn wait_for_data(&self, partitions: Vec<(String, i32, i64)>, deadline: Instant) {
         let logs: Vec<(Log<RealDisk>, i64)> =
             partitions.iter().filter_map(|(t, p, o)| self.get(t, *p).map(|open| (open.log.clone(), *o))).collect();

@@ -89,6 +89,7 @@ pub fn default_topic_configs(broker: &BrokerConfig) -> BTreeMap<String, String> 
     out.insert("index.interval.bytes".into(), "4096".into());
     out.insert("max.message.bytes".into(), broker.message_max_bytes.to_string());
     out.insert("message.timestamp.type".into(), "CreateTime".into());
+    out.insert("min.insync.replicas".into(), "1".into());
     out.insert("retention.bytes".into(), broker.log_retention_bytes.to_string());
     out.insert("retention.ms".into(), broker.log_retention_ms.to_string());
     out.insert("segment.bytes".into(), broker.log_segment_bytes.to_string());
@@ -141,6 +142,9 @@ pub fn log_config_for(
     let max_message = int("max.message.bytes")?;
     if !(64..=(64 << 20)).contains(&max_message) {
         return Err(format!("invalid value for max.message.bytes: {max_message}"));
+    }
+    if int("min.insync.replicas")? < 1 {
+        return Err("invalid value for min.insync.replicas: must be at least 1".into());
     }
     let index_interval = int("index.interval.bytes")?;
     if index_interval < 1 {

@@ -137,6 +137,15 @@ fn admin_errors() {
         ResponseError::InvalidConfig.code()
     );
     assert_eq!(create(&mut client, "cfg", 1, 1, false, &[("retention.ms", "60000")]), 0);
+    assert_eq!(
+        create(&mut client, "cfg", 1, 3, false, &[]),
+        ResponseError::TopicAlreadyExists.code(),
+        "existence is checked first"
+    );
+    assert_eq!(
+        create(&mut client, "isr", 1, 1, false, &[("min.insync.replicas", "0")]),
+        ResponseError::InvalidConfig.code()
+    );
     let response: MetadataResponse = client.call(ApiKey::Metadata, 12, &metadata);
     assert_eq!(response.topics[0].error_code, 0);
     assert_ne!(response.topics[0].topic_id, uuid::Uuid::nil(), "topic ids are returned");
@@ -173,6 +182,13 @@ fn produce_and_fetch_errors() {
     assert_eq!(produce(&mut client, "data", 0, 1, corrupt).error_code, ResponseError::CorruptMessage.code());
     let big = simple_batch(1_000, 1, 5_000);
     assert_eq!(produce(&mut client, "data", 0, 1, big).error_code, ResponseError::MessageTooLarge.code());
+    assert_eq!(create(&mut client, "isr2", 1, 1, false, &[("min.insync.replicas", "2")]), 0);
+    assert_eq!(
+        produce(&mut client, "isr2", 0, -1, batch.clone()).error_code,
+        ResponseError::NotEnoughReplicas.code(),
+        "one replica cannot meet min.insync.replicas=2"
+    );
+    assert_eq!(produce(&mut client, "isr2", 0, 1, batch.clone()).error_code, 0, "acks=1 does not need the ISR");
     let ok = produce(&mut client, "data", 0, -1, batch.clone());
     assert_eq!((ok.error_code, ok.base_offset), (0, 0));
     let ok = produce(&mut client, "data", 0, 1, batch);

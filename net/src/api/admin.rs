@@ -94,8 +94,13 @@ pub async fn create_topics(context: &Context, request: CreateTopicsRequest, vers
             if topic.replication_factor == -1 { config.default_replication_factor } else { topic.replication_factor };
         let configs: BTreeMap<String, String> =
             topic.configs.iter().filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string()))).collect();
+        let null_config = topic.configs.iter().find(|c| c.value.is_none()).map(|c| c.name.to_string());
         let outcome: Result<Option<Arc<TopicInfo>>, Refusal> = if duplicates.contains(&name) {
             Err((ResponseError::InvalidRequest, format!("topic {name} appears more than once")))
+        } else if context.shared.topics.image().topics.contains_key(&name) {
+            Err((ResponseError::TopicAlreadyExists, format!("topic {name} already exists")))
+        } else if let Some(key) = null_config {
+            Err((ResponseError::InvalidConfig, format!("null value for config {key}")))
         } else if !topic.assignments.is_empty() {
             let ok = topic
                 .assignments
@@ -110,6 +115,11 @@ pub async fn create_topics(context: &Context, request: CreateTopicsRequest, vers
                     request.validate_only,
                 )
                 .await
+            } else if topic.num_partitions != -1 || topic.replication_factor != -1 {
+                Err((
+                    ResponseError::InvalidRequest,
+                    "replica assignments exclude num_partitions and replication_factor".into(),
+                ))
             } else {
                 Err((ResponseError::InvalidReplicaAssignment, "replicas must be exactly this broker".into()))
             }
@@ -198,10 +208,18 @@ async fn delete_topic(context: &Context, name: &str) -> Result<Arc<TopicInfo>, R
 /// Handles DeleteTopics (by name; v1–5).
 pub async fn delete_topics(context: &Context, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
     let mut response = DeleteTopicsResponse::default();
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<String> =
+        request.topic_names.iter().map(|n| n.0.to_string()).filter(|n| !seen.insert(n.clone())).collect();
     for name in request.topic_names {
         let mut result = DeletableTopicResult::default();
         result.name = Some(name.clone());
-        if let Err((error, message)) = delete_topic(context, &name.0).await {
+        let outcome = if duplicates.contains(name.0.as_str()) {
+            Err((ResponseError::InvalidRequest, format!("topic {} appears more than once", name.0.as_str())))
+        } else {
+            delete_topic(context, &name.0).await.map(|_| ())
+        };
+        if let Err((error, message)) = outcome {
             result.error_code = error.code();
             if version >= 5 {
                 result.error_message = Some(StrBytes::from_string(message));

@@ -35,7 +35,8 @@ fn config_type(name: &str) -> i8 {
         | "message.max.bytes"
         | "socket.request.max.bytes"
         | "log.segment.bytes"
-        | "node.id" => 3,
+        | "node.id"
+        | "min.insync.replicas" => 3,
         "default.replication.factor" => 4,
         _ => 5,
     }

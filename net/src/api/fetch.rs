@@ -70,12 +70,14 @@ async fn read_all(context: &Context, targets: &[Target]) -> Vec<FetchOutcome> {
     futures::future::join_all(reads).await
 }
 
-/// Waits until any owning shard reports new data, or the deadline.
-async fn wait_for_any(context: &Context, targets: &[Target], deadline: Instant) {
+/// Waits until any owning shard reports data past what the last read saw
+/// (its high watermark, or the fetch offset when nothing was seen), or the
+/// deadline.
+async fn wait_for_any(context: &Context, targets: &[Target], seen: &[FetchOutcome], deadline: Instant) {
     let mut by_shard: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); context.shared.shards];
-    for t in targets {
+    for (t, outcome) in targets.iter().zip(seen) {
         if let Some(shard) = t.shard {
-            by_shard[shard].push((t.name.clone(), t.partition, t.offset));
+            by_shard[shard].push((t.name.clone(), t.partition, outcome.high_watermark.max(t.offset)));
         }
     }
     let waits: Vec<_> = by_shard
@@ -121,7 +123,15 @@ fn requested_targets(context: &Context, request: &FetchRequest) -> Vec<Target> {
             });
         }
     }
-    targets
+    // A partition named twice is fetched once, at the last offset given.
+    let mut unique: Vec<Target> = Vec::with_capacity(targets.len());
+    for target in targets {
+        match unique.iter_mut().find(|t| t.partition == target.partition && t.name == target.name) {
+            Some(existing) => *existing = target,
+            None => unique.push(target),
+        }
+    }
+    unique
 }
 
 /// Chooses the mode and the partitions to read; `Err` is a top-level error.
@@ -135,7 +145,7 @@ fn plan(context: &Context, request: &FetchRequest, version: i16) -> Result<(Mode
     match (id, epoch) {
         (_, -1) => Ok((Mode::Sessionless, requested)),
         (_, 0) => {
-            let created = sessions.create();
+            let created = sessions.create(Instant::now());
             if let Some(session) = created.and_then(|new| sessions.get_mut(new)) {
                 for t in &requested {
                     session.upsert(&t.name, t.partition, t.offset, t.max_bytes);
@@ -143,9 +153,9 @@ fn plan(context: &Context, request: &FetchRequest, version: i16) -> Result<(Mode
             }
             Ok((Mode::New(created), requested))
         }
-        (0, _) => Err(ResponseError::InvalidFetchSessionEpoch),
+        (0, _) => Err(ResponseError::FetchSessionIdNotFound),
         (id, epoch) => {
-            let session = sessions.incremental(id, epoch).map_err(|e| match e {
+            let session = sessions.incremental(id, epoch, Instant::now()).map_err(|e| match e {
                 SessionError::NotFound => ResponseError::FetchSessionIdNotFound,
                 SessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
             })?;
@@ -188,10 +198,10 @@ async fn read_with_long_poll(context: &Context, targets: &[Target], request: &Fe
     for _ in 0..MAX_POLL_ROUNDS {
         let total: usize = outcomes.iter().flat_map(|o| o.records.iter()).map(Bytes::len).sum();
         let errors = outcomes.iter().any(|o| o.error_code != 0);
-        if total >= min_bytes.max(1) || errors || Instant::now() >= deadline || targets.is_empty() {
+        if total >= min_bytes || errors || Instant::now() >= deadline || targets.is_empty() {
             break;
         }
-        wait_for_any(context, targets, deadline).await;
+        wait_for_any(context, targets, &outcomes, deadline).await;
         outcomes = read_all(context, targets).await;
     }
     outcomes
@@ -261,6 +271,18 @@ pub async fn handle(context: &Context, request: FetchRequest, version: i16) -> F
                 topics.push(topic);
             }
         }
+    }
+    if let Some(session) = session.as_mut() {
+        let served: Vec<(String, i32)> = topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.records.as_ref().is_some_and(|r| !r.is_empty()))
+                    .map(move |p| (t.topic.0.to_string(), p.partition_index))
+            })
+            .collect();
+        session.rotate_served(&served);
     }
     if version >= 7 {
         response.session_id = session_id;

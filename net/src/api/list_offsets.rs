@@ -35,7 +35,7 @@ pub async fn handle(context: &Context, request: ListOffsetsRequest, version: i16
                 p.error_code = answer.0;
                 p.timestamp = answer.1;
                 p.offset = answer.2;
-                if version >= 4 && answer.0 == 0 {
+                if version >= 4 && answer.0 == 0 && answer.2 >= 0 {
                     p.leader_epoch = 0;
                 }
                 p

@@ -83,8 +83,19 @@ pub fn unsupported_api_versions(correlation_id: i32) -> BytesMut {
     out
 }
 
-/// Handles one decoded request; `None` when no response is due.
-pub async fn handle(context: &Context, header: &RequestHeader, request: RequestKind) -> Option<ResponseKind> {
+/// What to do after handling a request.
+pub enum Answer {
+    /// Send this response.
+    Respond(Box<ResponseKind>),
+    /// Send nothing (acks=0 produce that succeeded).
+    Silent,
+    /// Close the connection (acks=0 produce that failed: as Kafka does, so
+    /// the producer notices and refreshes its metadata).
+    Close,
+}
+
+/// Handles one decoded request.
+pub async fn handle(context: &Context, header: &RequestHeader, request: RequestKind) -> Answer {
     let version = header.request_api_version;
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions_body(0)),
@@ -95,9 +106,7 @@ pub async fn handle(context: &Context, header: &RequestHeader, request: RequestK
         RequestKind::DeleteTopics(request) => {
             ResponseKind::DeleteTopics(admin::delete_topics(context, request, version).await)
         }
-        RequestKind::Produce(request) => {
-            return produce::handle(context, request, version).await.map(ResponseKind::Produce)
-        }
+        RequestKind::Produce(request) => return produce::handle(context, request, version).await,
         RequestKind::Fetch(request) => ResponseKind::Fetch(fetch::handle(context, request, version).await),
         RequestKind::DescribeConfigs(request) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(context, request, version))
@@ -108,8 +117,8 @@ pub async fn handle(context: &Context, header: &RequestHeader, request: RequestK
         other => {
             // Unreachable: `is_supported` gates every key before decoding.
             tracing::error!(?other, "request for an API that is not advertised");
-            return None;
+            return Answer::Close;
         }
     };
-    Some(response)
+    Answer::Respond(Box::new(response))
 }

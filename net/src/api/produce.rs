@@ -9,15 +9,17 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
-use super::Context;
+use super::{Answer, Context};
 use crate::partitions::ProduceOutcome;
+use kafka_protocol::messages::ResponseKind;
 
 fn failed(code: ResponseError) -> ProduceOutcome {
     ProduceOutcome { error_code: code.code(), base_offset: -1, log_start: -1 }
 }
 
-/// Handles a Produce request; `None` for acks=0 (no response is sent).
-pub async fn handle(context: &Context, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+/// Handles a Produce request. acks=0 gets no response, and a failure
+/// closes the connection instead.
+pub async fn handle(context: &Context, request: ProduceRequest, version: i16) -> Answer {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
@@ -30,11 +32,19 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
             let index = partition.index;
             let records = partition.records.clone();
             let shard = info.as_ref().and_then(|t| context.shared.shard_of(&t.partition_shards, index));
+            // One replica here: acks=all cannot satisfy min.insync.replicas > 1.
+            let too_few_replicas = acks == -1
+                && info
+                    .as_ref()
+                    .and_then(|t| t.configs.get("min.insync.replicas"))
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .is_some_and(|min| min > 1);
             let name = name.clone();
             pending.push(async move {
                 let outcome = match (valid_acks, shard, records) {
                     (false, _, _) => failed(ResponseError::InvalidRequiredAcks),
                     (_, None, _) => failed(ResponseError::UnknownTopicOrPartition),
+                    _ if too_few_replicas => failed(ResponseError::NotEnoughReplicas),
                     (_, Some(_), None) => failed(ResponseError::InvalidRecord),
                     (_, Some(_), Some(records)) if records.is_empty() => failed(ResponseError::InvalidRecord),
                     (true, Some(shard), Some(records)) => {
@@ -52,7 +62,7 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
     }
     let outcomes = futures::future::join_all(pending).await;
     if acks == 0 {
-        return None;
+        return if outcomes.iter().any(|(_, o)| o.error_code != 0) { Answer::Close } else { Answer::Silent };
     }
     let mut outcomes = outcomes.into_iter();
     let mut response = ProduceResponse::default();
@@ -73,5 +83,5 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
         }
         response.responses.push(topic_response);
     }
-    Some(response)
+    Answer::Respond(Box::new(ResponseKind::Produce(response)))
 }
