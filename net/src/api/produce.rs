@@ -24,12 +24,24 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
     let valid_acks = matches!(acks, -1..=1);
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     let image = context.shared.topics.image();
+    // A partition named more than once is produced once, with its last data
+    // (Kafka keys a request's data by partition).
+    let mut last_entry = std::collections::HashMap::new();
+    for (t, topic) in request.topic_data.iter().enumerate() {
+        for (p, partition) in topic.partition_data.iter().enumerate() {
+            last_entry.insert((topic.name.0.to_string(), partition.index), (t, p));
+        }
+    }
     let mut pending = Vec::new();
-    for topic in &request.topic_data {
+    for (t, topic) in request.topic_data.iter().enumerate() {
         let name = topic.name.0.to_string();
         let info = image.topics.get(&name).cloned();
-        for partition in &topic.partition_data {
+        for (p, partition) in topic.partition_data.iter().enumerate() {
             let index = partition.index;
+            if last_entry.get(&(name.clone(), index)) != Some(&(t, p)) {
+                continue;
+            }
+            let topic_name = topic.name.clone();
             let records = partition.records.clone();
             let shard = info.as_ref().and_then(|t| context.shared.shard_of(&t.partition_shards, index));
             // One replica here: acks=all cannot satisfy min.insync.replicas > 1.
@@ -56,32 +68,33 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
                         call.await.unwrap_or_else(|_| failed(ResponseError::NotLeaderOrFollower))
                     }
                 };
-                (index, outcome)
+                (topic_name, index, outcome)
             });
         }
     }
     let outcomes = futures::future::join_all(pending).await;
     if acks == 0 {
-        return if outcomes.iter().any(|(_, o)| o.error_code != 0) { Answer::Close } else { Answer::Silent };
+        return if outcomes.iter().any(|(_, _, o)| o.error_code != 0) { Answer::Close } else { Answer::Silent };
     }
-    let mut outcomes = outcomes.into_iter();
     let mut response = ProduceResponse::default();
-    for topic in request.topic_data {
-        let mut topic_response = TopicProduceResponse::default();
-        topic_response.name = topic.name;
-        for _ in 0..topic.partition_data.len() {
-            let Some((index, outcome)) = outcomes.next() else { break };
-            let mut p = PartitionProduceResponse::default();
-            p.index = index;
-            p.error_code = outcome.error_code;
-            p.base_offset = outcome.base_offset;
-            p.log_append_time_ms = -1;
-            if version >= 5 {
-                p.log_start_offset = outcome.log_start;
-            }
-            topic_response.partition_responses.push(p);
+    for (topic_name, index, outcome) in outcomes {
+        let mut p = PartitionProduceResponse::default();
+        p.index = index;
+        p.error_code = outcome.error_code;
+        p.base_offset = outcome.base_offset;
+        p.log_append_time_ms = -1;
+        if version >= 5 {
+            p.log_start_offset = outcome.log_start;
         }
-        response.responses.push(topic_response);
+        match response.responses.last_mut() {
+            Some(last) if last.name == topic_name => last.partition_responses.push(p),
+            _ => {
+                let mut topic_response = TopicProduceResponse::default();
+                topic_response.name = topic_name;
+                topic_response.partition_responses.push(p);
+                response.responses.push(topic_response);
+            }
+        }
     }
     Answer::Respond(Box::new(ResponseKind::Produce(response)))
 }
