@@ -14,6 +14,15 @@ use common::*;
 use shardline_engine::batch::build::deterministic_batch;
 use shardline_engine::{Log, RealDisk};
 
+/// A `durable <offset> <producer> <seq>` line of the appender.
+fn parse_report(line: &str) -> Option<(i64, u64, u64)> {
+    let mut parts = line.split_whitespace();
+    if parts.next() != Some("durable") {
+        return None;
+    }
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 /// Runs the appender until it has reported `reports` durable batches (or
 /// 20 s), then kills it with SIGKILL. Returns (base offset, producer, seq).
 fn run_and_kill(dir: &std::path::Path, first_seq: u64, reports: usize) -> Vec<(i64, u64, u64)> {
@@ -38,27 +47,13 @@ fn run_and_kill(dir: &std::path::Path, first_seq: u64, reports: usize) -> Vec<(i
     let deadline = Instant::now() + Duration::from_secs(20);
     while reported.len() < reports && Instant::now() < deadline {
         let Ok(line) = receiver.recv_timeout(Duration::from_millis(100)) else { continue };
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        if parts.first() == Some(&"durable") {
-            reported.push((
-                parts[1].parse().expect("offset"),
-                parts[2].parse().expect("producer"),
-                parts[3].parse().expect("seq"),
-            ));
-        }
+        reported.extend(parse_report(&line));
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     // Lines written before the kill may still be in the pipe: they count too.
     while let Ok(line) = receiver.recv_timeout(Duration::from_millis(200)) {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        if parts.first() == Some(&"durable") {
-            reported.push((
-                parts[1].parse().expect("offset"),
-                parts[2].parse().expect("producer"),
-                parts[3].parse().expect("seq"),
-            ));
-        }
+        reported.extend(parse_report(&line));
     }
     assert!(reported.len() >= reports / 2, "appender reported only {} batches", reported.len());
     reported

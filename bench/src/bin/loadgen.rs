@@ -7,10 +7,9 @@
 use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 
 fn arg<T: std::str::FromStr>(args: &[String], index: usize, name: &str) -> T {
     args.get(index).and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("missing or bad argument <{name}>"))
@@ -68,19 +67,7 @@ fn main() {
         total_mb / produce_secs,
         messages as f64 / produce_secs
     );
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", "loadgen-assign-only")
-        .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "4194304")
-        .create()
-        .expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        assignment.add_partition_offset(&topic, p, Offset::Beginning).expect("assign");
-    }
-    consumer.assign(&assignment).expect("assign");
+    let consumer = shardline_bench::load::assigned_consumer(&bootstrap, &topic, partitions);
     let start = Instant::now();
     let mut consumed = 0usize;
     let deadline = start + Duration::from_secs(600);
