@@ -10,6 +10,7 @@ use rdkafka::ClientConfig;
 
 use crate::broker_stats::{cpu_seconds, peak_rss_mib};
 use crate::load;
+use crate::profile;
 use crate::report::RunReport;
 use crate::workload::Workload;
 
@@ -33,13 +34,25 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     }
 }
 
-/// Runs `workload` on a fresh topic and measures the broker process `pid`.
-pub fn measure(bootstrap: &str, workload: &Workload, broker: &str, durability: &str, pid: Option<u32>) -> RunReport {
+/// Runs `workload` on a fresh topic and measures the broker process `pid`;
+/// with `profile`, also samples it with perf (where perf works).
+pub fn measure(
+    bootstrap: &str,
+    workload: &Workload,
+    broker: &str,
+    durability: &str,
+    pid: Option<u32>,
+    profile: bool,
+) -> RunReport {
     let topic = format!("bench-{}-{}", workload.name, std::process::id());
     create_topic(bootstrap, &topic, workload.partitions);
     let cpu_before = pid.map_or(0.0, cpu_seconds);
+    let recording = pid.filter(|_| profile).and_then(profile::start);
     let result = load::run(bootstrap, &topic, workload);
+    let profile = recording.and_then(|r| r.finish());
     let cpu = pid.map_or(0.0, cpu_seconds) - cpu_before;
     let rss = pid.map_or(0.0, peak_rss_mib);
-    RunReport::new(workload, broker, durability, &result, cpu, rss)
+    let mut report = RunReport::new(workload, broker, durability, &result, cpu, rss);
+    report.profile = profile;
+    report
 }

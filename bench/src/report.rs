@@ -6,6 +6,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::load::{LoadResult, Second};
+use crate::profile::Profile;
 use crate::workload::Workload;
 
 /// Latency percentiles in milliseconds.
@@ -71,6 +72,9 @@ pub struct RunReport {
     pub errors: u64,
     /// Throughput each second (negative seconds are warm-up).
     pub seconds: Vec<Second>,
+    /// Where the broker's CPU time went (perf), when profiled.
+    #[serde(default)]
+    pub profile: Option<Profile>,
 }
 
 impl RunReport {
@@ -103,6 +107,7 @@ impl RunReport {
             total_consumed_per_consumer: result.total_consumed_per_consumer.clone(),
             errors: result.errors,
             seconds: result.seconds.clone(),
+            profile: None,
         }
     }
 }
@@ -214,6 +219,71 @@ pub fn markdown(comparisons: &[Comparison]) -> String {
             ratio(s.cpu_s_per_gb, k.cpu_s_per_gb),
             ratio(s.peak_rss_mib, k.peak_rss_mib)
         ));
+    }
+    out
+}
+
+/// One goal the issue sets, checked against a comparison.
+struct Goal {
+    what: &'static str,
+    target: &'static str,
+    ratio: f64,
+    met: bool,
+}
+
+fn goals_of(c: &Comparison) -> Vec<Goal> {
+    let (s, k) = (&c.shardline, &c.kafka);
+    let r = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let mut goals = Vec::new();
+    if c.workload == "throughput" || c.workload.starts_with("many") || c.workload.starts_with("small") {
+        let ratio = r(s.produce_mb_per_s, k.produce_mb_per_s);
+        goals.push(Goal { what: "throughput", target: ">= 2x", ratio, met: ratio >= 2.0 });
+    }
+    if c.workload == "latency" {
+        let ratio = r(s.produce_latency_ms[2], k.produce_latency_ms[2]);
+        goals.push(Goal { what: "produce p99.9 at a fixed rate", target: "<= 0.1x", ratio, met: ratio <= 0.1 });
+    }
+    let cpu = r(s.cpu_s_per_gb, k.cpu_s_per_gb);
+    goals.push(Goal { what: "CPU-s per GB", target: "<= 0.5x", ratio: cpu, met: cpu <= 0.5 });
+    let rss = r(s.peak_rss_mib, k.peak_rss_mib);
+    goals.push(Goal { what: "peak RSS", target: "<= 0.25x", ratio: rss, met: rss <= 0.25 });
+    goals
+}
+
+/// Markdown: each goal against Kafka, met or not; then, for every
+/// comparison whose Shardline runs were profiled, where the broker's CPU
+/// time went (categories and heaviest symbols).
+pub fn goals_and_profile(comparisons: &[Comparison]) -> String {
+    let mut out = String::from("\n## Goals (Shardline / Kafka)\n\n| workload | durability | goal | target | ratio | met |\n|---|---|---|---|---|---|\n");
+    for c in comparisons {
+        for g in goals_of(c) {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {:.2} | {} |\n",
+                c.workload,
+                c.durability,
+                g.what,
+                g.target,
+                g.ratio,
+                if g.met { "yes" } else { "**no**" }
+            ));
+        }
+    }
+    for c in comparisons {
+        let Some(profile) = c.runs.iter().rev().filter(|r| r.broker == "shardline").find_map(|r| r.profile.as_ref())
+        else {
+            continue;
+        };
+        out.push_str(&format!(
+            "\n## Where Shardline's time goes: {} / {} (perf, cpu-clock samples of the broker)\n\n| category | share |\n|---|---|\n",
+            c.workload, c.durability
+        ));
+        for share in &profile.categories {
+            out.push_str(&format!("| {} | {:.1}% |\n", share.name, share.percent));
+        }
+        out.push_str("\n| heaviest symbols | share |\n|---|---|\n");
+        for share in &profile.top_symbols {
+            out.push_str(&format!("| `{}` | {:.1}% |\n", share.name.replace('|', "\\|"), share.percent));
+        }
     }
     out
 }

@@ -10,7 +10,7 @@ use shardline_tests::Broker;
 fn smoke_workload_report_is_complete_and_counts_match() {
     let broker = Broker::start(&["--shards", "2"]);
     let workload = Workload::named("smoke").expect("smoke workload");
-    let report = measure(&broker.address, &workload, "shardline", "acks=all with fsync", Some(broker.pid()));
+    let report = measure(&broker.address, &workload, "shardline", "acks=all with fsync", Some(broker.pid()), false);
     assert_eq!(report.errors, 0);
     assert!(report.total_acked > 0);
     assert_eq!(

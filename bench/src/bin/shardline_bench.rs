@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use shardline_bench::harness::measure;
-use shardline_bench::report::{markdown, Comparison, Medians};
+use shardline_bench::report::{goals_and_profile, markdown, Comparison, Medians};
 use shardline_bench::workload::Workload;
 
 #[derive(Parser)]
@@ -45,6 +45,9 @@ enum Cmd {
         rate: Option<u64>,
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Sample the broker with perf while the workload runs.
+        #[arg(long)]
+        profile: bool,
     },
     /// Start both brokers and compare them side by side.
     Compare {
@@ -63,6 +66,9 @@ enum Cmd {
         kafka_heap: String,
         #[arg(long, default_value = "target/release/shardline")]
         shardline_bin: PathBuf,
+        /// Do not sample Shardline with perf in the last round.
+        #[arg(long)]
+        no_profile: bool,
     },
 }
 
@@ -156,7 +162,7 @@ fn start_kafka(heap: &str, fsync: bool) -> Started {
 
 fn main() {
     match Cli::parse().command {
-        Cmd::Run { bootstrap, workload, broker_pid, broker_name, durability, duration, rate, out } => {
+        Cmd::Run { bootstrap, workload, broker_pid, broker_name, durability, duration, rate, out, profile } => {
             let mut w = Workload::named(&workload)
                 .unwrap_or_else(|| panic!("unknown workload {workload}; known: {:?}", Workload::NAMES));
             if let Some(d) = duration {
@@ -165,7 +171,7 @@ fn main() {
             if rate.is_some() {
                 w.rate = rate;
             }
-            let report = measure(&bootstrap, &w, &broker_name, &durability, broker_pid);
+            let report = measure(&bootstrap, &w, &broker_name, &durability, broker_pid, profile);
             let json = serde_json::to_string_pretty(&report).expect("json");
             match out {
                 Some(path) => std::fs::write(&path, json).expect("write report"),
@@ -177,7 +183,7 @@ fn main() {
                 w.name, m.produce_mb_per_s, m.produce_msgs_per_s, m.produce_latency_ms[2], m.e2e_latency_ms[2]
             );
         }
-        Cmd::Compare { workloads, rounds, durability, duration, out_dir, kafka_heap, shardline_bin } => {
+        Cmd::Compare { workloads, rounds, durability, duration, out_dir, kafka_heap, shardline_bin, no_profile } => {
             let status = Command::new("bash").arg("bench/kafka/fetch.sh").status().expect("bench/kafka/fetch.sh");
             assert!(status.success(), "fetching Kafka failed");
             let settings: Vec<(&str, bool)> = match durability.as_str() {
@@ -207,7 +213,10 @@ fn main() {
                             } else {
                                 start_kafka(&kafka_heap, fsync)
                             };
-                            runs.push(measure(&started.bootstrap, &w, broker, label, Some(started.pid)));
+                            // perf costs the broker a little CPU: only the last
+                            // Shardline round is sampled, and medians absorb it.
+                            let profile = !no_profile && broker == "shardline" && round + 1 == rounds;
+                            runs.push(measure(&started.bootstrap, &w, broker, label, Some(started.pid), profile));
                         }
                     }
                     let of = |b: &str| Medians::of(&runs.iter().filter(|r| r.broker == b).cloned().collect::<Vec<_>>());
@@ -227,7 +236,7 @@ fn main() {
             std::fs::create_dir_all(&out_dir).expect("out dir");
             std::fs::write(out_dir.join("report.json"), serde_json::to_string_pretty(&comparisons).expect("json"))
                 .expect("write");
-            let table = markdown(&comparisons);
+            let table = markdown(&comparisons) + &goals_and_profile(&comparisons);
             std::fs::write(out_dir.join("report.md"), &table).expect("write");
             println!("{table}");
             let plotted =
