@@ -41,6 +41,47 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Consumer groups and their lag, read from a running broker.
+    Groups {
+        /// Broker to ask (host:port).
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap_server: String,
+        #[command(subcommand)]
+        action: GroupsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupsAction {
+    /// Every group with its state and type.
+    List,
+    /// One group: per partition, committed offset, log end offset, lag and
+    /// the member consuming it.
+    Describe {
+        /// Group id.
+        group: String,
+    },
+}
+
+fn groups_command(bootstrap: &str, action: GroupsAction) -> ExitCode {
+    use shardline_net::group_admin;
+    let result = match action {
+        GroupsAction::List => group_admin::list_groups(bootstrap).map(|groups| {
+            println!("{:<40} {:<20} {:<10} PROTOCOL-TYPE", "GROUP", "STATE", "TYPE");
+            for (id, state, kind, protocol) in groups {
+                println!("{id:<40} {state:<20} {kind:<10} {protocol}");
+            }
+        }),
+        GroupsAction::Describe { group } => group_admin::describe_group(bootstrap, &group)
+            .map(|(state, rows)| print!("{}", group_admin::format_describe(&group, &state, &rows))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shardline groups: {error}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn load_config(
@@ -107,6 +148,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Groups { bootstrap_server, action } => groups_command(&bootstrap_server, action),
         Command::Serve { config, listen, advertised_listener, data_dir, shards, overrides } => {
             let config = match load_config(config, listen, advertised_listener, data_dir, shards, overrides) {
                 Ok(config) => config,

@@ -97,7 +97,7 @@ pub fn category(symbol: &str) -> &'static str {
     let s = symbol.to_ascii_lowercase();
     let kernel = s.starts_with("[k]");
     let has = |needles: &[&str]| needles.iter().any(|n| s.contains(n));
-    if has(&["memcpy", "memmove", "copy_user", "copyout", "copyin", "rep_movs"]) {
+    if has(&["memcpy", "memmove", "copy_user", "copyout", "copyin", "rep_movs", "copy_to_iter", "copy_from_iter"]) {
         if kernel {
             "kernel copies (socket and page cache)"
         } else {
@@ -109,9 +109,25 @@ pub fn category(symbol: &str) -> &'static str {
         "compression"
     } else if kernel && has(&["tcp", "skb", "sock", "inet", "ip_", "net_", "loopback", "napi", "__dev_queue"]) {
         "kernel networking"
-    } else if kernel && has(&["ext4", "blk", "bio", "virtio", "nvme", "iomap", "jbd2", "dio", "fsync", "sync"]) {
+    } else if kernel
+        && has(&["ext4", "blk", "bio", "virtio", "nvme", "iomap", "jbd2", "dio", "fsync", "sync", "gup_", "iowrite"])
+    {
         "kernel disk I/O"
-    } else if kernel && has(&["io_uring", "io_", "futex", "schedule", "switch", "wake", "epoll", "syscall", "entry"]) {
+    } else if kernel
+        && has(&[
+            "io_uring",
+            "io_",
+            "futex",
+            "schedule",
+            "switch",
+            "wake",
+            "epoll",
+            "syscall",
+            "entry",
+            "spin_unlock",
+            "softirq",
+        ])
+    {
         "kernel scheduling, syscalls, io_uring"
     } else if kernel {
         "kernel other"

@@ -45,6 +45,65 @@ pub fn record_positions(body: &[u8], count: usize) -> Vec<RecordPosition> {
     out
 }
 
+/// One record's key and value, borrowed from a batch body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyValue<'a> {
+    /// Offset relative to the batch base offset.
+    pub offset_delta: i64,
+    /// Key, or None for a null key.
+    pub key: Option<&'a [u8]>,
+    /// Value, or None for a tombstone.
+    pub value: Option<&'a [u8]>,
+}
+
+/// Keys and values of the records of an uncompressed batch body; stops at
+/// the first record that does not fit the bytes present.
+pub fn key_values(body: &[u8], count: usize) -> Vec<KeyValue<'_>> {
+    fn field(bytes: &[u8], at: &mut usize) -> Option<Option<(usize, usize)>> {
+        let (len, used) = read_varint(bytes.get(*at..)?)?;
+        *at += used;
+        if len < 0 {
+            return Some(None);
+        }
+        let end = at.checked_add(usize::try_from(len).ok()?)?;
+        if end > bytes.len() {
+            return None;
+        }
+        let span = (*at, end);
+        *at = end;
+        Some(Some(span))
+    }
+    let mut out = Vec::new();
+    let mut rest = body;
+    for _ in 0..count {
+        let Some((length, used)) = read_varint(rest) else { break };
+        if length < 0 || used + length as usize > rest.len() {
+            break;
+        }
+        let record = &rest[used..used + length as usize];
+        rest = &rest[used + length as usize..];
+        let parsed = (|| {
+            let mut at = 1; // attributes
+            let (_, a) = read_varint(record.get(at..)?)?; // timestamp delta
+            at += a;
+            let (offset_delta, b) = read_varint(record.get(at..)?)?;
+            at += b;
+            let key = field(record, &mut at)?;
+            let value = field(record, &mut at)?;
+            Some(KeyValue {
+                offset_delta,
+                key: key.map(|(s, e)| &record[s..e]),
+                value: value.map(|(s, e)| &record[s..e]),
+            })
+        })();
+        match parsed {
+            Some(kv) => out.push(kv),
+            None => break,
+        }
+    }
+    out
+}
+
 /// Largest decompressed batch body looked into.
 pub const MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
 

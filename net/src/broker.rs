@@ -147,6 +147,7 @@ impl Broker {
                         }
                     };
                     spawn_retention(state.clone());
+                    crate::groups::spawn_timers(state.clone());
                     accept_loop(listener, shared, state, mesh).await;
                 }
             },

@@ -63,6 +63,26 @@ pub struct BrokerConfig {
     /// `max_incremental_fetch_session_cache_slots`: fetch sessions per shard
     /// (KIP-227; 0 disables them).
     pub max_incremental_fetch_session_cache_slots: usize,
+    /// `offsets_topic_num_partitions`: partitions of `__consumer_offsets` (fixed once created).
+    pub offsets_topic_num_partitions: i32,
+    /// `offset_metadata_max_bytes`: longest metadata string an offset commit may carry.
+    pub offset_metadata_max_bytes: usize,
+    /// `offsets_retention_minutes`: committed offsets of a group that has been empty this long are deleted.
+    pub offsets_retention_minutes: i64,
+    /// `offsets_retention_check_interval_ms`: how often expired offsets are looked for.
+    pub offsets_retention_check_interval_ms: u64,
+    /// `group_min_session_timeout_ms`: shortest session timeout a classic member may ask.
+    pub group_min_session_timeout_ms: i32,
+    /// `group_max_session_timeout_ms`: longest session timeout a classic member may ask.
+    pub group_max_session_timeout_ms: i32,
+    /// `group_initial_rebalance_delay_ms`: how long the first rebalance of an empty classic group waits for more members.
+    pub group_initial_rebalance_delay_ms: i32,
+    /// `group_max_size`: most members of one group.
+    pub group_max_size: usize,
+    /// `group_consumer_session_timeout_ms`: KIP-848 member session timeout.
+    pub group_consumer_session_timeout_ms: i32,
+    /// `group_consumer_heartbeat_interval_ms`: KIP-848 heartbeat interval told to members.
+    pub group_consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for BrokerConfig {
@@ -87,6 +107,16 @@ impl Default for BrokerConfig {
             batch_cache_bytes: 64 << 20,
             retention_check_interval_ms: 300_000,
             max_incremental_fetch_session_cache_slots: 1000,
+            offsets_topic_num_partitions: 50,
+            offset_metadata_max_bytes: 4096,
+            offsets_retention_minutes: 10080,
+            offsets_retention_check_interval_ms: 600_000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3000,
+            group_max_size: 1_000_000,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5000,
         }
     }
 }
@@ -150,6 +180,16 @@ impl BrokerConfig {
             "max_incremental_fetch_session_cache_slots" => {
                 self.max_incremental_fetch_session_cache_slots = parse(key, value)?
             }
+            "offsets_topic_num_partitions" => self.offsets_topic_num_partitions = parse(key, value)?,
+            "offset_metadata_max_bytes" => self.offset_metadata_max_bytes = parse(key, value)?,
+            "offsets_retention_minutes" => self.offsets_retention_minutes = parse(key, value)?,
+            "offsets_retention_check_interval_ms" => self.offsets_retention_check_interval_ms = parse(key, value)?,
+            "group_min_session_timeout_ms" => self.group_min_session_timeout_ms = parse(key, value)?,
+            "group_max_session_timeout_ms" => self.group_max_session_timeout_ms = parse(key, value)?,
+            "group_initial_rebalance_delay_ms" => self.group_initial_rebalance_delay_ms = parse(key, value)?,
+            "group_max_size" => self.group_max_size = parse(key, value)?,
+            "group_consumer_session_timeout_ms" => self.group_consumer_session_timeout_ms = parse(key, value)?,
+            "group_consumer_heartbeat_interval_ms" => self.group_consumer_heartbeat_interval_ms = parse(key, value)?,
             other => return Err(bad(other, "unknown key")),
         }
         Ok(())
@@ -182,6 +222,26 @@ impl BrokerConfig {
                 if self.log_retention_ms < -1 { "log_retention_ms" } else { "log_retention_bytes" },
                 "must be -1 or more",
             ));
+        }
+        if !(1..=10_000).contains(&self.offsets_topic_num_partitions) {
+            return Err(bad("offsets_topic_num_partitions", "must be 1 to 10000"));
+        }
+        if self.group_min_session_timeout_ms < 1
+            || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
+        {
+            return Err(bad("group_max_session_timeout_ms", "must be at least group_min_session_timeout_ms (≥ 1)"));
+        }
+        if self.group_initial_rebalance_delay_ms < 0 {
+            return Err(bad("group_initial_rebalance_delay_ms", "must be 0 or more"));
+        }
+        if self.group_consumer_session_timeout_ms < 1 || self.group_consumer_heartbeat_interval_ms < 1 {
+            return Err(bad(
+                "group_consumer_session_timeout_ms",
+                "session timeout and heartbeat interval must be positive",
+            ));
+        }
+        if self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms {
+            return Err(bad("group_consumer_heartbeat_interval_ms", "must be below group_consumer_session_timeout_ms"));
         }
         if self.log_flush_interval_ms == 0 || self.log_flush_interval_messages == 0 {
             return Err(bad("log_flush_interval_ms", "must be -1 or positive"));

@@ -41,7 +41,7 @@ pub async fn serve_connection(
     state: Rc<ShardPartitions>,
     mesh: Mesh<ShardPartitions>,
 ) {
-    let context = Context { shared: shared.clone(), state: state.clone(), mesh };
+    let context = Context { shared: shared.clone(), state: state.clone(), mesh, peer };
     loop {
         if state.shutting_down.get() {
             return;

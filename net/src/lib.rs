@@ -11,6 +11,8 @@ pub mod config;
 pub mod connection;
 pub mod fetch_sessions;
 pub mod frame;
+pub mod group_admin;
+pub mod groups;
 pub mod partitions;
 pub mod topics;
 

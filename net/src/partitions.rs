@@ -45,6 +45,8 @@ pub struct ShardPartitions {
     pub idle: LocalEvent,
     /// Incremental fetch sessions of this shard's connections.
     pub fetch_sessions: RefCell<crate::fetch_sessions::FetchSessions>,
+    /// Group coordinators of this shard's `__consumer_offsets` partitions.
+    pub groups: crate::groups::GroupShard,
 }
 
 /// Kafka error code from an engine error.
@@ -106,6 +108,7 @@ impl ShardPartitions {
             in_flight: Cell::new(0),
             idle: LocalEvent::default(),
             fetch_sessions: RefCell::new(sessions),
+            groups: crate::groups::GroupShard::default(),
         }
     }
 

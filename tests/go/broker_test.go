@@ -42,6 +42,11 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	if os.Getenv(childEnv) != "" {
+		// A helper process started by a test (see TestHelperConsumer):
+		// it needs no broker.
+		return m.Run()
+	}
 	src := os.Getenv("SHARDLINE_BIN")
 	if src == "" {
 		src = filepath.Join("..", "..", "target", "debug", "shardline")
@@ -99,6 +104,7 @@ var ansi = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
 type broker struct {
 	Addr    string
+	DataDir string
 	cmd     *exec.Cmd
 	stderr  *syncBuffer
 	stdout  *syncBuffer
@@ -122,13 +128,33 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// brokerOpts are the settings of a broker a test starts; the zero value is
+// a fresh data directory on a free port.
+type brokerOpts struct {
+	dataDir string   // "" for a new temp dir
+	listen  string   // "" for a free loopback port
+	sets    []string // --set key=value
+}
+
 // startBroker starts a broker and registers its shutdown (and checks of its
 // exit) with t.Cleanup.
 func startBroker(t testing.TB) *broker {
 	t.Helper()
+	return startBrokerWith(t, brokerOpts{})
+}
+
+// startBrokerWith starts a broker with the given settings and registers its
+// shutdown with t.Cleanup. A fixed listen address that is still in use (a
+// restart on the same port) is retried for a few seconds.
+func startBrokerWith(t testing.TB, o brokerOpts) *broker {
+	t.Helper()
+	attempts := 3
+	if o.listen != "" {
+		attempts = 20
+	}
 	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		b, err := tryStartBroker(t)
+	for attempt := 0; attempt < attempts; attempt++ {
+		b, err := tryStartBroker(t, o)
 		if err == nil {
 			t.Cleanup(func() { b.stop(t) })
 			return b
@@ -137,20 +163,33 @@ func startBroker(t testing.TB) *broker {
 		if !strings.Contains(err.Error(), "in use") {
 			break
 		}
+		if o.listen != "" {
+			time.Sleep(500 * time.Millisecond)
+		}
 	}
 	t.Fatalf("start broker: %v", lastErr)
 	return nil
 }
 
-func tryStartBroker(t testing.TB) (*broker, error) {
-	dataDir := t.TempDir()
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cmd := exec.Command(brokerBin, "serve",
+func tryStartBroker(t testing.TB, o brokerOpts) (*broker, error) {
+	dataDir := o.dataDir
+	if dataDir == "" {
+		dataDir = t.TempDir()
+	}
+	listen := o.listen
+	if listen == "" {
+		listen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	}
+	args := []string{"serve",
 		"--listen", listen,
 		"--data-dir", dataDir,
-		"--shards", fmt.Sprint(shards))
+		"--shards", fmt.Sprint(shards)}
+	for _, kv := range o.sets {
+		args = append(args, "--set", kv)
+	}
+	cmd := exec.Command(brokerBin, args...)
 	cmd.Env = append(os.Environ(), "NO_COLOR=1")
-	b := &broker{cmd: cmd, stderr: &syncBuffer{}, stdout: &syncBuffer{}, exited: make(chan struct{})}
+	b := &broker{DataDir: dataDir, cmd: cmd, stderr: &syncBuffer{}, stdout: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stderr = b.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -3,6 +3,9 @@
 One broker per test module: a private copy of the binary (so a concurrent
 `cargo build` cannot swap it under a running test), a free loopback port, a
 fresh data directory, SIGTERM at teardown and a check that it exited cleanly.
+A module may set BROKER_ARGS (extra `serve` arguments, e.g. `--set k=v`);
+`broker.restart()` stops the broker and starts it on the same port and data
+directory.
 
 Environment:
   SHARDLINE_BIN   broker binary (default: <repo>/target/debug/shardline)
@@ -88,17 +91,27 @@ class Broker:
     def bootstrap(self):
         return f"127.0.0.1:{self.port}"
 
-    def start(self):
+    def start(self, port=None):
+        """Start the broker; on `port` if given (a restart), else on a free one."""
         for _attempt in range(5):
-            port = _free_port()
-            # The broker listens with SO_REUSEPORT, so binding a port that
-            # another broker already has succeeds silently: make sure nobody
-            # is there before we start.
-            if _port_in_use(port):
-                continue
-            self.port = port
+            if port is None:
+                candidate = _free_port()
+                # The broker listens with SO_REUSEPORT, so binding a port that
+                # another broker already has succeeds silently: make sure
+                # nobody is there before we start.
+                if _port_in_use(candidate):
+                    continue
+            else:
+                candidate = port
+                deadline = time.monotonic() + 10
+                while _port_in_use(candidate) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                if _port_in_use(candidate):
+                    raise RuntimeError(f"port {candidate} is still in use")
+            self.port = candidate
             args = [self.binary, "serve", "--listen", self.bootstrap,
                     "--data-dir", self.data_dir, "--shards", "2"] + self.extra_args
+            self._close_logs()
             self._stderr = open(self.stderr_path, "ab")
             self.proc = subprocess.Popen(args, stdout=subprocess.PIPE,
                                          stderr=self._stderr, cwd=self.workdir,
@@ -106,7 +119,24 @@ class Broker:
             if self._wait_ready():
                 return self
             self.kill()
+            if port is not None:
+                time.sleep(1)
         raise RuntimeError("broker did not start; stderr:\n" + self.stderr_tail())
+
+    def restart(self):
+        """SIGTERM, then start again on the same port and data directory.
+
+        Returns the exit code of the stopped process (0 when it shut down
+        cleanly); raises if the new one does not start.
+        """
+        rc = self.stop()
+        self.start(port=self.port)
+        return rc
+
+    def _close_logs(self):
+        f = getattr(self, "_stderr", None)
+        if f is not None and not f.closed:
+            f.close()
 
     def _wait_ready(self):
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -24,6 +24,9 @@ fn topic_entry(context: &Context, topic: &TopicInfo, version: i16) -> MetadataRe
         entry.topic_id = topic.id;
     }
     entry.topic_authorized_operations = OPERATIONS_NOT_REQUESTED;
+    if version >= 1 {
+        entry.is_internal = topic.name == crate::groups::OFFSETS_TOPIC;
+    }
     entry.partitions = (0..topic.partition_shards.len() as i32)
         .map(|index| {
             let mut p = MetadataResponsePartition::default();

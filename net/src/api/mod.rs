@@ -3,8 +3,10 @@
 //! to its handler. Runs on the connection's shard.
 
 mod admin;
+mod create_partitions;
 mod describe_configs;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -33,6 +35,8 @@ pub struct Context {
     pub state: Rc<ShardPartitions>,
     /// Every shard.
     pub mesh: Mesh<ShardPartitions>,
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
 }
 
 /// (API, min version, max version) advertised in ApiVersions.
@@ -45,6 +49,20 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
 ];
 
 /// Whether `version` of `key` is advertised.
@@ -113,6 +131,30 @@ pub async fn handle(context: &Context, header: &RequestHeader, request: RequestK
         }
         RequestKind::ListOffsets(request) => {
             ResponseKind::ListOffsets(list_offsets::handle(context, request, version).await)
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(context, r, version).await)
+        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(context, header, r, version).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(context, r, version).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(context, r, version).await),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(context, r, version).await),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(groups::offset_commit(context, r, version).await),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(groups::offset_fetch(context, r, version).await),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(groups::offset_delete(context, r, version).await),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(context, r, version).await),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(context, r, version).await)
+        }
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete_groups(context, r, version).await),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            ResponseKind::ConsumerGroupHeartbeat(groups::consumer_group_heartbeat(context, header, r, version).await)
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ResponseKind::ConsumerGroupDescribe(groups::consumer_group_describe(context, r, version).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(create_partitions::handle(context, r, version).await)
         }
         other => {
             // Unreachable: `is_supported` gates every key before decoding.

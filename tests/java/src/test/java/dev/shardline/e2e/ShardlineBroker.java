@@ -33,17 +33,20 @@ public final class ShardlineBroker implements AutoCloseable {
 
     private final String name;
     private final Path dataDir;
-    private final Path stderrLog;
-    private final Path stdoutLog;
+    private Path stderrLog;
+    private Path stdoutLog;
+    private final List<String> extraArgs;
+    private int restarts;
     private Process process;
     private int port;
     private Integer exitCode;
 
-    private ShardlineBroker(String name, Path dataDir, Path stderrLog, Path stdoutLog) {
+    private ShardlineBroker(String name, Path dataDir, Path stderrLog, Path stdoutLog, List<String> extraArgs) {
         this.name = name;
         this.dataDir = dataDir;
         this.stderrLog = stderrLog;
         this.stdoutLog = stdoutLog;
+        this.extraArgs = extraArgs;
     }
 
     /** The binary under test, copied once per JVM so a concurrent rebuild cannot change it mid-run. */
@@ -68,6 +71,16 @@ public final class ShardlineBroker implements AutoCloseable {
     }
 
     public static ShardlineBroker start(String name) throws Exception {
+        return start(name, new String[0]);
+    }
+
+    /** Starts a broker with extra settings, each "key=value", passed as {@code --set key=value}. */
+    public static ShardlineBroker start(String name, String... settings) throws Exception {
+        List<String> extra = new ArrayList<>();
+        for (String kv : settings) {
+            extra.add("--set");
+            extra.add(kv);
+        }
         Path logDir = Paths.get(System.getProperty("shardline.logdir", "target/broker-logs"));
         Files.createDirectories(logDir);
         Exception last = null;
@@ -75,7 +88,7 @@ public final class ShardlineBroker implements AutoCloseable {
             Path dataDir = Files.createTempDirectory("shardline-data-");
             ShardlineBroker b = new ShardlineBroker(name, dataDir,
                     logDir.resolve(name + "-" + attempt + ".stderr.log"),
-                    logDir.resolve(name + "-" + attempt + ".stdout.log"));
+                    logDir.resolve(name + "-" + attempt + ".stdout.log"), List.copyOf(extra));
             try {
                 b.launch(freePort());
                 return b;
@@ -97,10 +110,12 @@ public final class ShardlineBroker implements AutoCloseable {
 
     private void launch(int port) throws Exception {
         this.port = port;
-        ProcessBuilder pb = new ProcessBuilder(binary().toString(), "serve",
+        List<String> cmd = new ArrayList<>(List.of(binary().toString(), "serve",
                 "--listen", "127.0.0.1:" + port,
                 "--data-dir", dataDir.toString(),
-                "--shards", "2");
+                "--shards", "2"));
+        cmd.addAll(extraArgs);
+        ProcessBuilder pb = new ProcessBuilder(cmd);
         pb.environment().put("NO_COLOR", "1");
         if (System.getenv("RUST_LOG") == null) {
             pb.environment().put("RUST_LOG", "info");
@@ -200,6 +215,36 @@ public final class ShardlineBroker implements AutoCloseable {
         }
         exitCode = process.exitValue();
         return exitCode;
+    }
+
+    /**
+     * Stops the broker with SIGTERM (asserting a clean exit) and starts it again on the same
+     * port and data directory; its log continues in a new file.
+     */
+    public void restart() throws Exception {
+        int code = stop();
+        if (code != 0) {
+            throw new AssertionError("broker exited with code " + code + " after SIGTERM" + diagnostics());
+        }
+        restarts++;
+        Path logDir = stderrLog.getParent();
+        stderrLog = logDir.resolve(name + "-restart" + restarts + ".stderr.log");
+        stdoutLog = logDir.resolve(name + "-restart" + restarts + ".stdout.log");
+        process = null;
+        exitCode = null;
+        Exception last = null;
+        // the old listening socket may take a moment to be released
+        for (int attempt = 1; attempt <= 5; attempt++) {
+            try {
+                launch(port);
+                return;
+            } catch (Exception e) {
+                last = e;
+                kill();
+                Thread.sleep(500);
+            }
+        }
+        throw last;
     }
 
     private void kill() {
