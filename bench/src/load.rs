@@ -37,6 +37,23 @@ pub fn assigned_consumer(bootstrap: &str, topic: &str, partitions: i32) -> BaseC
     consumer
 }
 
+/// A member of consumer group `group` subscribed to `topic`, reading from
+/// the beginning (offsets are not committed: each run uses a fresh topic).
+pub fn group_consumer(bootstrap: &str, topic: &str, group: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "4194304")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
 /// Latency histograms record microseconds up to one hour.
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds")
@@ -220,14 +237,25 @@ fn consumer_thread(
     bootstrap: String,
     topic: String,
     partitions: i32,
+    group: Option<String>,
     counters: Arc<Counters>,
     latency: Arc<Mutex<Histogram<u64>>>,
     window_micros: (u64, u64),
     stop: Arc<AtomicBool>,
     ready: std::sync::mpsc::Sender<()>,
 ) -> u64 {
-    let consumer = assigned_consumer(&bootstrap, &topic, partitions);
+    let consumer = match &group {
+        Some(group) => group_consumer(&bootstrap, &topic, group),
+        None => assigned_consumer(&bootstrap, &topic, partitions),
+    };
     let _ = consumer.poll(Duration::from_millis(100));
+    // A group member is ready once the group has assigned it partitions
+    // (bounded: a member of a group with more members than partitions may
+    // get none).
+    let joined_by = Instant::now() + Duration::from_secs(30);
+    while group.is_some() && Instant::now() < joined_by && consumer.assignment().map_or(0, |a| a.count()) == 0 {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
     let _ = ready.send(());
     let mut total = 0u64;
     let mut idle_since = Instant::now();
@@ -279,7 +307,9 @@ pub fn run(bootstrap: &str, topic: &str, workload: &Workload) -> LoadResult {
         (from, from + duration.as_micros() as u64)
     };
     let consumers: Vec<_> = (0..workload.consumers)
-        .map(|_| {
+        .map(|i| {
+            let group =
+                (workload.consumer_groups > 0).then(|| format!("{topic}-group-{}", i % workload.consumer_groups));
             let (b, t, c, l, s, r) = (
                 bootstrap.to_string(),
                 topic.to_string(),
@@ -289,7 +319,7 @@ pub fn run(bootstrap: &str, topic: &str, workload: &Workload) -> LoadResult {
                 ready_tx.clone(),
             );
             let partitions = workload.partitions;
-            std::thread::spawn(move || consumer_thread(b, t, partitions, c, l, window_wall, s, r))
+            std::thread::spawn(move || consumer_thread(b, t, partitions, group, c, l, window_wall, s, r))
         })
         .collect();
     for _ in 0..workload.consumers {

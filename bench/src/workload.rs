@@ -22,8 +22,13 @@ pub struct Workload {
     pub name: String,
     /// Producer clients (each its own librdkafka instance and thread).
     pub producers: usize,
-    /// Consumer clients; each reads every partition (fan-out) until groups exist.
+    /// Consumer clients.
     pub consumers: usize,
+    /// Consumer groups the consumers are spread over (round-robin); each
+    /// group receives every message. 0: consumers assign every partition
+    /// themselves (no group).
+    #[serde(default)]
+    pub consumer_groups: usize,
     /// Value size in bytes (the first 16 carry the send time and a sequence).
     pub message_bytes: usize,
     /// Key distribution.
@@ -52,6 +57,7 @@ impl Workload {
             name: name.into(),
             producers: 1,
             consumers: 1,
+            consumer_groups: 1,
             message_bytes: 1024,
             keys: Keys::None,
             partitions: 16,
@@ -83,7 +89,10 @@ impl Workload {
                 w.producers = 50;
                 w.keys = Keys::Uniform;
             }
-            "fanout" => w.consumers = 4,
+            "fanout" => {
+                w.consumers = 4;
+                w.consumer_groups = 4;
+            }
             "small-messages" => w.message_bytes = 100,
             _ => return None,
         }
