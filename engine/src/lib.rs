@@ -25,6 +25,7 @@ pub mod index;
 pub mod log;
 mod maintenance;
 mod open;
+pub mod producer_state;
 mod read;
 pub mod records;
 pub mod scan;

@@ -29,6 +29,8 @@ pub struct BrokerShared {
     pub advertised: (String, i32),
     /// Number of shards.
     pub shards: usize,
+    /// Idempotent producer ids.
+    pub producer_ids: crate::producer_ids::ProducerIds,
 }
 
 impl BrokerShared {
@@ -120,7 +122,9 @@ impl Broker {
         let first = reuseport_listener(config.listen_addr()?)?;
         let local_addr = first.local_addr()?;
         let config = Arc::new(config);
-        let shared = Arc::new(BrokerShared { config: config.clone(), topics, cluster_id, advertised, shards });
+        let producer_ids = crate::producer_ids::ProducerIds::open(&config.data_dir)?;
+        let shared =
+            Arc::new(BrokerShared { config: config.clone(), topics, cluster_id, advertised, shards, producer_ids });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let first = std::sync::Mutex::new(Some(first));
         let shared_for_shards = shared.clone();
@@ -148,6 +152,7 @@ impl Broker {
                     };
                     spawn_retention(state.clone());
                     crate::groups::spawn_timers(state.clone());
+                    spawn_producer_snapshots(state.clone());
                     accept_loop(listener, shared, state, mesh).await;
                 }
             },
@@ -241,6 +246,20 @@ async fn accept_loop(
             }
         }
     }
+}
+
+fn spawn_producer_snapshots(state: Rc<ShardPartitions>) {
+    let interval = Duration::from_millis(state.config.producer_snapshot_interval_ms);
+    compio::runtime::spawn(async move {
+        loop {
+            compio::time::sleep(interval).await;
+            if state.shutting_down.get() {
+                return;
+            }
+            state.snapshot_producers().await;
+        }
+    })
+    .detach();
 }
 
 fn spawn_retention(state: Rc<ShardPartitions>) {

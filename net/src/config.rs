@@ -83,6 +83,10 @@ pub struct BrokerConfig {
     pub group_consumer_session_timeout_ms: i32,
     /// `group_consumer_heartbeat_interval_ms`: KIP-848 heartbeat interval told to members.
     pub group_consumer_heartbeat_interval_ms: i32,
+    /// `producer_id_expiration_ms`: an idempotent producer silent this long is forgotten (its next batch starts afresh).
+    pub producer_id_expiration_ms: i64,
+    /// `producer_snapshot_interval_ms`: how often producer state is snapshotted (a crash replays the batches since).
+    pub producer_snapshot_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -117,6 +121,8 @@ impl Default for BrokerConfig {
             group_max_size: 1_000_000,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5000,
+            producer_id_expiration_ms: 86_400_000,
+            producer_snapshot_interval_ms: 30_000,
         }
     }
 }
@@ -190,6 +196,8 @@ impl BrokerConfig {
             "group_max_size" => self.group_max_size = parse(key, value)?,
             "group_consumer_session_timeout_ms" => self.group_consumer_session_timeout_ms = parse(key, value)?,
             "group_consumer_heartbeat_interval_ms" => self.group_consumer_heartbeat_interval_ms = parse(key, value)?,
+            "producer_id_expiration_ms" => self.producer_id_expiration_ms = parse(key, value)?,
+            "producer_snapshot_interval_ms" => self.producer_snapshot_interval_ms = parse(key, value)?,
             other => return Err(bad(other, "unknown key")),
         }
         Ok(())
@@ -242,6 +250,9 @@ impl BrokerConfig {
         }
         if self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms {
             return Err(bad("group_consumer_heartbeat_interval_ms", "must be below group_consumer_session_timeout_ms"));
+        }
+        if self.producer_id_expiration_ms < 1 || self.producer_snapshot_interval_ms < 100 {
+            return Err(bad("producer_id_expiration_ms", "expiration ≥ 1 ms and snapshot interval ≥ 100 ms"));
         }
         if self.log_flush_interval_ms == 0 || self.log_flush_interval_messages == 0 {
             return Err(bad("log_flush_interval_ms", "must be -1 or positive"));

@@ -14,6 +14,8 @@ pub mod frame;
 pub mod group_admin;
 pub mod groups;
 pub mod partitions;
+pub mod producer_ids;
+pub mod producer_snapshots;
 pub mod topics;
 
 pub use broker::Broker;

@@ -16,6 +16,9 @@ use shardline_engine::event::LocalEvent;
 use shardline_engine::{HighWatermarkPolicy, Log, LogError, LogOptions, RealDisk};
 
 use crate::config::{AckDurability, BrokerConfig};
+use crate::producer_snapshots;
+use shardline_engine::batch::{parse_header, validate_batch, BatchHeader};
+use shardline_engine::producer_state::{last_sequence, BatchMeta, ProducerState, SequenceCheck};
 
 /// A partition's address.
 pub type PartitionKey = (String, i32);
@@ -26,6 +29,13 @@ pub struct OpenPartition {
     pub log: Log<RealDisk>,
     /// What acks=all waits for.
     pub ack: AckDurability,
+    /// Idempotent producers' sequences and epochs.
+    pub producers: RefCell<ProducerState>,
+    /// Serialises the check-then-append of idempotent batches (an append
+    /// may wait before it assigns offsets).
+    pub append_lock: futures::lock::Mutex<()>,
+    /// Offset of the newest producer snapshot.
+    pub snapshot_offset: Cell<i64>,
 }
 
 /// State of one shard. See the module documentation.
@@ -142,7 +152,15 @@ impl ShardPartitions {
         let options = LogOptions { config, policy, cache: self.cache.clone(), cache_key: key };
         let dir = Self::partition_dir(&self.config, topic, partition);
         let log = Log::open(RealDisk, &dir, options, now_ms()).await?;
-        self.partitions.borrow_mut().insert((topic.to_string(), partition), Rc::new(OpenPartition { log, ack }));
+        let (producers, snapshot_offset) = producer_snapshots::load(&log).await?;
+        let open = OpenPartition {
+            log,
+            ack,
+            producers: RefCell::new(producers),
+            append_lock: futures::lock::Mutex::new(()),
+            snapshot_offset: Cell::new(snapshot_offset),
+        };
+        self.partitions.borrow_mut().insert((topic.to_string(), partition), Rc::new(open));
         Ok(())
     }
 
@@ -169,6 +187,12 @@ impl ShardPartitions {
         for ((topic, partition), open) in all {
             if let Err(error) = open.log.close().await {
                 tracing::error!(topic, partition, %error, "closing partition log");
+                continue;
+            }
+            let end = open.log.offsets().log_end;
+            let state = open.producers.borrow().clone();
+            if let Err(error) = producer_snapshots::write(open.log.dir().to_path_buf(), end, state).await {
+                tracing::warn!(topic, partition, %error, "writing producer snapshot");
             }
         }
     }
@@ -186,11 +210,18 @@ impl ShardPartitions {
         let Some(open) = self.get(topic, partition) else {
             return failed(ResponseError::UnknownTopicOrPartition.code());
         };
-        let info = match open.log.append(records, 0, now_ms()).await {
-            Ok(info) => info,
-            Err(error) => return failed(error_code(&error)),
+        let info = match parse_header(&records) {
+            Ok(header) if header.producer_id >= 0 => match self.append_idempotent(&open, records, &header).await {
+                Ok(info) => info,
+                Err(code) => return failed(code),
+            },
+            _ => match open.log.append(records, 0, now_ms()).await {
+                Ok(info) => (info.base_offset, info.last_offset, info.log_start),
+                Err(error) => return failed(error_code(&error)),
+            },
         };
-        let end = info.last_offset + 1;
+        let (base_offset, last_offset, log_start) = info;
+        let end = last_offset + 1;
         let wait = async {
             match (acks, open.ack) {
                 (0, _) => Ok(()),
@@ -199,9 +230,75 @@ impl ShardPartitions {
             }
         };
         match compio::time::timeout(timeout, wait).await {
-            Ok(Ok(())) => ProduceOutcome { error_code: 0, base_offset: info.base_offset, log_start: info.log_start },
+            Ok(Ok(())) => ProduceOutcome { error_code: 0, base_offset, log_start },
             Ok(Err(error)) => failed(error_code(&error)),
             Err(_) => failed(ResponseError::RequestTimedOut.code()),
+        }
+    }
+
+    /// Appends one idempotent producer's batch after checking its sequence
+    /// and epoch; a retried batch gets the offsets it already has. Returns
+    /// (first offset, last offset, log start) or a Kafka error code.
+    async fn append_idempotent(
+        &self,
+        open: &OpenPartition,
+        records: BytesMut,
+        header: &BatchHeader,
+    ) -> Result<(i64, i64, i64), i16> {
+        if header.total_bytes() != records.len() {
+            // Kafka: an idempotent produce carries exactly one batch.
+            return Err(ResponseError::InvalidRecord.code());
+        }
+        if header.is_transactional() {
+            return Err(ResponseError::InvalidTxnState.code());
+        }
+        let _serial = open.append_lock.lock().await;
+        let (id, epoch, first_seq, last_seq) =
+            (header.producer_id, header.producer_epoch, header.base_sequence, last_sequence(header));
+        let check = open.producers.borrow().check(id, epoch, first_seq, last_seq);
+        match check {
+            SequenceCheck::Fenced => Err(ResponseError::InvalidProducerEpoch.code()),
+            SequenceCheck::OutOfOrder => Err(ResponseError::OutOfOrderSequenceNumber.code()),
+            SequenceCheck::Duplicate { first_offset, last_offset } => {
+                validate_batch(&records, true).map_err(|_| ResponseError::CorruptMessage.code())?;
+                Ok((first_offset, last_offset, open.log.offsets().log_start))
+            }
+            SequenceCheck::Append => {
+                let info = open.log.append(records, 0, now_ms()).await.map_err(|e| error_code(&e))?;
+                let meta = BatchMeta {
+                    epoch,
+                    first_seq,
+                    last_seq,
+                    first_offset: info.base_offset,
+                    last_offset: info.last_offset,
+                    timestamp: now_ms(),
+                };
+                open.producers.borrow_mut().record(id, meta);
+                Ok((info.base_offset, info.last_offset, info.log_start))
+            }
+        }
+    }
+
+    /// Snapshots the producer state of every partition whose durable
+    /// offset moved, and forgets producers idle for
+    /// `producer_id_expiration_ms`.
+    pub async fn snapshot_producers(&self) {
+        let all: Vec<Rc<OpenPartition>> = self.partitions.borrow().values().cloned().collect();
+        let expire_before = now_ms() - self.config.producer_id_expiration_ms;
+        for open in all {
+            let durable = open.log.offsets().durable;
+            if durable <= open.snapshot_offset.get() {
+                continue;
+            }
+            let state = {
+                let mut producers = open.producers.borrow_mut();
+                producers.expire(expire_before);
+                producers.below(durable)
+            };
+            match producer_snapshots::write(open.log.dir().to_path_buf(), durable, state).await {
+                Ok(()) => open.snapshot_offset.set(durable),
+                Err(error) => tracing::warn!(dir = %open.log.dir().display(), %error, "writing producer snapshot"),
+            }
         }
     }
 

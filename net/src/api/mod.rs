@@ -7,6 +7,7 @@ mod create_partitions;
 mod describe_configs;
 mod fetch;
 mod groups;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -63,6 +64,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// Whether `version` of `key` is advertised.
@@ -153,6 +155,7 @@ pub async fn handle(context: &Context, header: &RequestHeader, request: RequestK
         RequestKind::ConsumerGroupDescribe(r) => {
             ResponseKind::ConsumerGroupDescribe(groups::consumer_group_describe(context, r, version).await)
         }
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(context, r, version)),
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(create_partitions::handle(context, r, version).await)
         }

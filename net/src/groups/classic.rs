@@ -404,7 +404,6 @@ impl ClassicGroup {
         if let Some(token) = member.awaiting_sync.take() {
             effects.push(Effect::Sync(token, SyncReply::error(ResponseError::FencedInstanceId)));
         }
-        let protocols_changed = member.metadata(self.protocol()) != metadata_of(&join.protocols, self.protocol());
         member.member_id = new_id.clone();
         member.protocols = join.protocols.clone();
         member.session_timeout_ms = join.session_timeout_ms;
@@ -420,9 +419,19 @@ impl ClassicGroup {
         if let Some(instance) = &join.instance_id {
             self.static_members.insert(instance.clone(), new_id.clone());
         }
+        // As Kafka: a static member coming back rebalances the group only if
+        // the protocol the group would select changes (its metadata may
+        // differ: sticky assignors put owned partitions in it).
+        let protocol_changed = self.select_protocol() != self.protocol;
         match self.state {
-            State::Stable if !protocols_changed && (!was_leader || join.supports_skip_assignment) => {
-                let reply = self.join_reply(&new_id, was_leader);
+            State::Stable if !protocol_changed => {
+                let mut reply = self.join_reply(&new_id, was_leader && join.supports_skip_assignment);
+                if was_leader && !join.supports_skip_assignment {
+                    // Before v9 the leader cannot skip assigning: it is told
+                    // the old leader id, so it only syncs.
+                    reply.leader = old_id.to_string();
+                    reply.members.clear();
+                }
                 effects.push(Effect::Join(join.token, reply));
             }
             State::PreparingRebalance => {
@@ -824,10 +833,6 @@ impl ClassicGroup {
             self.complete_join(effects);
         }
     }
-}
-
-fn metadata_of(protocols: &[(String, Bytes)], protocol: Option<&str>) -> Bytes {
-    protocols.iter().find(|(n, _)| Some(n.as_str()) == protocol).map(|(_, m)| m.clone()).unwrap_or_default()
 }
 
 #[cfg(test)]

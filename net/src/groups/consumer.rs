@@ -360,33 +360,39 @@ impl ConsumerGroup {
                 old.last_heartbeat = now;
                 old
             }
-            None => {
-                self.bump_epoch();
-                Member {
-                    member_id: member_id.clone(),
-                    instance_id: request.instance_id.clone(),
-                    rack_id: request.rack_id.clone(),
-                    client_id: request.client_id.clone(),
-                    client_host: request.client_host.clone(),
-                    subscribed_names: Vec::new(),
-                    subscribed_regex: None,
-                    assignor: None,
-                    rebalance_timeout_ms: request.rebalance_timeout_ms.max(0),
-                    epoch: 0,
-                    previous_epoch: -1,
-                    assigned: BTreeSet::new(),
-                    revoking: BTreeSet::new(),
-                    last_heartbeat: now,
-                    revoke_deadline: None,
-                    left_temporarily: false,
-                }
-            }
+            // The new member's subscription (set by the caller) moves the
+            // group epoch, once.
+            None => Member {
+                member_id: member_id.clone(),
+                instance_id: request.instance_id.clone(),
+                rack_id: request.rack_id.clone(),
+                client_id: request.client_id.clone(),
+                client_host: request.client_host.clone(),
+                subscribed_names: Vec::new(),
+                subscribed_regex: None,
+                assignor: None,
+                rebalance_timeout_ms: request.rebalance_timeout_ms.max(0),
+                epoch: 0,
+                previous_epoch: -1,
+                assigned: BTreeSet::new(),
+                revoking: BTreeSet::new(),
+                last_heartbeat: now,
+                revoke_deadline: None,
+                left_temporarily: false,
+            },
         };
         self.members.insert(member_id.clone(), member);
         Ok(member_id)
     }
 
     fn leave(&mut self, request: &Heartbeat) -> HeartbeatReply {
+        if request.member_epoch == -2 && request.instance_id.is_none() {
+            return HeartbeatReply::error(
+                ResponseError::InvalidRequest,
+                "InstanceId can't be null.",
+                &request.member_id,
+            );
+        }
         let id = match &request.instance_id {
             Some(instance) if request.member_id.is_empty() => self
                 .members
