@@ -2,7 +2,10 @@
 //! id its epoch and the metadata of its last five batches, so a retried
 //! batch is recognised (and answered with the offsets it already has), a
 //! gap in sequence numbers is refused, and an older epoch is fenced. The
-//! rules follow Kafka's `ProducerStateManager`.
+//! rules follow Kafka's `ProducerStateManager`. For transactions it also
+//! keeps each producer's open transaction (its first offset, which bounds
+//! the last stable offset) and the aborted transactions that read_committed
+//! fetches must be told about.
 //!
 //! Rebuilt on open from a snapshot (`<offset>.producer-snapshot`, written
 //! at close and periodically) plus the batches after it. Owned by the shard
@@ -51,10 +54,67 @@ pub enum SequenceCheck {
     Fenced,
 }
 
+/// An aborted transaction in this partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Offset of its first batch here.
+    pub first_offset: i64,
+    /// Offset of its abort marker.
+    pub last_offset: i64,
+}
+
 /// The producers of one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerState {
     producers: BTreeMap<i64, VecDeque<BatchMeta>>,
+    /// Open transactions: producer id → offset of its first batch here.
+    ongoing: BTreeMap<i64, i64>,
+    /// Aborted transactions, in marker order.
+    aborted: Vec<AbortedTxn>,
+    /// Transactions committed since the last snapshot (so a snapshot cut
+    /// below their marker sees them open); not persisted.
+    recently_committed: Vec<AbortedTxn>,
+}
+
+/// Control record types (the key of a control batch's record).
+pub const MARKER_ABORT: i16 = 0;
+/// Commit marker.
+pub const MARKER_COMMIT: i16 = 1;
+
+/// A transaction marker: a control batch of producer `producer_id` at
+/// `epoch` whose one record says commit or abort (key: version 0, type;
+/// value: version 0, coordinator epoch).
+pub fn marker_batch(producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32, timestamp: i64) -> Vec<u8> {
+    use crate::batch::build::{batch, TestRecord};
+    let kind = if commit { MARKER_COMMIT } else { MARKER_ABORT };
+    let mut key = 0i16.to_be_bytes().to_vec();
+    key.extend_from_slice(&kind.to_be_bytes());
+    let mut value = 0i16.to_be_bytes().to_vec();
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut out = batch(timestamp, &[TestRecord { key: Some(key), value: Some(value), timestamp_delta: 0 }]);
+    let attributes = crate::batch::ATTR_TRANSACTIONAL | crate::batch::ATTR_CONTROL;
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    out[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    out[51..53].copy_from_slice(&epoch.to_be_bytes());
+    out[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    let crc = crate::batch::compute_crc(&out);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// The marker type of a control batch (uncompressed, one record whose key
+/// is version int16 then type int16), if it is one.
+pub fn marker_type(batch: &[u8]) -> Option<i16> {
+    let header = crate::batch::parse_header(batch).ok()?;
+    if !header.is_control() {
+        return None;
+    }
+    let body = batch.get(crate::batch::BATCH_HEADER_BYTES..header.total_bytes())?;
+    let record = crate::records::key_values(body, 1).into_iter().next()?;
+    let key = record.key?;
+    Some(i16::from_be_bytes([*key.get(2)?, *key.get(3)?]))
 }
 
 fn in_sequence(last: i32, next: i32) -> bool {
@@ -97,7 +157,9 @@ impl ProducerState {
         if epoch > last.epoch {
             return if first_seq == 0 { SequenceCheck::Append } else { SequenceCheck::OutOfOrder };
         }
-        if let Some(original) = batches.iter().find(|b| b.first_seq == first_seq && b.last_seq == last_seq) {
+        if let Some(original) =
+            batches.iter().find(|b| b.first_seq >= 0 && b.first_seq == first_seq && b.last_seq == last_seq)
+        {
             return SequenceCheck::Duplicate { first_offset: original.first_offset, last_offset: original.last_offset };
         }
         if in_sequence(last.last_seq, first_seq) {
@@ -105,6 +167,80 @@ impl ProducerState {
         } else {
             SequenceCheck::OutOfOrder
         }
+    }
+
+    /// Records an appended batch of a transaction: opens it here if this is
+    /// its first batch.
+    pub fn record_transactional(&mut self, producer_id: i64, batch: BatchMeta) {
+        self.ongoing.entry(producer_id).or_insert(batch.first_offset);
+        self.record(producer_id, batch);
+    }
+
+    /// Moves `producer_id` to `epoch` when a marker carries a newer one
+    /// (the coordinator fenced the producer): its next batch starts at
+    /// sequence 0 and older epochs are refused.
+    pub fn bump_epoch(&mut self, producer_id: i64, epoch: i16, offset: i64, timestamp: i64) {
+        if self.epoch_of(producer_id).is_some_and(|current| current >= epoch) {
+            return;
+        }
+        let batches = self.producers.entry(producer_id).or_default();
+        batches.clear();
+        batches.push_back(BatchMeta {
+            epoch,
+            first_seq: -1,
+            last_seq: -1,
+            first_offset: offset,
+            last_offset: offset,
+            timestamp,
+        });
+    }
+
+    /// Whether `producer_id` has an open transaction here.
+    pub fn has_ongoing(&self, producer_id: i64) -> bool {
+        self.ongoing.contains_key(&producer_id)
+    }
+
+    /// Closes `producer_id`'s transaction at its marker's offset; an abort
+    /// is remembered for read_committed fetches. False when none was open.
+    pub fn complete(&mut self, producer_id: i64, marker_offset: i64, commit: bool) -> bool {
+        let Some(first_offset) = self.ongoing.remove(&producer_id) else { return false };
+        let txn = AbortedTxn { producer_id, first_offset, last_offset: marker_offset };
+        if commit {
+            self.recently_committed.push(txn);
+        } else {
+            self.aborted.push(txn);
+        }
+        true
+    }
+
+    /// First offset of the oldest open transaction (the last stable offset
+    /// is this, or the high watermark when there is none).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.values().min().copied()
+    }
+
+    /// Open transactions: (producer id, first offset).
+    pub fn ongoing(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.ongoing.iter().map(|(p, o)| (*p, *o))
+    }
+
+    /// Aborted transactions that overlap `[from, to)`.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted.iter().filter(|a| a.last_offset >= from && a.first_offset < to).copied().collect()
+    }
+
+    /// Drops aborted transactions wholly below the log start.
+    pub fn forget_aborted_below(&mut self, log_start: i64) {
+        self.aborted.retain(|a| a.last_offset >= log_start);
+    }
+
+    /// Producers with their epoch, last sequence and last timestamp
+    /// (DescribeProducers).
+    pub fn describe(&self) -> Vec<(i64, i16, i32, i64)> {
+        self.producers
+            .iter()
+            .filter_map(|(id, b)| b.back().map(|last| (*id, last.epoch, last.last_seq, last.timestamp)))
+            .collect()
     }
 
     /// Records an appended batch.
@@ -120,10 +256,20 @@ impl ProducerState {
     }
 
     /// Records a stored batch read back from the log (recovery), if it
-    /// carries a producer id.
-    pub fn replay(&mut self, header: &BatchHeader) {
-        if header.producer_id < 0 || header.is_control() {
+    /// carries a producer id: data batches, transactions and their markers.
+    pub fn replay(&mut self, header: &BatchHeader, batch: &[u8]) {
+        if header.producer_id < 0 {
             return;
+        }
+        if header.is_control() {
+            if let Some(kind) = marker_type(batch) {
+                self.complete(header.producer_id, header.base_offset, kind == MARKER_COMMIT);
+                self.bump_epoch(header.producer_id, header.producer_epoch, header.base_offset, header.max_timestamp);
+            }
+            return;
+        }
+        if header.is_transactional() {
+            self.ongoing.entry(header.producer_id).or_insert(header.base_offset);
         }
         self.record(
             header.producer_id,
@@ -141,7 +287,10 @@ impl ProducerState {
     /// Forgets producers whose last batch is older than `expire_before_ms`
     /// (`producer.id.expiration.ms`).
     pub fn expire(&mut self, expire_before_ms: i64) {
-        self.producers.retain(|_, batches| batches.back().is_some_and(|b| b.timestamp >= expire_before_ms));
+        let ongoing = &self.ongoing;
+        self.producers.retain(|id, batches| {
+            ongoing.contains_key(id) || batches.back().is_some_and(|b| b.timestamp >= expire_before_ms)
+        });
     }
 
     /// Drops batches at or after `offset` (log truncation).
@@ -150,13 +299,26 @@ impl ProducerState {
             batches.retain(|b| b.last_offset < offset);
         }
         self.producers.retain(|_, b| !b.is_empty());
+        self.ongoing.retain(|_, first| *first < offset);
+        self.aborted.retain(|a| a.last_offset < offset);
     }
 
-    /// The state as it was just before `offset`: only batches wholly below it.
+    /// The state as it was just before `offset`: only batches wholly below
+    /// it. Transactions closed at or after `offset` are open again there.
     pub fn below(&self, offset: i64) -> ProducerState {
         let mut out = self.clone();
         out.truncate_to(offset);
+        let closed_later = self.aborted.iter().chain(&self.recently_committed);
+        for a in closed_later.filter(|a| a.last_offset >= offset && a.first_offset < offset) {
+            out.ongoing.insert(a.producer_id, a.first_offset);
+        }
+        out.recently_committed.clear();
         out
+    }
+
+    /// After a snapshot at `offset`: commits below it need no memory.
+    pub fn snapshotted(&mut self, offset: i64) {
+        self.recently_committed.retain(|c| c.last_offset >= offset);
     }
 
     /// Snapshot bytes: a version, the producer count, then per producer its
@@ -164,7 +326,7 @@ impl ProducerState {
     /// CRC32C of everything before it.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&2u16.to_be_bytes());
         out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
         for (id, batches) in &self.producers {
             out.extend_from_slice(&id.to_be_bytes());
@@ -177,6 +339,17 @@ impl ProducerState {
                 out.extend_from_slice(&b.last_offset.to_be_bytes());
                 out.extend_from_slice(&b.timestamp.to_be_bytes());
             }
+        }
+        out.extend_from_slice(&(self.ongoing.len() as u32).to_be_bytes());
+        for (id, first) in &self.ongoing {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&first.to_be_bytes());
+        }
+        out.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            out.extend_from_slice(&a.producer_id.to_be_bytes());
+            out.extend_from_slice(&a.first_offset.to_be_bytes());
+            out.extend_from_slice(&a.last_offset.to_be_bytes());
         }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
@@ -195,7 +368,8 @@ impl ProducerState {
             at += n;
             Some(slice)
         };
-        if u16::from_be_bytes(take(2)?.try_into().ok()?) != 1 {
+        let version = u16::from_be_bytes(take(2)?.try_into().ok()?);
+        if version != 1 && version != 2 {
             return None;
         }
         let count = u32::from_be_bytes(take(4)?.try_into().ok()?);
@@ -213,6 +387,22 @@ impl ProducerState {
                     timestamp: i64::from_be_bytes(take(8)?.try_into().ok()?),
                 };
                 state.record(id, batch);
+            }
+        }
+        if version >= 2 {
+            let ongoing = u32::from_be_bytes(take(4)?.try_into().ok()?);
+            for _ in 0..ongoing {
+                let id = i64::from_be_bytes(take(8)?.try_into().ok()?);
+                let first = i64::from_be_bytes(take(8)?.try_into().ok()?);
+                state.ongoing.insert(id, first);
+            }
+            let aborted = u32::from_be_bytes(take(4)?.try_into().ok()?);
+            for _ in 0..aborted {
+                state.aborted.push(AbortedTxn {
+                    producer_id: i64::from_be_bytes(take(8)?.try_into().ok()?),
+                    first_offset: i64::from_be_bytes(take(8)?.try_into().ok()?),
+                    last_offset: i64::from_be_bytes(take(8)?.try_into().ok()?),
+                });
             }
         }
         Some(state)
@@ -256,6 +446,35 @@ mod tests {
         // Sequences wrap.
         state.record(8, meta(0, i32::MAX - 1, i32::MAX, 300));
         assert_eq!(state.check(8, 0, 0, 3), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn transactions_bound_the_stable_offset_and_aborts_are_listed() {
+        let mut state = ProducerState::default();
+        state.record_transactional(1, meta(0, 0, 1, 10));
+        state.record_transactional(2, meta(0, 0, 0, 12));
+        state.record_transactional(1, meta(0, 2, 2, 13));
+        assert_eq!(state.first_unstable_offset(), Some(10));
+        assert!(state.complete(1, 14, false));
+        assert!(!state.complete(1, 15, false), "a second marker closes nothing");
+        assert_eq!(state.first_unstable_offset(), Some(12));
+        assert!(state.complete(2, 16, true));
+        let marker = marker_batch(2, 0, true, 0, 5);
+        assert_eq!(marker_type(&marker), Some(MARKER_COMMIT));
+        crate::batch::validate_batch(&marker, true).expect("a marker is a valid batch");
+        assert_eq!(state.first_unstable_offset(), None);
+        assert_eq!(
+            state.aborted_between(0, 100),
+            vec![AbortedTxn { producer_id: 1, first_offset: 10, last_offset: 14 }]
+        );
+        assert!(state.aborted_between(15, 100).is_empty());
+        // Cut before the abort marker: the transaction is open there.
+        assert_eq!(state.below(14).first_unstable_offset(), Some(10));
+        // Cut before the commit marker: producer 2's transaction is open there.
+        assert_eq!(state.below(16).ongoing().collect::<Vec<_>>(), vec![(2, 12)]);
+        state.snapshotted(17);
+        let bytes = state.encode();
+        assert_eq!(ProducerState::decode(&bytes), Some(state));
     }
 
     #[test]

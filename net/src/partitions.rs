@@ -18,7 +18,7 @@ use shardline_engine::{HighWatermarkPolicy, Log, LogError, LogOptions, RealDisk}
 use crate::config::{AckDurability, BrokerConfig};
 use crate::producer_snapshots;
 use shardline_engine::batch::{parse_header, validate_batch, BatchHeader};
-use shardline_engine::producer_state::{last_sequence, BatchMeta, ProducerState, SequenceCheck};
+use shardline_engine::producer_state::{last_sequence, marker_batch, BatchMeta, ProducerState, SequenceCheck};
 
 /// A partition's address.
 pub type PartitionKey = (String, i32);
@@ -93,6 +93,14 @@ pub struct FetchOutcome {
     pub log_start: i64,
     /// Whole batches.
     pub records: Vec<Bytes>,
+    /// Last stable offset (below the first open transaction).
+    pub last_stable_offset: i64,
+    /// End of what this isolation level may see (high watermark, or the
+    /// last stable offset for read_committed): a long poll waits past it.
+    pub visible_end: i64,
+    /// read_committed: aborted transactions in the range read, as
+    /// (producer id, first offset).
+    pub aborted: Vec<(i64, i64)>,
 }
 
 fn now_ms() -> i64 {
@@ -249,9 +257,6 @@ impl ShardPartitions {
             // Kafka: an idempotent produce carries exactly one batch.
             return Err(ResponseError::InvalidRecord.code());
         }
-        if header.is_transactional() {
-            return Err(ResponseError::InvalidTxnState.code());
-        }
         let _serial = open.append_lock.lock().await;
         let (id, epoch, first_seq, last_seq) =
             (header.producer_id, header.producer_epoch, header.base_sequence, last_sequence(header));
@@ -273,10 +278,64 @@ impl ShardPartitions {
                     last_offset: info.last_offset,
                     timestamp: now_ms(),
                 };
-                open.producers.borrow_mut().record(id, meta);
+                if header.is_transactional() {
+                    open.producers.borrow_mut().record_transactional(id, meta);
+                } else {
+                    open.producers.borrow_mut().record(id, meta);
+                }
                 Ok((info.base_offset, info.last_offset, info.log_start))
             }
         }
+    }
+
+    /// Writes a transaction marker for `producer_id` (commit or abort) if
+    /// it has an open transaction here, and waits until it is as durable as
+    /// acks=all asks. Returns a Kafka error code (0 = done).
+    pub async fn write_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> i16 {
+        let Some(open) = self.get(topic, partition) else {
+            return ResponseError::UnknownTopicOrPartition.code();
+        };
+        let end = {
+            let _serial = open.append_lock.lock().await;
+            if !open.producers.borrow().has_ongoing(producer_id) {
+                // Nothing produced here in this transaction, or the marker
+                // is already written (a retry): never write it twice.
+                return 0;
+            }
+            let now = now_ms();
+            let marker = BytesMut::from(&marker_batch(producer_id, epoch, commit, coordinator_epoch, now)[..]);
+            let info = match open.log.append(marker, 0, now).await {
+                Ok(info) => info,
+                Err(error) => return error_code(&error),
+            };
+            let mut producers = open.producers.borrow_mut();
+            producers.complete(producer_id, info.base_offset, commit);
+            producers.bump_epoch(producer_id, epoch, info.base_offset, now);
+            info.last_offset + 1
+        };
+        let waited = match open.ack {
+            AckDurability::Fsync => open.log.wait_durable(end).await,
+            AckDurability::Written => open.log.wait_written(end).await,
+        };
+        waited.map_or_else(|e| error_code(&e), |()| 0)
+    }
+
+    /// Open transactions of a partition: (producer id, first offset).
+    pub fn ongoing_transactions(&self, topic: &str, partition: i32) -> Vec<(i64, i64)> {
+        self.get(topic, partition).map(|open| open.producers.borrow().ongoing().collect()).unwrap_or_default()
+    }
+
+    /// Producers of a partition: (id, epoch, last sequence, last timestamp).
+    pub fn describe_producers(&self, topic: &str, partition: i32) -> Option<Vec<(i64, i16, i32, i64)>> {
+        self.get(topic, partition).map(|open| open.producers.borrow().describe())
     }
 
     /// Snapshots the producer state of every partition whose durable
@@ -296,55 +355,102 @@ impl ShardPartitions {
                 producers.below(durable)
             };
             match producer_snapshots::write(open.log.dir().to_path_buf(), durable, state).await {
-                Ok(()) => open.snapshot_offset.set(durable),
+                Ok(()) => {
+                    open.snapshot_offset.set(durable);
+                    open.producers.borrow_mut().snapshotted(durable);
+                }
                 Err(error) => tracing::warn!(dir = %open.log.dir().display(), %error, "writing producer snapshot"),
             }
         }
     }
 
-    /// Reads whole batches below the high watermark.
-    pub async fn fetch(&self, topic: &str, partition: i32, offset: i64, max_bytes: usize) -> FetchOutcome {
+    /// Reads whole batches below the high watermark (read_uncommitted) or
+    /// the last stable offset (read_committed, with the aborted
+    /// transactions the reader must drop).
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> FetchOutcome {
         let Some(open) = self.get(topic, partition) else {
             return FetchOutcome {
                 error_code: ResponseError::UnknownTopicOrPartition.code(),
                 high_watermark: -1,
                 log_start: -1,
-                records: Vec::new(),
+                last_stable_offset: -1,
+                visible_end: -1,
+                ..FetchOutcome::default()
             };
         };
         let offsets = open.log.offsets();
-        if offset > offsets.high_watermark && offset <= offsets.log_end {
-            // Between HW and LEO: nothing visible yet (not out of range).
-            return FetchOutcome {
-                error_code: 0,
-                high_watermark: offsets.high_watermark,
-                log_start: offsets.log_start,
-                records: Vec::new(),
-            };
+        let lso = Self::last_stable(&open, offsets.high_watermark);
+        let limit = if read_committed { lso } else { offsets.high_watermark };
+        let empty = FetchOutcome {
+            error_code: 0,
+            high_watermark: offsets.high_watermark,
+            log_start: offsets.log_start,
+            last_stable_offset: lso,
+            visible_end: limit,
+            ..FetchOutcome::default()
+        };
+        if offset > limit && offset <= offsets.log_end {
+            // Between the visible end and LEO: nothing yet (not out of range).
+            return empty;
         }
-        match open.log.read(offset, max_bytes, offsets.high_watermark).await {
-            Ok(read) => FetchOutcome {
-                error_code: 0,
-                high_watermark: read.high_watermark,
-                log_start: read.log_start,
-                records: read.batches,
-            },
-            Err(error) => FetchOutcome {
-                error_code: error_code(&error),
-                high_watermark: offsets.high_watermark,
-                log_start: offsets.log_start,
-                records: Vec::new(),
-            },
+        match open.log.read(offset, max_bytes, limit).await {
+            Ok(read) => {
+                let end = read.batches.last().and_then(|b| parse_header(b).ok()).map_or(offset, |h| h.next_offset());
+                let aborted = if read_committed && !read.batches.is_empty() {
+                    let producers = open.producers.borrow();
+                    producers
+                        .aborted_between(offset, end)
+                        .into_iter()
+                        .map(|a| (a.producer_id, a.first_offset))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                FetchOutcome {
+                    high_watermark: read.high_watermark,
+                    log_start: read.log_start,
+                    records: read.batches,
+                    aborted,
+                    ..empty
+                }
+            }
+            Err(error) => FetchOutcome { error_code: error_code(&error), ..empty },
         }
+    }
+
+    fn last_stable(open: &OpenPartition, high_watermark: i64) -> i64 {
+        open.producers.borrow().first_unstable_offset().map_or(high_watermark, |first| first.min(high_watermark))
+    }
+
+    /// The last stable offset of a partition, if this shard holds it.
+    pub fn last_stable_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        let open = self.get(topic, partition)?;
+        Some(Self::last_stable(&open, open.log.offsets().high_watermark))
     }
 
     /// Waits until any of `partitions` has a high watermark above its
     /// threshold (new data since the caller last looked), or `deadline`.
-    pub async fn wait_for_data(&self, partitions: Vec<(String, i32, i64)>, deadline: Instant) {
-        let logs: Vec<(Log<RealDisk>, i64)> =
-            partitions.iter().filter_map(|(t, p, o)| self.get(t, *p).map(|open| (open.log.clone(), *o))).collect();
+    pub async fn wait_for_data(&self, partitions: Vec<(String, i32, i64)>, deadline: Instant, read_committed: bool) {
+        let opens: Vec<(Rc<OpenPartition>, i64)> =
+            partitions.iter().filter_map(|(t, p, o)| self.get(t, *p).map(|open| (open, *o))).collect();
+        let logs: Vec<(Log<RealDisk>, i64)> = opens.iter().map(|(open, o)| (open.log.clone(), *o)).collect();
+        let visible = |open: &OpenPartition| {
+            let hw = open.log.offsets().high_watermark;
+            if read_committed {
+                Self::last_stable(open, hw)
+            } else {
+                hw
+            }
+        };
         loop {
-            if logs.iter().any(|(log, offset)| log.offsets().high_watermark > *offset) {
+            if opens.iter().any(|(open, offset)| visible(open) > *offset) {
                 return;
             }
             let now = Instant::now();
@@ -360,13 +466,14 @@ impl ShardPartitions {
     }
 
     /// ListOffsets for one partition: (error, timestamp, offset).
-    pub async fn list_offset(&self, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i64) {
+    pub async fn list_offset(&self, topic: &str, partition: i32, timestamp: i64, committed: bool) -> (i16, i64, i64) {
         let Some(open) = self.get(topic, partition) else {
             return (ResponseError::UnknownTopicOrPartition.code(), -1, -1);
         };
         let offsets = open.log.offsets();
         match timestamp {
             -2 => (0, -1, offsets.log_start),
+            -1 if committed => (0, -1, Self::last_stable(&open, offsets.high_watermark)),
             -1 => (0, -1, offsets.high_watermark),
             -3 => match open.log.max_timestamp_record().await {
                 Ok(Some((offset, ts))) if offset < offsets.high_watermark => (0, ts, offset),

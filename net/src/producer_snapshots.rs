@@ -70,7 +70,7 @@ pub async fn load(log: &Log<RealDisk>) -> LogResult<(ProducerState, i64)> {
         }
         for batch in &read.batches {
             if let Ok(header) = parse_header(batch) {
-                state.replay(&header);
+                state.replay(&header, batch);
                 offset = offset.max(header.next_offset());
             }
         }

@@ -47,7 +47,7 @@ fn concat(chunks: Vec<Bytes>) -> Bytes {
     }
 }
 
-async fn read_all(context: &Context, targets: &[Target]) -> Vec<FetchOutcome> {
+async fn read_all(context: &Context, targets: &[Target], committed: bool) -> Vec<FetchOutcome> {
     let reads = targets.iter().map(|t| {
         let (name, partition, offset, max_bytes) = (t.name.clone(), t.partition, t.offset, t.max_bytes);
         async move {
@@ -55,13 +55,17 @@ async fn read_all(context: &Context, targets: &[Target]) -> Vec<FetchOutcome> {
                 error_code: ResponseError::UnknownTopicOrPartition.code(),
                 high_watermark: -1,
                 log_start: -1,
-                records: Vec::new(),
+                last_stable_offset: -1,
+                visible_end: -1,
+                ..FetchOutcome::default()
             };
             match t.shard {
                 None => unknown,
                 Some(shard) => context
                     .mesh
-                    .call(shard, move |state| async move { state.fetch(&name, partition, offset, max_bytes).await })
+                    .call(shard, move |state| async move {
+                        state.fetch(&name, partition, offset, max_bytes, committed).await
+                    })
                     .await
                     .unwrap_or(unknown),
             }
@@ -73,11 +77,17 @@ async fn read_all(context: &Context, targets: &[Target]) -> Vec<FetchOutcome> {
 /// Waits until any owning shard reports data past what the last read saw
 /// (its high watermark, or the fetch offset when nothing was seen), or the
 /// deadline.
-async fn wait_for_any(context: &Context, targets: &[Target], seen: &[FetchOutcome], deadline: Instant) {
+async fn wait_for_any(
+    context: &Context,
+    targets: &[Target],
+    seen: &[FetchOutcome],
+    deadline: Instant,
+    committed: bool,
+) {
     let mut by_shard: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); context.shared.shards];
     for (t, outcome) in targets.iter().zip(seen) {
         if let Some(shard) = t.shard {
-            by_shard[shard].push((t.name.clone(), t.partition, outcome.high_watermark.max(t.offset)));
+            by_shard[shard].push((t.name.clone(), t.partition, outcome.visible_end.max(t.offset)));
         }
     }
     let waits: Vec<_> = by_shard
@@ -85,7 +95,11 @@ async fn wait_for_any(context: &Context, targets: &[Target], seen: &[FetchOutcom
         .enumerate()
         .filter(|(_, list)| !list.is_empty())
         .map(|(shard, list)| {
-            Box::pin(context.mesh.call(shard, move |state| async move { state.wait_for_data(list, deadline).await }))
+            Box::pin(
+                context
+                    .mesh
+                    .call(shard, move |state| async move { state.wait_for_data(list, deadline, committed).await }),
+            )
         })
         .collect();
     if waits.is_empty() {
@@ -194,15 +208,16 @@ fn plan(context: &Context, request: &FetchRequest, version: i16) -> Result<(Mode
 async fn read_with_long_poll(context: &Context, targets: &[Target], request: &FetchRequest) -> Vec<FetchOutcome> {
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
-    let mut outcomes = read_all(context, targets).await;
+    let committed = request.isolation_level == 1;
+    let mut outcomes = read_all(context, targets, committed).await;
     for _ in 0..MAX_POLL_ROUNDS {
         let total: usize = outcomes.iter().flat_map(|o| o.records.iter()).map(Bytes::len).sum();
         let errors = outcomes.iter().any(|o| o.error_code != 0);
         if total >= min_bytes || errors || Instant::now() >= deadline || targets.is_empty() {
             break;
         }
-        wait_for_any(context, targets, &outcomes, deadline).await;
-        outcomes = read_all(context, targets).await;
+        wait_for_any(context, targets, &outcomes, deadline, committed).await;
+        outcomes = read_all(context, targets, committed).await;
     }
     outcomes
 }
@@ -251,11 +266,22 @@ pub async fn handle(context: &Context, request: FetchRequest, version: i16) -> F
         p.partition_index = target.partition;
         p.error_code = outcome.error_code;
         p.high_watermark = outcome.high_watermark;
-        p.last_stable_offset = outcome.high_watermark;
+        p.last_stable_offset = outcome.last_stable_offset;
         if version >= 5 {
             p.log_start_offset = outcome.log_start;
         }
-        p.aborted_transactions = Some(Vec::new());
+        p.aborted_transactions = Some(
+            outcome
+                .aborted
+                .iter()
+                .map(|&(producer_id, first_offset)| {
+                    let mut a = kafka_protocol::messages::fetch_response::AbortedTransaction::default();
+                    a.producer_id = kafka_protocol::messages::ProducerId(producer_id);
+                    a.first_offset = first_offset;
+                    a
+                })
+                .collect(),
+        );
         if has_records {
             total += records.len();
             p.records = Some(records);

@@ -10,6 +10,7 @@ use super::Context;
 /// Handles a ListOffsets request.
 pub async fn handle(context: &Context, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let image = context.shared.topics.image();
+    let committed = version >= 2 && request.isolation_level == 1;
     let mut response = ListOffsetsResponse::default();
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -26,7 +27,10 @@ pub async fn handle(context: &Context, request: ListOffsetsRequest, version: i16
                     Some(_) if timestamp == -3 && version < 7 => (ResponseError::UnsupportedVersion.code(), -1, -1),
                     Some(shard) => context
                         .mesh
-                        .call(shard, move |state| async move { state.list_offset(&name, index, timestamp).await })
+                        .call(
+                            shard,
+                            move |state| async move { state.list_offset(&name, index, timestamp, committed).await },
+                        )
                         .await
                         .unwrap_or(unknown),
                 };

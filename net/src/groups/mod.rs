@@ -171,7 +171,7 @@ async fn load(state: &Rc<ShardPartitions>, partition: i32) -> Result<Coordinator
     let now = wall_ms();
     let mut records = 0usize;
     loop {
-        let read = state.fetch(OFFSETS_TOPIC, partition, offset, 4 << 20).await;
+        let read = state.fetch(OFFSETS_TOPIC, partition, offset, 4 << 20, false).await;
         if read.error_code == ResponseError::OffsetOutOfRange.code() && offset < read.log_start {
             offset = read.log_start;
             continue;
