@@ -153,6 +153,7 @@ impl Broker {
                     spawn_retention(state.clone());
                     crate::groups::spawn_timers(state.clone());
                     spawn_producer_snapshots(state.clone());
+                    crate::txn::spawn_timers(state.clone(), shared.clone(), mesh.clone());
                     accept_loop(listener, shared, state, mesh).await;
                 }
             },

@@ -87,6 +87,10 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     /// `producer_snapshot_interval_ms`: how often producer state is snapshotted (a crash replays the batches since).
     pub producer_snapshot_interval_ms: u64,
+    /// `transaction_state_num_partitions`: partitions of `__transaction_state` (fixed once created).
+    pub transaction_state_num_partitions: i32,
+    /// `transaction_max_timeout_ms`: longest `transaction.timeout.ms` a producer may ask.
+    pub transaction_max_timeout_ms: i32,
 }
 
 impl Default for BrokerConfig {
@@ -123,6 +127,8 @@ impl Default for BrokerConfig {
             group_consumer_heartbeat_interval_ms: 5000,
             producer_id_expiration_ms: 86_400_000,
             producer_snapshot_interval_ms: 30_000,
+            transaction_state_num_partitions: 50,
+            transaction_max_timeout_ms: 900_000,
         }
     }
 }
@@ -198,6 +204,8 @@ impl BrokerConfig {
             "group_consumer_heartbeat_interval_ms" => self.group_consumer_heartbeat_interval_ms = parse(key, value)?,
             "producer_id_expiration_ms" => self.producer_id_expiration_ms = parse(key, value)?,
             "producer_snapshot_interval_ms" => self.producer_snapshot_interval_ms = parse(key, value)?,
+            "transaction_state_num_partitions" => self.transaction_state_num_partitions = parse(key, value)?,
+            "transaction_max_timeout_ms" => self.transaction_max_timeout_ms = parse(key, value)?,
             other => return Err(bad(other, "unknown key")),
         }
         Ok(())
@@ -253,6 +261,12 @@ impl BrokerConfig {
         }
         if self.producer_id_expiration_ms < 1 || self.producer_snapshot_interval_ms < 100 {
             return Err(bad("producer_id_expiration_ms", "expiration ≥ 1 ms and snapshot interval ≥ 100 ms"));
+        }
+        if !(1..=10_000).contains(&self.transaction_state_num_partitions) {
+            return Err(bad("transaction_state_num_partitions", "must be 1 to 10000"));
+        }
+        if self.transaction_max_timeout_ms < 1 {
+            return Err(bad("transaction_max_timeout_ms", "must be positive"));
         }
         if self.log_flush_interval_ms == 0 || self.log_flush_interval_messages == 0 {
             return Err(bad("log_flush_interval_ms", "must be -1 or positive"));

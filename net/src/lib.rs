@@ -17,6 +17,7 @@ pub mod partitions;
 pub mod producer_ids;
 pub mod producer_snapshots;
 pub mod topics;
+pub mod txn;
 
 pub use broker::Broker;
 pub use config::BrokerConfig;

@@ -57,6 +57,8 @@ pub struct ShardPartitions {
     pub fetch_sessions: RefCell<crate::fetch_sessions::FetchSessions>,
     /// Group coordinators of this shard's `__consumer_offsets` partitions.
     pub groups: crate::groups::GroupShard,
+    /// Transaction coordinators of this shard's `__transaction_state` partitions.
+    pub txns: crate::txn::TxnShard,
 }
 
 /// Kafka error code from an engine error.
@@ -127,6 +129,7 @@ impl ShardPartitions {
             idle: LocalEvent::default(),
             fetch_sessions: RefCell::new(sessions),
             groups: crate::groups::GroupShard::default(),
+            txns: crate::txn::TxnShard::default(),
         }
     }
 
@@ -306,6 +309,7 @@ impl ShardPartitions {
         let end = {
             let _serial = open.append_lock.lock().await;
             if !open.producers.borrow().has_ongoing(producer_id) {
+                tracing::debug!(topic, partition, producer_id, commit, "no open transaction: no marker");
                 // Nothing produced here in this transaction, or the marker
                 // is already written (a retry): never write it twice.
                 return 0;
@@ -316,9 +320,42 @@ impl ShardPartitions {
                 Ok(info) => info,
                 Err(error) => return error_code(&error),
             };
+            tracing::debug!(topic, partition, producer_id, commit, offset = info.base_offset, "transaction marker");
             let mut producers = open.producers.borrow_mut();
             producers.complete(producer_id, info.base_offset, commit);
             producers.bump_epoch(producer_id, epoch, info.base_offset, now);
+            info.last_offset + 1
+        };
+        let waited = match open.ack {
+            AckDurability::Fsync => open.log.wait_durable(end).await,
+            AckDurability::Written => open.log.wait_written(end).await,
+        };
+        waited.map_or_else(|e| error_code(&e), |()| 0)
+    }
+
+    /// Appends a transactional batch written by a coordinator (offsets
+    /// committed in a transaction): no sequence check, opens the
+    /// producer's transaction here. Durable before it returns.
+    pub async fn append_internal_transactional(&self, topic: &str, partition: i32, records: BytesMut) -> i16 {
+        let Some(open) = self.get(topic, partition) else {
+            return ResponseError::UnknownTopicOrPartition.code();
+        };
+        let Ok(header) = parse_header(&records) else { return ResponseError::CorruptMessage.code() };
+        let end = {
+            let _serial = open.append_lock.lock().await;
+            let info = match open.log.append(records, 0, now_ms()).await {
+                Ok(info) => info,
+                Err(error) => return error_code(&error),
+            };
+            let meta = BatchMeta {
+                epoch: header.producer_epoch,
+                first_seq: -1,
+                last_seq: -1,
+                first_offset: info.base_offset,
+                last_offset: info.last_offset,
+                timestamp: now_ms(),
+            };
+            open.producers.borrow_mut().record_transactional(header.producer_id, meta);
             info.last_offset + 1
         };
         let waited = match open.ack {
@@ -402,11 +439,13 @@ impl ShardPartitions {
         }
         match open.log.read(offset, max_bytes, limit).await {
             Ok(read) => {
-                let end = read.batches.last().and_then(|b| parse_header(b).ok()).map_or(offset, |h| h.next_offset());
+                // A read returns chunks that may hold several batches: list
+                // every aborted transaction below the read limit (a client
+                // ignores those past the data it got).
                 let aborted = if read_committed && !read.batches.is_empty() {
                     let producers = open.producers.borrow();
                     producers
-                        .aborted_between(offset, end)
+                        .aborted_between(offset, limit)
                         .into_iter()
                         .map(|a| (a.producer_id, a.first_offset))
                         .collect()

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use shardline_engine::batch::parse_header;
+use shardline_engine::batch::BatchIter;
 use shardline_engine::producer_state::ProducerState;
 use shardline_engine::{Log, LogResult, RealDisk};
 
@@ -68,9 +68,9 @@ pub async fn load(log: &Log<RealDisk>) -> LogResult<(ProducerState, i64)> {
         if read.batches.is_empty() {
             break;
         }
-        for batch in &read.batches {
-            if let Ok(header) = parse_header(batch) {
-                state.replay(&header, batch);
+        for chunk in &read.batches {
+            for (at, header) in BatchIter::new(chunk) {
+                state.replay(&header, &chunk[at..at + header.total_bytes()]);
                 offset = offset.max(header.next_offset());
             }
         }

@@ -79,6 +79,12 @@ impl Broker {
     }
 
     fn launch(&mut self) {
+        if let Err(error) = self.try_launch() {
+            panic!("{error}");
+        }
+    }
+
+    fn try_launch(&mut self) -> Result<(), String> {
         if let Some(parent) = self.data_dir.parent() {
             std::fs::create_dir_all(parent).expect("data parent");
         }
@@ -86,7 +92,7 @@ impl Broker {
             std::fs::OpenOptions::new().create(true).append(true).open(&self.stderr_path).expect("stderr file");
         let mut child = Command::new(broker_binary())
             .args(&self.args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("SHARDLINE_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -100,11 +106,21 @@ impl Broker {
             }
             for _ in lines {}
         });
-        let line = receiver
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("broker did not start: {}", self.stderr()));
-        assert!(line.contains("listening"), "unexpected first line {line:?}: {}", self.stderr());
+        let line = match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("broker did not start: {}", self.stderr()));
+            }
+        };
+        if !line.contains("listening") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("unexpected first line {line:?}: {}", self.stderr()));
+        }
         self.child = Some(child);
+        Ok(())
     }
 
     /// The broker's stderr so far.
@@ -158,7 +174,19 @@ impl Broker {
     /// Starts the same broker again (same port, data and arguments).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill it first");
-        self.launch();
+        // A client reconnecting to a test port (from the ephemeral range)
+        // while the broker is down can connect to itself and hold the port
+        // for a moment: retry, bounded.
+        for _ in 0..40 {
+            match self.try_launch() {
+                Ok(()) => return,
+                Err(error) if error.contains("Address already in use") => {
+                    std::thread::sleep(Duration::from_millis(250))
+                }
+                Err(error) => panic!("{error}"),
+            }
+        }
+        panic!("the port stayed in use: {}", self.stderr());
     }
 }
 

@@ -26,7 +26,7 @@ use crate::groups::{self, wall_ms, OFFSETS_TOPIC};
 use crate::partitions::ShardPartitions;
 use crate::topics::TopicInfo;
 
-fn s(text: impl Into<String>) -> StrBytes {
+pub(super) fn s(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
 }
 
@@ -58,7 +58,7 @@ pub async fn offsets_topic(context: &Context) -> Result<Arc<TopicInfo>, Response
 
 /// Runs `work` on the shard coordinating `group`, with its offsets
 /// partition.
-async fn on_coordinator<R, F, Fut>(context: &Context, group: &str, work: F) -> Result<R, ResponseError>
+pub(super) async fn on_coordinator<R, F, Fut>(context: &Context, group: &str, work: F) -> Result<R, ResponseError>
 where
     R: Send + 'static,
     F: FnOnce(Rc<ShardPartitions>, i32, Arc<BrokerShared>) -> Fut + Send + 'static,
@@ -83,20 +83,20 @@ pub async fn find_coordinator(
     version: i16,
 ) -> FindCoordinatorResponse {
     let keys = if version >= 4 { request.coordinator_keys.clone() } else { vec![request.key.clone()] };
-    let ready = if request.key_type == 0 {
-        offsets_topic(context).await.map(|_| ())
-    } else {
-        Err(ResponseError::InvalidRequest)
+    let ready = match request.key_type {
+        0 => offsets_topic(context).await.map(|_| ()),
+        1 => super::transactions::transaction_topic(context).await.map(|_| ()),
+        _ => Err(ResponseError::InvalidRequest),
     };
     let (host, port) = context.shared.advertised.clone();
     let node = BrokerId(context.shared.config.node_id);
     let mut response = FindCoordinatorResponse::default();
     let (error, message) = match ready {
         Ok(()) => (0, None),
-        Err(e) if request.key_type != 0 => {
+        Err(e) if request.key_type > 1 => {
             (e.code(), Some(s(format!("coordinator key type {} is not supported", request.key_type))))
         }
-        Err(e) => (e.code(), Some(s("the offsets topic is not available"))),
+        Err(e) => (e.code(), Some(s("the coordinator's internal topic is not available"))),
     };
     let (node, host) = if error == 0 { (node, s(host)) } else { (BrokerId(-1), s("")) };
     let port = if error == 0 { port } else { -1 };
@@ -364,7 +364,7 @@ pub async fn leave_group(context: &Context, request: LeaveGroupRequest, version:
 }
 
 /// Where a topic partition stands for offset validation.
-fn partition_exists(shared: &BrokerShared, topic: &str, partition: i32) -> bool {
+pub(super) fn partition_exists(shared: &BrokerShared, topic: &str, partition: i32) -> bool {
     shared
         .topics
         .image()
@@ -488,6 +488,9 @@ struct Fetched {
     offset: i64,
     leader_epoch: i32,
     metadata: String,
+    /// UNSTABLE_OFFSET_COMMIT when stable offsets were asked for and a
+    /// transaction holds an offset for this partition.
+    error_code: i16,
 }
 
 /// Committed offsets of one group: the partitions asked for (None: all).
@@ -496,6 +499,7 @@ async fn fetch_group_offsets(
     group_id: String,
     asked: Option<Vec<(String, Vec<i32>)>>,
     member: Option<(String, i32)>,
+    require_stable: bool,
 ) -> Result<Vec<Fetched>, ResponseError> {
     if group_id.is_empty() {
         return Err(ResponseError::InvalidGroupId);
@@ -511,14 +515,19 @@ async fn fetch_group_offsets(
             }
         }
         let stored = |topic: &str, p: i32| group.and_then(|g| g.offsets.get(&(topic.to_string(), p)));
+        let unstable = |topic: &str, p: i32| {
+            require_stable && group.is_some_and(|g| g.pending.values().any(|m| m.contains_key(&(topic.to_string(), p))))
+        };
         let fetched = |topic: &str, p: i32| {
             let value = stored(topic, p);
+            let error_code = if unstable(topic, p) { ResponseError::UnstableOffsetCommit.code() } else { 0 };
             Fetched {
                 topic: topic.to_string(),
                 partition: p,
-                offset: value.map_or(-1, |v| v.offset),
+                offset: if error_code == 0 { value.map_or(-1, |v| v.offset) } else { -1 },
                 leader_epoch: value.map_or(-1, |v| v.leader_epoch),
                 metadata: value.map(|v| v.metadata.clone()).unwrap_or_default(),
+                error_code,
             }
         };
         Ok(match asked {
@@ -548,7 +557,8 @@ pub async fn offset_fetch(context: &Context, request: OffsetFetchRequest, versio
             let asked =
                 group.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
             let member = if version >= 9 { group.member_id.map(|m| (m.to_string(), group.member_epoch)) } else { None };
-            let result = fetch_group_offsets(context, group.group_id.to_string(), asked, member).await;
+            let result =
+                fetch_group_offsets(context, group.group_id.to_string(), asked, member, request.require_stable).await;
             let mut g = offset_fetch_response::OffsetFetchResponseGroup::default();
             g.group_id = group.group_id;
             match result {
@@ -566,6 +576,7 @@ pub async fn offset_fetch(context: &Context, request: OffsetFetchRequest, versio
                                     p.committed_offset = f.offset;
                                     p.committed_leader_epoch = f.leader_epoch;
                                     p.metadata = Some(s(f.metadata));
+                                    p.error_code = f.error_code;
                                     p
                                 })
                                 .collect();
@@ -580,7 +591,15 @@ pub async fn offset_fetch(context: &Context, request: OffsetFetchRequest, versio
         return response;
     }
     let asked = request.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
-    match fetch_group_offsets(context, request.group_id.to_string(), asked, None).await {
+    match fetch_group_offsets(
+        context,
+        request.group_id.to_string(),
+        asked,
+        None,
+        version >= 7 && request.require_stable,
+    )
+    .await
+    {
         Ok(fetched) => {
             response.topics = group_by_topic(fetched)
                 .into_iter()
@@ -597,6 +616,7 @@ pub async fn offset_fetch(context: &Context, request: OffsetFetchRequest, versio
                                 p.committed_leader_epoch = f.leader_epoch;
                             }
                             p.metadata = Some(s(f.metadata));
+                            p.error_code = f.error_code;
                             p
                         })
                         .collect();

@@ -80,12 +80,19 @@ pub async fn handle(context: &Context, request: MetadataRequest, version: i16) -
     }
     let auto_create = shared.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
     for requested in request.topics.unwrap_or_default() {
-        let entry = match requested.name {
-            Some(name) => named_topic(context, name.0.to_string(), auto_create, version).await,
-            None => match shared.topics.image().by_id(requested.topic_id) {
+        // As Kafka: a topic id, when given, wins over the name (the Java
+        // client sends "" as the name with an id); ids are accepted from v12.
+        let by_id = !requested.topic_id.is_nil() || requested.name.is_none();
+        let entry = if by_id && version < 12 {
+            error_entry(requested.name.map(|n| n.0.to_string()), requested.topic_id, ResponseError::InvalidRequest)
+        } else if by_id {
+            match shared.topics.image().by_id(requested.topic_id) {
                 Some(topic) => topic_entry(context, topic, version),
                 None => error_entry(None, requested.topic_id, ResponseError::UnknownTopicId),
-            },
+            }
+        } else {
+            let name = requested.name.map(|n| n.0.to_string()).unwrap_or_default();
+            named_topic(context, name, auto_create, version).await
         };
         response.topics.push(entry);
     }

@@ -29,6 +29,9 @@ pub struct Group {
     pub offsets: BTreeMap<(String, i32), OffsetValue>,
     /// Wall-clock ms when the group last became empty (offset expiry).
     pub empty_since_ms: Option<i64>,
+    /// Offsets committed inside open transactions, by producer id: applied
+    /// by a commit marker, dropped by an abort marker.
+    pub pending: BTreeMap<i64, BTreeMap<(String, i32), OffsetValue>>,
 }
 
 impl Group {
@@ -90,7 +93,32 @@ impl Coordinator {
             protocol: Protocol::Classic(ClassicGroup::new(limits)),
             offsets: BTreeMap::new(),
             empty_since_ms: Some(now_wall_ms),
+            pending: BTreeMap::new(),
         })
+    }
+
+    /// Records an offset committed in producer `producer_id`'s open
+    /// transaction (TxnOffsetCommit, or its record replayed).
+    pub fn replay_pending(&mut self, producer_id: i64, record: OffsetsRecord, now_wall_ms: i64) {
+        if let OffsetsRecord::Offset { group, topic, partition, value: Some(value) } = record {
+            self.group_or_create(&group, now_wall_ms)
+                .pending
+                .entry(producer_id)
+                .or_default()
+                .insert((topic, partition), value);
+        }
+    }
+
+    /// A transaction marker: its pending offsets become committed (commit)
+    /// or vanish (abort).
+    pub fn complete_transaction(&mut self, producer_id: i64, commit: bool) {
+        for group in self.groups.values_mut() {
+            if let Some(pending) = group.pending.remove(&producer_id) {
+                if commit {
+                    group.offsets.extend(pending);
+                }
+            }
+        }
     }
 
     /// Applies one record read back from the log (load) or just written.

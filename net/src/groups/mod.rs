@@ -21,7 +21,8 @@ use bytes::BytesMut;
 use futures::channel::oneshot;
 use kafka_protocol::ResponseError;
 use shardline_engine::batch::build::{batch, TestRecord};
-use shardline_engine::batch::{parse_header, BATCH_HEADER_BYTES};
+use shardline_engine::batch::{BatchIter, BATCH_HEADER_BYTES};
+use shardline_engine::producer_state::{marker_type, MARKER_COMMIT};
 use shardline_engine::records::{key_values, MAX_DECOMPRESSED_BYTES};
 
 use crate::config::BrokerConfig;
@@ -182,25 +183,34 @@ async fn load(state: &Rc<ShardPartitions>, partition: i32) -> Result<Coordinator
         if read.records.is_empty() {
             break;
         }
-        for bytes in &read.records {
-            let Ok(header) = parse_header(bytes) else { return Err(ResponseError::CorruptMessage.code()) };
-            offset = header.next_offset();
-            if header.is_control() {
-                continue;
-            }
-            let Some(compressed) = bytes.get(BATCH_HEADER_BYTES..header.total_bytes()) else { continue };
-            let body = match shardline_engine::compression::decompress(
-                header.compression(),
-                compressed,
-                MAX_DECOMPRESSED_BYTES,
-            ) {
-                Ok(body) => body,
-                Err(_) => return Err(ResponseError::CorruptMessage.code()),
-            };
-            for kv in key_values(&body, header.records_count.max(0) as usize) {
-                if let Some(record) = kv.key.and_then(|key| records::decode(key, kv.value)) {
-                    coordinator.replay(record, now);
-                    records += 1;
+        for chunk in &read.records {
+            for (at, header) in BatchIter::new(chunk) {
+                let bytes = &chunk[at..at + header.total_bytes()];
+                offset = offset.max(header.next_offset());
+                if header.is_control() {
+                    if let Some(kind) = marker_type(bytes) {
+                        coordinator.complete_transaction(header.producer_id, kind == MARKER_COMMIT);
+                    }
+                    continue;
+                }
+                let Some(compressed) = bytes.get(BATCH_HEADER_BYTES..) else { continue };
+                let body = match shardline_engine::compression::decompress(
+                    header.compression(),
+                    compressed,
+                    MAX_DECOMPRESSED_BYTES,
+                ) {
+                    Ok(body) => body,
+                    Err(_) => return Err(ResponseError::CorruptMessage.code()),
+                };
+                for kv in key_values(&body, header.records_count.max(0) as usize) {
+                    if let Some(record) = kv.key.and_then(|key| records::decode(key, kv.value)) {
+                        if header.is_transactional() {
+                            coordinator.replay_pending(header.producer_id, record, now);
+                        } else {
+                            coordinator.replay(record, now);
+                        }
+                        records += 1;
+                    }
                 }
             }
         }
@@ -239,6 +249,43 @@ pub async fn append(
         {
             Err(ResponseError::NotCoordinator)
         }
+        _ => Err(ResponseError::CoordinatorNotAvailable),
+    }
+}
+
+/// A transaction marker was written to offsets partition `partition`:
+/// applies (commit) or drops (abort) the producer's pending offsets.
+pub async fn complete_transaction(state: &Rc<ShardPartitions>, partition: i32, producer_id: i64, commit: bool) {
+    if let Ok(c) = coordinator(state, partition).await {
+        c.borrow_mut().complete_transaction(producer_id, commit);
+    }
+}
+
+/// Appends offset `records` inside producer `producer_id`'s transaction
+/// (a transactional batch, durable before it returns).
+pub async fn append_transactional(
+    state: &Rc<ShardPartitions>,
+    partition: i32,
+    producer_id: i64,
+    epoch: i16,
+    records: &[OffsetsRecord],
+) -> Result<(), ResponseError> {
+    let encoded: Vec<TestRecord> = records
+        .iter()
+        .map(|r| {
+            let (key, value) = records::encode(r);
+            TestRecord { key: Some(key.to_vec()), value: value.map(|v| v.to_vec()), timestamp_delta: 0 }
+        })
+        .collect();
+    let mut bytes = batch(wall_ms(), &encoded);
+    let attributes = shardline_engine::batch::ATTR_TRANSACTIONAL;
+    bytes[21..23].copy_from_slice(&attributes.to_be_bytes());
+    bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
+    let crc = shardline_engine::batch::compute_crc(&bytes);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    match state.append_internal_transactional(OFFSETS_TOPIC, partition, BytesMut::from(&bytes[..])).await {
+        0 => Ok(()),
         _ => Err(ResponseError::CoordinatorNotAvailable),
     }
 }
