@@ -1,0 +1,147 @@
+//! Consumer-group APIs: FindCoordinator (0–4), the classic protocol
+//! (JoinGroup 0–9, SyncGroup 0–5, Heartbeat 0–4, LeaveGroup 0–5), KIP-848
+//! (ConsumerGroupHeartbeat 0–1, ConsumerGroupDescribe 0–1), offsets
+//! (OffsetCommit 2–9, OffsetFetch 1–9, OffsetDelete 0) and group admin
+//! (ListGroups 0–5, DescribeGroups 0–5, DeleteGroups 0–2). Each request is
+//! decoded on the connection's shard and carried out on the shard of the
+//! group's coordinator (`crate::groups`).
+
+mod admin;
+mod classic;
+mod consumer;
+mod offsets;
+
+pub use admin::{delete_groups, describe_groups, list_groups, offset_delete};
+pub use classic::{heartbeat, join_group, leave_group, sync_group};
+pub use consumer::{consumer_group_describe, consumer_group_heartbeat};
+pub use offsets::{offset_commit, offset_fetch};
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::Future;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::Context;
+use crate::broker::BrokerShared;
+use crate::groups::records::partition_for;
+use crate::groups::OFFSETS_TOPIC;
+use crate::partitions::ShardPartitions;
+use crate::topics::TopicInfo;
+
+pub(super) fn s(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}
+
+/// `__consumer_offsets`, created on first use.
+pub async fn offsets_topic(context: &Context) -> Result<Arc<TopicInfo>, ResponseError> {
+    if let Some(topic) = context.shared.topics.image().topics.get(OFFSETS_TOPIC) {
+        return Ok(topic.clone());
+    }
+    // Kafka compacts this topic. Until compaction exists here, nothing is
+    // ever deleted from it by retention, so no committed offset is lost.
+    let configs: BTreeMap<String, String> =
+        [("retention.ms", "-1"), ("retention.bytes", "-1"), ("segment.bytes", "104857600")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let partitions = context.shared.config.offsets_topic_num_partitions;
+    match super::create_topic(context, OFFSETS_TOPIC, partitions, configs).await {
+        Ok(topic) => Ok(topic),
+        Err(_) => context
+            .shared
+            .topics
+            .image()
+            .topics
+            .get(OFFSETS_TOPIC)
+            .cloned()
+            .ok_or(ResponseError::CoordinatorNotAvailable),
+    }
+}
+
+/// Runs `work` on the shard coordinating `group`, with its offsets
+/// partition.
+pub(super) async fn on_coordinator<R, F, Fut>(context: &Context, group: &str, work: F) -> Result<R, ResponseError>
+where
+    R: Send + 'static,
+    F: FnOnce(Rc<ShardPartitions>, i32, Arc<BrokerShared>) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+{
+    let topic = offsets_topic(context).await?;
+    let partition = partition_for(group, topic.partition_shards.len() as i32);
+    let shard =
+        context.shared.shard_of(&topic.partition_shards, partition).ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let shared = context.shared.clone();
+    context
+        .mesh
+        .call(shard, move |state| work(state, partition, shared))
+        .await
+        .map_err(|_| ResponseError::CoordinatorNotAvailable)
+}
+
+/// FindCoordinator: this node coordinates every group.
+pub async fn find_coordinator(
+    context: &Context,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let keys = if version >= 4 { request.coordinator_keys.clone() } else { vec![request.key.clone()] };
+    let ready = match request.key_type {
+        0 => offsets_topic(context).await.map(|_| ()),
+        1 => super::transactions::transaction_topic(context).await.map(|_| ()),
+        _ => Err(ResponseError::InvalidRequest),
+    };
+    let (host, port) = context.shared.advertised.clone();
+    let node = BrokerId(context.shared.config.node_id);
+    let mut response = FindCoordinatorResponse::default();
+    let (error, message) = match ready {
+        Ok(()) => (0, None),
+        Err(e) if request.key_type > 1 => {
+            (e.code(), Some(s(format!("coordinator key type {} is not supported", request.key_type))))
+        }
+        Err(e) => (e.code(), Some(s("the coordinator's internal topic is not available"))),
+    };
+    let (node, host) = if error == 0 { (node, s(host)) } else { (BrokerId(-1), s("")) };
+    let port = if error == 0 { port } else { -1 };
+    if version >= 4 {
+        response.coordinators = keys
+            .into_iter()
+            .map(|key| {
+                let mut c = find_coordinator_response::Coordinator::default();
+                c.key = key;
+                c.node_id = node;
+                c.host = host.clone();
+                c.port = port;
+                c.error_code = error;
+                c.error_message = message.clone();
+                c
+            })
+            .collect();
+    } else {
+        response.node_id = node;
+        response.host = host;
+        response.port = port;
+        response.error_code = error;
+        if version >= 1 {
+            response.error_message = message;
+        }
+    }
+    response
+}
+
+pub(super) fn client_host(context: &Context) -> String {
+    format!("/{}", context.peer.ip())
+}
+
+/// Where a topic partition stands for offset validation.
+pub(super) fn partition_exists(shared: &BrokerShared, topic: &str, partition: i32) -> bool {
+    shared
+        .topics
+        .image()
+        .topics
+        .get(topic)
+        .is_some_and(|t| partition >= 0 && (partition as usize) < t.partition_shards.len())
+}
