@@ -389,6 +389,7 @@ impl ShardPartitions {
             let state = {
                 let mut producers = open.producers.borrow_mut();
                 producers.expire(expire_before);
+                producers.forget_aborted_below(open.log.offsets().log_start);
                 producers.below(durable)
             };
             match producer_snapshots::write(open.log.dir().to_path_buf(), durable, state).await {

@@ -119,11 +119,21 @@ fn single_partition_one_active_member(protocol: &str) {
         m.subscribe(&["one"]).expect("subscribe");
     }
     let refs: Vec<&BaseConsumer> = members.iter().collect();
-    // Let the group form before producing.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while assignment_sizes(&refs).iter().sum::<usize>() < 1 && Instant::now() < deadline {
+    // Let the group form (Stable, all three members, the partition
+    // assigned) before producing: otherwise a late joiner's rebalance could
+    // move the partition mid-way.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
         for c in &refs {
             let _ = c.poll(Duration::from_millis(20));
+        }
+        let stable = refs[0]
+            .fetch_group_list(Some(&group), Duration::from_secs(5))
+            .ok()
+            .and_then(|list| list.groups().first().map(|g| g.state() == "Stable" && g.members().len() == 3))
+            .unwrap_or(false);
+        if stable && assignment_sizes(&refs).iter().sum::<usize>() == 1 || Instant::now() > deadline {
+            break;
         }
     }
     produce(&broker.address, "one", 200, "m");

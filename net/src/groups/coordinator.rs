@@ -188,3 +188,57 @@ impl Coordinator {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coordinator() -> Coordinator {
+        Coordinator::new(
+            ClassicLimits {
+                min_session_timeout_ms: 1,
+                max_session_timeout_ms: 100_000,
+                initial_rebalance_delay_ms: 0,
+                max_size: 10,
+            },
+            ConsumerLimits { session_timeout_ms: 45_000, heartbeat_interval_ms: 5000, max_size: 10 },
+        )
+    }
+
+    fn commit(group: &str, partition: i32, offset: i64, at: i64) -> OffsetsRecord {
+        OffsetsRecord::Offset {
+            group: group.into(),
+            topic: "t".into(),
+            partition,
+            value: Some(OffsetValue { offset, leader_epoch: -1, metadata: String::new(), commit_timestamp: at }),
+        }
+    }
+
+    #[test]
+    fn offsets_of_empty_groups_expire_after_the_retention() {
+        let mut c = coordinator();
+        c.replay(commit("old", 0, 5, 0), 0);
+        c.replay(commit("new", 0, 7, 900), 900);
+        let expired = c.expired_offsets(1000, 500);
+        assert_eq!(expired.len(), 1, "{expired:?}");
+        assert_eq!(super::super::records::group_of(&expired[0]), "old");
+        for record in expired {
+            c.replay(record, 1000);
+        }
+        assert!(c.groups["old"].offsets.is_empty());
+        assert_eq!(c.groups["new"].offsets.len(), 1);
+    }
+
+    #[test]
+    fn transactional_offsets_apply_on_commit_and_vanish_on_abort() {
+        let mut c = coordinator();
+        c.replay_pending(7, commit("g", 0, 10, 1), 1);
+        c.replay_pending(8, commit("g", 1, 20, 1), 1);
+        assert!(c.groups["g"].offsets.is_empty(), "pending offsets are not committed yet");
+        c.complete_transaction(7, true);
+        c.complete_transaction(8, false);
+        let offsets: Vec<i64> = c.groups["g"].offsets.values().map(|v| v.offset).collect();
+        assert_eq!(offsets, vec![10]);
+        assert!(c.groups["g"].pending.is_empty());
+    }
+}
