@@ -406,19 +406,20 @@ class ConsumerGroupsTest {
             if (!stable(last[0], members, expected)) {
                 return false;
             }
-            if (localHoldsAll) {
-                return locallyAssigned(local, expected);
+            // every in-process member is in the group and holds (and has seen the epoch of)
+            // exactly what describe gives it
+            Map<String, MemberDescription> byId = new HashMap<>();
+            last[0].get().members().forEach(m -> byId.put(m.consumerId(), m));
+            for (Member m : local) {
+                MemberDescription md = byId.get(m.memberId);
+                if (md == null || !Set.copyOf(md.assignment().topicPartitions()).equals(m.assignment)) {
+                    return false;
+                }
+                if (md.memberEpoch().isPresent() && md.memberEpoch().get() != m.generation) {
+                    return false;
+                }
             }
-            // the in-process members hold exactly what describe gives them
-            Set<String> ids = local.stream().map(m -> m.memberId).collect(Collectors.toSet());
-            Set<String> describedIds = last[0].get().members().stream().map(MemberDescription::consumerId)
-                    .collect(Collectors.toSet());
-            if (!describedIds.containsAll(ids)) {
-                return false;
-            }
-            Set<TopicPartition> described = last[0].get().members().stream().filter(m -> ids.contains(m.consumerId()))
-                    .flatMap(m -> m.assignment().topicPartitions().stream()).collect(Collectors.toSet());
-            return locallyAssigned(local, described);
+            return !localHoldsAll || locallyAssigned(local, expected);
         }, STABLE_DEADLINE, () -> "group " + group + " Stable with " + members + " members over " + byTopic(expected)
                 + "\n  last describe: " + show(last[0]) + "\n  local members: " + local);
         return last[0].get();

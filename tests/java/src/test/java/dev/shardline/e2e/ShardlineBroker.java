@@ -37,6 +37,7 @@ public final class ShardlineBroker implements AutoCloseable {
     private Path stdoutLog;
     private final List<String> extraArgs;
     private int restarts;
+    private int crashes;
     private Process process;
     private int port;
     private Integer exitCode;
@@ -230,6 +231,51 @@ public final class ShardlineBroker implements AutoCloseable {
         Path logDir = stderrLog.getParent();
         stderrLog = logDir.resolve(name + "-restart" + restarts + ".stderr.log");
         stdoutLog = logDir.resolve(name + "-restart" + restarts + ".stdout.log");
+        process = null;
+        exitCode = null;
+        Exception last = null;
+        // the old listening socket may take a moment to be released
+        for (int attempt = 1; attempt <= 5; attempt++) {
+            try {
+                launch(port);
+                return;
+            } catch (Exception e) {
+                last = e;
+                kill();
+                Thread.sleep(500);
+            }
+        }
+        throw last;
+    }
+
+    /**
+     * Crashes the broker: SIGKILL (kill -9), no clean shutdown. Waits until the process is gone
+     * and returns its exit code (137 on Linux). Follow with {@link #restartAfterKill()}.
+     */
+    public int kill9() throws InterruptedException {
+        if (process == null || exitCode != null) {
+            throw new IllegalStateException("broker " + name + " is not running");
+        }
+        process.destroyForcibly(); // SIGKILL on Unix
+        if (!process.waitFor(STOP_TIMEOUT_MS, TimeUnit.MILLISECONDS)) {
+            throw new AssertionError("broker did not exit within " + STOP_TIMEOUT_MS + " ms of SIGKILL");
+        }
+        exitCode = process.exitValue();
+        return exitCode;
+    }
+
+    /**
+     * Starts the broker again after {@link #kill9()}, on the same port and data directory; its
+     * log continues in a new file ({@code NAME-crashN.stderr.log}).
+     */
+    public void restartAfterKill() throws Exception {
+        if (process != null && process.isAlive()) {
+            throw new IllegalStateException("broker " + name + " is still running; kill9() it first");
+        }
+        crashes++;
+        Path logDir = stderrLog.getParent();
+        stderrLog = logDir.resolve(name + "-crash" + crashes + ".stderr.log");
+        stdoutLog = logDir.resolve(name + "-crash" + crashes + ".stdout.log");
         process = null;
         exitCode = null;
         Exception last = null;
