@@ -16,10 +16,14 @@ PASS=0
 FAIL=0
 WORK="$(mktemp -d -t shardline-kcat-XXXXXX)"
 BROKER_PID=""
+ZOMBIE_PID=""
 
 die() { echo "kcat: setup failed: $*" >&2; echo "kcat: $PASS passed, $((FAIL + 1)) failed"; exit 1; }
 
 cleanup() {
+  if [ -n "$ZOMBIE_PID" ] && kill -0 "$ZOMBIE_PID" 2>/dev/null; then
+    kill -KILL "$ZOMBIE_PID" 2>/dev/null
+  fi
   if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
     kill -KILL "$BROKER_PID" 2>/dev/null
   fi
@@ -176,6 +180,91 @@ check "-Q empty partition latest" "$t [2] offset 0" "$(K -Q -t "$t:2:-1")"
 out="$(K -L 2>&1)"
 n="$(grep -c '^  topic "kcat-' <<<"$out")"
 check "-L lists the 8 topics created" "8" "$n"
+
+# --- transactional producer (-X transactional.id) -------------------------------
+# kcat -P with a transactional.id runs init_transactions, begin_transaction,
+# produces its input and commits at EOF. librdkafka's consumers default to
+# isolation.level=read_committed; the checks name the level explicitly.
+RC=(-X isolation.level=read_committed)
+RU=(-X isolation.level=read_uncommitted)
+t="kcat-txn"
+input=""
+for i in $(seq 0 29); do input+="k$((i % 5))"$'\t'"t$i"$'\n'; done
+out="$(printf '%s' "$input" | K -P -t "$t" -K $'\t' -X transactional.id=kcat-txn-1 2>&1)"
+rc=$?
+check "-P -X transactional.id exits 0" "0" "$rc"
+contains "-P -X transactional.id commits" "Transaction successfully committed" "$out"
+all="$(K -C -t "$t" -o beginning -e -q "${RC[@]}" -f '%p %o %k %s\n')"
+verdict="$(awk 'NF == 4 {
+    n = substr($4, 2) + 0
+    if (($3 in part) && part[$3] != $1) bad = bad "key " $3 " in two partitions; "
+    part[$3] = $1
+    if ($2 != next_off[$1] + 0) bad = bad "partition " $1 " offset " $2 " after " next_off[$1] "; "
+    next_off[$1] = $2 + 1
+    if (($3 in prev) && n <= prev[$3]) bad = bad "key " $3 " out of order; "
+    prev[$3] = n; seen[n]++; count++
+  } END {
+    for (i = 0; i < 30; i++) if (seen[i] != 1) bad = bad "t" i " seen " seen[i] + 0 " times; "
+    print (bad == "" ? "ok " count : bad)
+  }' <<<"$all")"
+check "read_committed consumer sees the 30 committed messages once, in order" "ok 30" "$verdict"
+check "the transaction spans all 3 partitions" "3" "$(awk 'NF == 4 { print $1 }' <<<"$all" | sort -u | wc -l)"
+# Each partition ends with the commit marker: latest offset = messages + 1.
+for p in 0 1 2; do
+  n="$(awk -v p="$p" 'NF == 4 && $1 == p' <<<"$all" | wc -l)"
+  check "-Q latest of partition $p after the commit marker" "$t [$p] offset $((n + 1))" "$(K -Q -t "$t:$p:-1")"
+done
+
+# A transaction left open by a killed kcat: read_committed consumers see
+# nothing of it (the last stable offset holds them back) until the next
+# kcat with the same transactional.id fences it (InitProducerId aborts it,
+# with an abort marker) and commits its own messages.
+t="kcat-txn-zombie"
+FIFO="$WORK/zombie.fifo"
+mkfifo "$FIFO"
+# The read-write open never blocks; kcat reads its input in chunks of some
+# tens of kB, so give it 5000 lines and keep the fifo open (no EOF, no commit).
+exec 7<>"$FIFO"
+# No `timeout` wrapper: the kill below must hit kcat itself (cleanup kills it
+# too); its input never ends, so it cannot commit.
+kcat -b "$B" -X socket.timeout.ms=10000 -P -t "$t" -p 0 \
+  -X transactional.id=kcat-zombie <"$FIFO" >"$WORK/zombie.out" 2>&1 &
+ZOMBIE_PID=$!
+seq -f 'zombie-%06g' 1 5000 >&7
+open_n=0
+prev=-1
+for _ in $(seq 1 50); do
+  sleep 0.3
+  open_n="$(K -C -t "$t" -p 0 -o beginning -e -q "${RU[@]}" -f '%o\n' 2>/dev/null | wc -l)"
+  [ "$open_n" -gt 0 ] && [ "$open_n" -eq "$prev" ] && break
+  prev="$open_n"
+done
+check "open transaction: read_uncommitted consumer sees its messages" "yes" \
+  "$([ "$open_n" -gt 0 ] && echo yes || echo "no: $open_n messages; kcat: $(tail -3 "$WORK/zombie.out")")"
+check "open transaction: read_committed consumer sees none" "0" \
+  "$(K -C -t "$t" -p 0 -o beginning -e -q "${RC[@]}" -f '%o\n' | wc -l)"
+# -Q runs a producer handle: librdkafka warns that isolation.level is a
+# consumer property, but its ListOffsets request uses it.
+check "open transaction: -Q latest (read_committed) is the last stable offset" "$t [0] offset 0" \
+  "$(K -Q -t "$t:0:-1" "${RC[@]}" 2>/dev/null)"
+check "open transaction: -Q latest (read_uncommitted) is the high watermark" "$t [0] offset $open_n" \
+  "$(K -Q -t "$t:0:-1" "${RU[@]}" 2>/dev/null)"
+kill -KILL "$ZOMBIE_PID" 2>/dev/null
+{ wait "$ZOMBIE_PID"; } 2>/dev/null  # no "Killed" job notice
+ZOMBIE_PID=""
+exec 7>&-
+out="$(printf 'new-1\nnew-2\n' | K -P -t "$t" -p 0 -X transactional.id=kcat-zombie 2>&1)"
+rc=$?
+check "-P with the killed producer's transactional.id exits 0" "0" "$rc"
+contains "-P with the killed producer's transactional.id commits" "Transaction successfully committed" "$out"
+check "read_committed: only the new incarnation's messages, after the abort marker" \
+  "$((open_n + 1)) new-1"$'\n'"$((open_n + 2)) new-2" \
+  "$(K -C -t "$t" -p 0 -o beginning -e -q "${RC[@]}" -f '%o %s\n')"
+out="$(K -C -t "$t" -p 0 -o beginning -e -q "${RU[@]}" -f '%s\n')"
+check "read_uncommitted: the aborted messages and the new ones" \
+  "$((open_n + 2)) zombie-000001"$'\n'"new-1"$'\n'"new-2" \
+  "$(wc -l <<<"$out") $(head -1 <<<"$out")"$'\n'"$(tail -2 <<<"$out")"
+check "-Q latest after the commit marker" "$t [0] offset $((open_n + 4))" "$(K -Q -t "$t:0:-1")"
 
 # --- clean shutdown ---------------------------------------------------------------
 kill -TERM "$BROKER_PID"
