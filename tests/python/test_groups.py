@@ -105,10 +105,10 @@ class Member:
         self._thread = None
         self.closed = False
 
-    # client specific: _poll() -> [(t, p, o, v)], _commit(t, p, next), _refresh()
-    def step(self):
+    # client specific: _poll(timeout_s) -> [(t, p, o, v)], _commit(t, p, next), _refresh()
+    def step(self, timeout_s=None):
         try:
-            msgs = self._poll()
+            msgs = self._poll(timeout_s)
         except Exception as e:  # recorded; the test decides whether it matters
             self.errors.append(repr(e))
             time.sleep(0.1)
@@ -192,9 +192,9 @@ class CKMember(Member):
         self.c.subscribe(topics, on_assign=cb("assign"), on_revoke=cb("revoke"),
                          on_lost=cb("lost"))
 
-    def _poll(self):
+    def _poll(self, timeout_s=None):
         out = []
-        for m in self.c.consume(num_messages=100, timeout=0.1):
+        for m in self.c.consume(num_messages=100, timeout=0.1 if timeout_s is None else timeout_s):
             if m.error():
                 self.errors.append(str(m.error()))
                 continue
@@ -226,13 +226,8 @@ class KPMember(Member):
         from kafka.consumer.subscription_state import ConsumerRebalanceListener
         super().__init__(conf["client_id"], commit_each, delay)
         self.c = KafkaConsumer(**conf)
-        # kafka-python 3.0.12: when a subscription change (a new topic matching
-        # the pattern) triggers the rejoin and poll()'s timeout expires while
-        # JoinGroup/SyncGroup are in flight, need_rejoin() is already False on
-        # the next poll, so the finished join is never applied: the member
-        # stops heartbeating and is evicted. A poll timeout longer than a
-        # rebalance avoids it (poll returns early when records arrive).
-        self.poll_ms = 100 if pattern is None else 5000
+        self.poll_ms = 100
+        self.join_nudges = 0
         events = self.events
 
         class Listener(ConsumerRebalanceListener):
@@ -249,9 +244,10 @@ class KPMember(Member):
         else:
             self.c.subscribe(topics=topics, listener=Listener())
 
-    def _poll(self):
+    def _poll(self, timeout_s=None):
         out = []
-        for tp, recs in sorted(self.c.poll(timeout_ms=self.poll_ms).items()):
+        ms = self.poll_ms if timeout_s is None else int(timeout_s * 1000)
+        for tp, recs in sorted(self.c.poll(timeout_ms=ms).items()):
             for r in recs:
                 out.append((tp.topic, tp.partition, r.offset,
                             None if r.value is None else r.value.decode()))
@@ -263,11 +259,32 @@ class KPMember(Member):
         self.c.commit({KTP(t, p): OffsetAndMetadata(nxt, "", -1)})
 
     def _refresh(self):
+        self._unstick_join()
         self._assigned = frozenset((tp.topic, tp.partition) for tp in self.c.assignment())
         gen = getattr(getattr(self.c, "_coordinator", None), "_generation", None)
         if gen is not None:
             self._member_id = gen.member_id or None
             self._generation = gen.generation_id
+
+    def _unstick_join(self):
+        """Work around a kafka-python 3.0.12 bug.
+
+        When the client itself triggers a rejoin (a new topic matching the
+        pattern; the leader seeing new partitions) and poll()'s timeout
+        expires while JoinGroup/SyncGroup are in flight, the join task is
+        left running; but the join already updated _joined_subscription /
+        _assignment_snapshot, so need_rejoin() is False on the next poll and
+        the finished join is never applied: the member keeps its old
+        assignment, sends no heartbeats and is evicted after the session
+        timeout. (A rejoin requested by the broker is not affected: its
+        rejoin_needed flag stays set, and the next poll joins again.) Here a
+        finished, unapplied join is treated the same way: join again.
+        """
+        coord = getattr(self.c, "_coordinator", None)
+        task = getattr(coord, "_join_task", None)
+        if task is not None and getattr(task, "is_done", False) and not coord.need_rejoin():
+            coord.rejoin_needed = True
+            self.join_nudges += 1
 
     def _close(self):
         self.c.close()
@@ -502,7 +519,7 @@ else:
 
     def poll():
         res = []
-        for tp, recs in sorted(c.poll(timeout_ms=100).items()):
+        for tp, recs in sorted(c.poll(timeout_ms=1000).items()):
             for r in recs:
                 res.append((tp.topic, tp.partition, r.offset, r.value.decode()))
         return res
@@ -812,8 +829,8 @@ def test_commits_survive_broker_restart(broker, variant):
     try:
         wait_for(lambda: (m.step(), len(m.received) >= len(want))[1], CONSUME_S,
                  f"{len(want)} messages after the restart ({m})")
-        for _ in range(10):
-            m.step()
+        for _ in range(5):  # nothing more arrives (the group is stable by now)
+            m.step(0.2)
         check_exactly_once(m.received, want, "after restart")
     finally:
         m.close()
@@ -823,6 +840,9 @@ def test_commits_survive_broker_restart(broker, variant):
 
 @pytest.mark.parametrize("variant", ["ck-classic", "kp-classic"])
 def test_static_member_restart_keeps_assignment(broker, admin, variant):
+    """Each of three static members is restarted in turn (so the group leader
+    is always among them): no member ever sees a rebalance, every instance
+    keeps its partitions, and (kafka-python shows it) the generation stays."""
     topic, group = f"g6-{variant}-{uid()}", f"grp6-{variant}-{uid()}"
     create_topic(admin, topic, 3)
     parts = {(topic, p) for p in range(3)}
@@ -833,44 +853,60 @@ def test_static_member_restart_keeps_assignment(broker, admin, variant):
         extra = lambda k: {"group_instance_id": f"{group}-i{k}", "session_timeout_ms": session_ms,  # noqa: E731
                            "heartbeat_interval_ms": 1000}
     ids = [f"c{k}-{uid()}" for k in range(3)]
+    t0 = time.monotonic()
+
+    def rebalances(m, since):
+        return [(round(t - t0, 2), e, tps) for t, e, tps in m.events[since:]]
+
     with Members() as ms:
         members = [ms.add(new_member(variant, broker, group, ids[k], [topic], **extra(k)))
                    for k in range(3)]
         before = settle(admin, group, members, parts, sizes=[1, 1, 1])
-        instances = {dm.client_id: (dm.group_instance_id, dm.member_id) for dm in before.members}
-        assert sorted(i for i, _ in instances.values()) == [f"{group}-i{k}" for k in range(3)], \
-            f"instance ids in DescribeGroups: {instances}"
+        instances = {dm.client_id: dm.group_instance_id for dm in before.members}
+        assert sorted(instances.values()) == [f"{group}-i{k}" for k in range(3)], \
+            f"instance ids in the group description: {instances}"
+        old_ids = {dm.client_id: dm.member_id for dm in before.members}
         time.sleep(2)  # let any late callbacks land before taking the baseline
         seen = [len(m.events) for m in members]
         assigned = [m.assignment() for m in members]
-        gens = [m._generation for m in members]
+        gen = {m._generation for m in members}
+        log = []
 
-        old = members[1]
-        old.close()  # a static member sends no LeaveGroup
-        closed_at = time.monotonic()
-        new = ms.add(new_member(variant, broker, group, ids[1], [topic], **extra(1)))
-        members[1] = new
-        wait_for(lambda: new.assignment() == assigned[1], 15,
-                 f"the restarted member to get {sorted(assigned[1])} back ({new})")
-        restarted_in = time.monotonic() - closed_at
-        assert restarted_in < session_ms / 1000, f"restart took {restarted_in:.1f} s"
-        # Past the old member's session timeout: its expiry must not evict
-        # the instance that replaced it.
-        time.sleep(max(0.0, session_ms / 1000 + 2 - (time.monotonic() - closed_at)))
+        for k in range(3):
+            old = members[k]
+            old.stop()
+            assert rebalances(old, seen[k]) == [], \
+                (f"{old.client_id} saw a rebalance while others restarted: "
+                 f"{rebalances(old, seen[k])}; restarts so far {log}")
+            old.close()  # a static member sends no LeaveGroup
+            closed_at = time.monotonic()
+            new = ms.add(new_member(variant, broker, group, ids[k], [topic], **extra(k)))
+            members[k] = new
+            wait_for(lambda: new.assignment() == assigned[k], 15,
+                     f"restarted {ids[k]} to get {sorted(assigned[k])} back ({new}); "
+                     f"restarts so far {log}")
+            back_in = time.monotonic() - closed_at
+            assert back_in < session_ms / 1000, f"restart took {back_in:.1f} s"
+            seen[k] = len(new.events)
+            log.append((ids[k], round(closed_at - t0, 2), round(back_in, 2)))
 
+        # Past the first old incarnation's session timeout: no expiry of an
+        # old member id may evict the instance that replaced it.
+        time.sleep(max(0.0, session_ms / 1000 + 2 - (time.monotonic() - t0 - log[0][1])))
         after = settle(admin, group, members, parts, sizes=[1, 1, 1], timeout=10)
-        now = {dm.client_id: (dm.group_instance_id, dm.member_id) for dm in after.members}
-        for k in (0, 2):
-            m = members[k]
-            assert m.events[seen[k]:] == [], \
-                f"{m.client_id} saw a rebalance: {m.events[seen[k]:]}"
+        for k, m in enumerate(members):
+            assert rebalances(m, seen[k]) == [], \
+                (f"{m.client_id} saw a rebalance after its restart: {rebalances(m, seen[k])}; "
+                 f"restarts (id, closed at, back after) {log}; broker log:\n"
+                 f"{broker.stderr_tail(n=20, levels=('group', 'member', 'WARN', 'ERROR'))}")
             assert m.assignment() == assigned[k]
-            assert now[m.client_id] == instances[m.client_id], \
-                f"{m.client_id}: {instances[m.client_id]} -> {now[m.client_id]}"
-        assert now[ids[1]][0] == f"{group}-i1"
+        now = {dm.client_id: (dm.group_instance_id, dm.member_id) for dm in after.members}
+        for c, instance in instances.items():
+            assert now[c][0] == instance, f"{c}: instance {instance} -> {now[c][0]}"
+            assert now[c][1] != old_ids[c], f"{c}: member id not replaced"
         if variant.startswith("kp"):
-            assert [m._generation for m in members] == gens, \
-                f"generation changed: {gens} -> {[m._generation for m in members]}"
+            assert len(gen) == 1 and {m._generation for m in members} == gen, \
+                f"generation changed: {gen} -> {[m._generation for m in members]}"
 
         produced = produce(broker, [(topic, i % 3, f"m{i}") for i in range(30)])
         wait_for(lambda: sum(len(m.received) for m in members) >= 30, CONSUME_S,
