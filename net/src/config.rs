@@ -91,6 +91,8 @@ pub struct BrokerConfig {
     pub transaction_state_num_partitions: i32,
     /// `transaction_max_timeout_ms`: longest `transaction.timeout.ms` a producer may ask.
     pub transaction_max_timeout_ms: i32,
+    /// `transactional_id_expiration_ms`: a transactional id without a transaction for this long is forgotten.
+    pub transactional_id_expiration_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -129,6 +131,7 @@ impl Default for BrokerConfig {
             producer_snapshot_interval_ms: 30_000,
             transaction_state_num_partitions: 50,
             transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
         }
     }
 }
@@ -206,6 +209,7 @@ impl BrokerConfig {
             "producer_snapshot_interval_ms" => self.producer_snapshot_interval_ms = parse(key, value)?,
             "transaction_state_num_partitions" => self.transaction_state_num_partitions = parse(key, value)?,
             "transaction_max_timeout_ms" => self.transaction_max_timeout_ms = parse(key, value)?,
+            "transactional_id_expiration_ms" => self.transactional_id_expiration_ms = parse(key, value)?,
             other => return Err(bad(other, "unknown key")),
         }
         Ok(())
@@ -264,6 +268,9 @@ impl BrokerConfig {
         }
         if !(1..=10_000).contains(&self.transaction_state_num_partitions) {
             return Err(bad("transaction_state_num_partitions", "must be 1 to 10000"));
+        }
+        if self.transactional_id_expiration_ms < 1 {
+            return Err(bad("transactional_id_expiration_ms", "must be positive"));
         }
         if self.transaction_max_timeout_ms < 1 {
             return Err(bad("transaction_max_timeout_ms", "must be positive"));

@@ -290,6 +290,19 @@ impl TxnCoordinator {
         }
     }
 
+    /// Transactional ids without an open transaction, unchanged for
+    /// `expiration_ms` (`transactional.id.expiration.ms`): to forget.
+    pub fn expired_ids(&self, now_ms: i64, expiration_ms: i64) -> Vec<String> {
+        self.txns
+            .iter()
+            .filter(|(_, m)| {
+                matches!(m.status, TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort)
+                    && now_ms - m.last_update_ms >= expiration_ms
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Open transactions past their timeout: abort them at a bumped epoch
     /// (fencing the producer), as Kafka does.
     pub fn timed_out(&self, now_ms: i64) -> Vec<(TxnMeta, Completion)> {
@@ -364,6 +377,8 @@ mod tests {
         assert_eq!(bumped.epoch, 1);
         apply(&mut c, "t", bumped);
         assert_eq!(c.add_partitions("t", 101, 0, &parts, 7, true), Err(ResponseError::ProducerFenced));
+        assert!(c.expired_ids(100, 1000).is_empty());
+        assert_eq!(c.expired_ids(10_000, 1000), vec!["t".to_string()]);
     }
 
     #[test]

@@ -135,9 +135,20 @@ pub async fn persist(
     transactional_id: &str,
     meta: TxnMeta,
 ) -> Result<(), ResponseError> {
+    write(state, partition, coordinator, transactional_id, Some(meta)).await
+}
+
+/// Writes `meta` (None: a tombstone forgetting the id), then applies it.
+async fn write(
+    state: &Rc<ShardPartitions>,
+    partition: i32,
+    coordinator: &Rc<RefCell<TxnCoordinator>>,
+    transactional_id: &str,
+    meta: Option<TxnMeta>,
+) -> Result<(), ResponseError> {
     let record = TestRecord {
         key: Some(records::encode_key(transactional_id)),
-        value: Some(records::encode_value(&meta)),
+        value: meta.as_ref().map(records::encode_value),
         timestamp_delta: 0,
     };
     let bytes = BytesMut::from(&batch(wall_ms(), &[record])[..]);
@@ -146,7 +157,7 @@ pub async fn persist(
         tracing::warn!(transactional_id, code = outcome.error_code, "persisting transaction metadata failed");
         return Err(ResponseError::CoordinatorNotAvailable);
     }
-    coordinator.borrow_mut().replay(transactional_id.to_string(), Some(meta));
+    coordinator.borrow_mut().replay(transactional_id.to_string(), meta);
     Ok(())
 }
 
@@ -217,13 +228,26 @@ async fn write_markers(
 }
 
 /// Every second: completes transactions left prepared (after a crash or a
-/// failed marker write) and aborts those past their timeout.
+/// failed marker write) and aborts those past their timeout; every minute,
+/// forgets transactional ids idle for `transactional_id_expiration_ms`.
 pub fn spawn_timers(state: Rc<ShardPartitions>, shared: Arc<BrokerShared>, mesh: Mesh<ShardPartitions>) {
     compio::runtime::spawn(async move {
+        let mut ticks = 0u64;
         loop {
             compio::time::sleep(Duration::from_secs(1)).await;
             if state.shutting_down.get() {
                 return;
+            }
+            ticks += 1;
+            if ticks.is_multiple_of(60) {
+                let expiration = state.config.transactional_id_expiration_ms;
+                for (partition, coordinator) in state.txns.loaded() {
+                    let expired = coordinator.borrow().expired_ids(wall_ms(), expiration);
+                    for id in expired {
+                        tracing::info!(id, "forgetting an expired transactional id");
+                        let _ = write(&state, partition, &coordinator, &id, None).await;
+                    }
+                }
             }
             for (partition, coordinator) in state.txns.loaded() {
                 let (unfinished, expired) = {

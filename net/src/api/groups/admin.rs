@@ -351,8 +351,26 @@ pub fn topics_view(shared: &BrokerShared) -> TopicsView {
         .collect()
 }
 
+/// Compiled subscription regexes are kept per shard, at most this many.
+const REGEX_CACHE_SLOTS: usize = 256;
+
+thread_local! {
+    /// This shard's compiled subscription regexes (None: does not compile).
+    static COMPILED: std::cell::RefCell<std::collections::HashMap<String, Option<regex::Regex>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// Whether `topic` matches a subscription regex (the whole name, as Java's
-/// Pattern.matches does).
+/// Pattern.matches does). Compiled once per shard and regex.
 pub fn regex_matches(regex: &str, topic: &str) -> bool {
-    regex::Regex::new(&format!("^(?:{regex})$")).is_ok_and(|r| r.is_match(topic))
+    COMPILED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if !cache.contains_key(regex) {
+            if cache.len() >= REGEX_CACHE_SLOTS {
+                cache.clear();
+            }
+            cache.insert(regex.to_string(), regex::Regex::new(&format!("^(?:{regex})$")).ok());
+        }
+        cache.get(regex).and_then(|r| r.as_ref()).is_some_and(|r| r.is_match(topic))
+    })
 }
