@@ -104,6 +104,22 @@ pub fn key_values(body: &[u8], count: usize) -> Vec<KeyValue<'_>> {
     out
 }
 
+/// Calls `visit` with each record's key and value of one whole batch
+/// (`batch`, whose parsed header is `header`), decompressing it first
+/// (bounded by [`MAX_DECOMPRESSED_BYTES`]).
+pub fn for_each_key_value(
+    batch: &[u8],
+    header: &crate::batch::BatchHeader,
+    mut visit: impl FnMut(KeyValue<'_>),
+) -> Result<(), crate::compression::DecompressError> {
+    let compressed = batch.get(BATCH_HEADER_BYTES..header.total_bytes()).unwrap_or_default();
+    let body = crate::compression::decompress(header.compression(), compressed, MAX_DECOMPRESSED_BYTES)?;
+    for kv in key_values(&body, header.records_count.max(0) as usize) {
+        visit(kv);
+    }
+    Ok(())
+}
+
 /// Largest decompressed batch body looked into.
 pub const MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
 

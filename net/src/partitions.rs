@@ -17,8 +17,12 @@ use shardline_engine::{HighWatermarkPolicy, Log, LogError, LogOptions, RealDisk}
 
 use crate::config::{AckDurability, BrokerConfig};
 use crate::producer_snapshots;
-use shardline_engine::batch::{parse_header, validate_batch, BatchHeader};
+use shardline_engine::batch::{parse_header, validate_batch, BatchHeader, BatchIter};
 use shardline_engine::producer_state::{last_sequence, marker_batch, BatchMeta, ProducerState, SequenceCheck};
+
+/// Called with each batch's header and bytes by
+/// [`ShardPartitions::for_each_batch`]; an error (a Kafka code) stops the walk.
+pub type BatchVisitor<'a> = dyn FnMut(&BatchHeader, &[u8]) -> Result<(), i16> + 'a;
 
 /// A partition's address.
 pub type PartitionKey = (String, i32);
@@ -398,6 +402,41 @@ impl ShardPartitions {
                     open.producers.borrow_mut().snapshotted(durable);
                 }
                 Err(error) => tracing::warn!(dir = %open.log.dir().display(), %error, "writing producer snapshot"),
+            }
+        }
+    }
+
+    /// Walks every batch of a partition, from its log start to its high
+    /// watermark, calling `visit` with each batch's header and bytes (the
+    /// coordinators' loads). Returns the Kafka error of a failed read, or
+    /// the first error `visit` returns.
+    pub async fn for_each_batch(
+        &self,
+        topic: &str,
+        partition: i32,
+        visit: &mut BatchVisitor<'_>,
+    ) -> Result<(), i16> {
+        let mut offset = 0i64;
+        loop {
+            let read = self.fetch(topic, partition, offset, 4 << 20, false).await;
+            if read.error_code == ResponseError::OffsetOutOfRange.code() && offset < read.log_start {
+                offset = read.log_start;
+                continue;
+            }
+            if read.error_code != 0 {
+                return Err(read.error_code);
+            }
+            if read.records.is_empty() {
+                return Ok(());
+            }
+            for chunk in &read.records {
+                for (at, header) in BatchIter::new(chunk) {
+                    offset = offset.max(header.next_offset());
+                    visit(&header, &chunk[at..at + header.total_bytes()])?;
+                }
+            }
+            if offset >= read.high_watermark {
+                return Ok(());
             }
         }
     }

@@ -21,9 +21,9 @@ use bytes::BytesMut;
 use futures::channel::oneshot;
 use kafka_protocol::ResponseError;
 use shardline_engine::batch::build::{batch, TestRecord};
-use shardline_engine::batch::{BatchIter, BATCH_HEADER_BYTES};
+use shardline_engine::batch::BatchHeader;
 use shardline_engine::producer_state::{marker_type, MARKER_COMMIT};
-use shardline_engine::records::{key_values, MAX_DECOMPRESSED_BYTES};
+use shardline_engine::records::for_each_key_value;
 
 use crate::config::BrokerConfig;
 use crate::partitions::ShardPartitions;
@@ -168,56 +168,27 @@ pub async fn coordinator(
 async fn load(state: &Rc<ShardPartitions>, partition: i32) -> Result<Coordinator, i16> {
     let config = &state.config;
     let mut coordinator = Coordinator::new(classic_limits(config), consumer_limits(config));
-    let mut offset = 0i64;
     let now = wall_ms();
     let mut records = 0usize;
-    loop {
-        let read = state.fetch(OFFSETS_TOPIC, partition, offset, 4 << 20, false).await;
-        if read.error_code == ResponseError::OffsetOutOfRange.code() && offset < read.log_start {
-            offset = read.log_start;
-            continue;
-        }
-        if read.error_code != 0 {
-            return Err(read.error_code);
-        }
-        if read.records.is_empty() {
-            break;
-        }
-        for chunk in &read.records {
-            for (at, header) in BatchIter::new(chunk) {
-                let bytes = &chunk[at..at + header.total_bytes()];
-                offset = offset.max(header.next_offset());
-                if header.is_control() {
-                    if let Some(kind) = marker_type(bytes) {
-                        coordinator.complete_transaction(header.producer_id, kind == MARKER_COMMIT);
-                    }
-                    continue;
-                }
-                let Some(compressed) = bytes.get(BATCH_HEADER_BYTES..) else { continue };
-                let body = match shardline_engine::compression::decompress(
-                    header.compression(),
-                    compressed,
-                    MAX_DECOMPRESSED_BYTES,
-                ) {
-                    Ok(body) => body,
-                    Err(_) => return Err(ResponseError::CorruptMessage.code()),
-                };
-                for kv in key_values(&body, header.records_count.max(0) as usize) {
-                    if let Some(record) = kv.key.and_then(|key| records::decode(key, kv.value)) {
-                        if header.is_transactional() {
-                            coordinator.replay_pending(header.producer_id, record, now);
-                        } else {
-                            coordinator.replay(record, now);
-                        }
-                        records += 1;
-                    }
-                }
+    let mut visit = |header: &BatchHeader, batch: &[u8]| {
+        if header.is_control() {
+            if let Some(kind) = marker_type(batch) {
+                coordinator.complete_transaction(header.producer_id, kind == MARKER_COMMIT);
             }
+            return Ok(());
         }
-        if offset >= read.high_watermark {
-            break;
-        }
-    }
+        for_each_key_value(batch, header, |kv| {
+            let Some(record) = kv.key.and_then(|key| records::decode(key, kv.value)) else { return };
+            if header.is_transactional() {
+                coordinator.replay_pending(header.producer_id, record, now);
+            } else {
+                coordinator.replay(record, now);
+            }
+            records += 1;
+        })
+        .map_err(|_| ResponseError::CorruptMessage.code())
+    };
+    state.for_each_batch(OFFSETS_TOPIC, partition, &mut visit).await?;
     tracing::info!(partition, records, groups = coordinator.groups.len(), "loaded group coordinator");
     Ok(coordinator)
 }

@@ -20,8 +20,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use kafka_protocol::ResponseError;
 use shardline_engine::batch::build::{batch, TestRecord};
-use shardline_engine::batch::{BatchIter, BATCH_HEADER_BYTES};
-use shardline_engine::records::{key_values, MAX_DECOMPRESSED_BYTES};
+use shardline_engine::batch::BatchHeader;
+use shardline_engine::records::for_each_key_value;
 use shardline_engine::shard::Mesh;
 
 use crate::broker::BrokerShared;
@@ -88,41 +88,18 @@ pub async fn coordinator(
 
 async fn load(state: &Rc<ShardPartitions>, partition: i32) -> Result<TxnCoordinator, i16> {
     let mut coordinator = TxnCoordinator::default();
-    let mut offset = 0i64;
-    loop {
-        let read = state.fetch(TXN_TOPIC, partition, offset, 4 << 20, false).await;
-        if read.error_code == ResponseError::OffsetOutOfRange.code() && offset < read.log_start {
-            offset = read.log_start;
-            continue;
+    let mut visit = |header: &BatchHeader, batch: &[u8]| {
+        if header.is_control() {
+            return Ok(());
         }
-        if read.error_code != 0 {
-            return Err(read.error_code);
-        }
-        if read.records.is_empty() {
-            break;
-        }
-        for chunk in &read.records {
-            for (at, header) in BatchIter::new(chunk) {
-                let bytes = &chunk[at..at + header.total_bytes()];
-                offset = offset.max(header.next_offset());
-                if header.is_control() {
-                    continue;
-                }
-                let Some(compressed) = bytes.get(BATCH_HEADER_BYTES..) else { continue };
-                let body =
-                    shardline_engine::compression::decompress(header.compression(), compressed, MAX_DECOMPRESSED_BYTES)
-                        .map_err(|_| ResponseError::CorruptMessage.code())?;
-                for kv in key_values(&body, header.records_count.max(0) as usize) {
-                    if let Some(id) = kv.key.and_then(records::decode_key) {
-                        coordinator.replay(id, kv.value.and_then(records::decode_value));
-                    }
-                }
+        for_each_key_value(batch, header, |kv| {
+            if let Some(id) = kv.key.and_then(records::decode_key) {
+                coordinator.replay(id, kv.value.and_then(records::decode_value));
             }
-        }
-        if offset >= read.high_watermark {
-            break;
-        }
-    }
+        })
+        .map_err(|_| ResponseError::CorruptMessage.code())
+    };
+    state.for_each_batch(TXN_TOPIC, partition, &mut visit).await?;
     tracing::info!(partition, ids = coordinator.txns.len(), "loaded transaction coordinator");
     Ok(coordinator)
 }
