@@ -410,12 +410,7 @@ impl ShardPartitions {
     /// watermark, calling `visit` with each batch's header and bytes (the
     /// coordinators' loads). Returns the Kafka error of a failed read, or
     /// the first error `visit` returns.
-    pub async fn for_each_batch(
-        &self,
-        topic: &str,
-        partition: i32,
-        visit: &mut BatchVisitor<'_>,
-    ) -> Result<(), i16> {
+    pub async fn for_each_batch(&self, topic: &str, partition: i32, visit: &mut BatchVisitor<'_>) -> Result<(), i16> {
         let mut offset = 0i64;
         loop {
             let read = self.fetch(topic, partition, offset, 4 << 20, false).await;
