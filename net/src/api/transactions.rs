@@ -16,11 +16,11 @@ use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 use shardline_engine::shard::Mesh;
 
-use super::groups::{offsets_topic, on_coordinator, partition_exists, s};
+use super::groups::{commit_records, fail_unwritten, offsets_topic, on_coordinator, partition_exists, s, CommitAsked};
 use super::Context;
 use crate::broker::BrokerShared;
 use crate::groups::coordinator::Protocol;
-use crate::groups::records::{partition_for, OffsetValue, OffsetsRecord};
+use crate::groups::records::partition_for;
 use crate::groups::{self, wall_ms, OFFSETS_TOPIC};
 use crate::partitions::ShardPartitions;
 use crate::topics::TopicInfo;
@@ -249,35 +249,25 @@ pub async fn txn_offset_commit(
                     Protocol::Consumer(g) => g.check_member_epoch(&request.member_id, request.generation_id)?,
                 }
             }
-            let max_metadata = state.config.offset_metadata_max_bytes;
-            let mut codes = Vec::new();
-            let mut records = Vec::new();
-            for topic in &request.topics {
-                let mut topic_codes = Vec::new();
-                for p in &topic.partitions {
-                    let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
-                    let code = if !partition_exists(&shared, &topic.name, p.partition_index) {
-                        ResponseError::UnknownTopicOrPartition.code()
-                    } else if metadata.len() > max_metadata {
-                        ResponseError::OffsetMetadataTooLarge.code()
-                    } else {
-                        records.push(OffsetsRecord::Offset {
-                            group: id.clone(),
-                            topic: topic.name.to_string(),
+            let asked: Vec<(String, Vec<CommitAsked>)> = request
+                .topics
+                .iter()
+                .map(|t| {
+                    let partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| CommitAsked {
                             partition: p.partition_index,
-                            value: Some(OffsetValue {
-                                offset: p.committed_offset,
-                                leader_epoch: if version >= 2 { p.committed_leader_epoch } else { -1 },
-                                metadata,
-                                commit_timestamp: now_wall,
-                            }),
-                        });
-                        0
-                    };
-                    topic_codes.push(code);
-                }
-                codes.push(topic_codes);
-            }
+                            offset: p.committed_offset,
+                            leader_epoch: if version >= 2 { p.committed_leader_epoch } else { -1 },
+                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                        })
+                        .collect();
+                    (t.name.to_string(), partitions)
+                })
+                .collect();
+            let (mut codes, records) =
+                commit_records(&shared, state.config.offset_metadata_max_bytes, &id, &asked, now_wall);
             let (producer_id, epoch) = (request.producer_id.0, request.producer_epoch);
             if !records.is_empty() {
                 match groups::append_transactional(&state, partition, producer_id, epoch, &records).await {
@@ -287,11 +277,7 @@ pub async fn txn_offset_commit(
                             c.replay_pending(producer_id, record, now_wall);
                         }
                     }
-                    Err(error) => {
-                        for code in codes.iter_mut().flatten().filter(|c| **c == 0) {
-                            *code = error.code();
-                        }
-                    }
+                    Err(error) => fail_unwritten(&mut codes, error),
                 }
             }
             Ok(codes)

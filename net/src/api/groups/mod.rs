@@ -14,6 +14,7 @@ mod offsets;
 pub use admin::{delete_groups, describe_groups, list_groups, offset_delete};
 pub use classic::{heartbeat, join_group, leave_group, sync_group};
 pub use consumer::{consumer_group_describe, consumer_group_heartbeat};
+pub(super) use offsets::{commit_records, fail_unwritten, CommitAsked};
 pub use offsets::{offset_commit, offset_fetch};
 
 use std::collections::BTreeMap;

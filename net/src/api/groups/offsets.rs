@@ -7,6 +7,7 @@ use kafka_protocol::ResponseError;
 
 use super::super::Context;
 use super::{on_coordinator, partition_exists, s};
+use crate::broker::BrokerShared;
 use crate::groups::coordinator::{Group, Protocol};
 use crate::groups::records::{OffsetValue, OffsetsRecord};
 use crate::groups::{self, wall_ms};
@@ -44,35 +45,25 @@ pub async fn offset_commit(context: &Context, request: OffsetCommitRequest, vers
                     }
                 }
             }
-            let max_metadata = state.config.offset_metadata_max_bytes;
-            let mut codes = Vec::new();
-            let mut records = Vec::new();
-            for topic in &request.topics {
-                let mut topic_codes = Vec::new();
-                for p in &topic.partitions {
-                    let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
-                    let code = if !partition_exists(&shared, &topic.name, p.partition_index) {
-                        ResponseError::UnknownTopicOrPartition.code()
-                    } else if metadata.len() > max_metadata {
-                        ResponseError::OffsetMetadataTooLarge.code()
-                    } else {
-                        records.push(OffsetsRecord::Offset {
-                            group: id.clone(),
-                            topic: topic.name.to_string(),
+            let asked: Vec<(String, Vec<CommitAsked>)> = request
+                .topics
+                .iter()
+                .map(|t| {
+                    let partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| CommitAsked {
                             partition: p.partition_index,
-                            value: Some(OffsetValue {
-                                offset: p.committed_offset,
-                                leader_epoch: if version >= 6 { p.committed_leader_epoch } else { -1 },
-                                metadata,
-                                commit_timestamp: now_wall,
-                            }),
-                        });
-                        0
-                    };
-                    topic_codes.push(code);
-                }
-                codes.push(topic_codes);
-            }
+                            offset: p.committed_offset,
+                            leader_epoch: if version >= 6 { p.committed_leader_epoch } else { -1 },
+                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                        })
+                        .collect();
+                    (t.name.to_string(), partitions)
+                })
+                .collect();
+            let (mut codes, records) =
+                commit_records(&shared, state.config.offset_metadata_max_bytes, &id, &asked, now_wall);
             match groups::append(&state, partition, &records).await {
                 Ok(()) => {
                     let mut c = coordinator.borrow_mut();
@@ -80,13 +71,7 @@ pub async fn offset_commit(context: &Context, request: OffsetCommitRequest, vers
                         c.replay(record, now_wall);
                     }
                 }
-                Err(error) => {
-                    for code in codes.iter_mut().flatten() {
-                        if *code == 0 {
-                            *code = error.code();
-                        }
-                    }
-                }
+                Err(error) => fail_unwritten(&mut codes, error),
             }
             Ok(codes)
         })
@@ -117,6 +102,68 @@ pub async fn offset_commit(context: &Context, request: OffsetCommitRequest, vers
         })
         .collect();
     response
+}
+
+/// One partition's commit as an OffsetCommit or TxnOffsetCommit carries it.
+pub(in crate::api) struct CommitAsked {
+    /// Partition.
+    pub partition: i32,
+    /// Offset to commit.
+    pub offset: i64,
+    /// Leader epoch (-1 when the version has none).
+    pub leader_epoch: i32,
+    /// Client metadata.
+    pub metadata: Option<String>,
+}
+
+/// Validates each asked commit of `group` (the partition exists, the
+/// metadata fits) and builds the records of the valid ones. Returns, per
+/// topic and partition, the error code (0: to be written) and the records.
+pub(in crate::api) fn commit_records(
+    shared: &BrokerShared,
+    max_metadata: usize,
+    group: &str,
+    asked: &[(String, Vec<CommitAsked>)],
+    now_wall: i64,
+) -> (Vec<Vec<i16>>, Vec<OffsetsRecord>) {
+    let mut records = Vec::new();
+    let codes = asked
+        .iter()
+        .map(|(topic, partitions)| {
+            partitions
+                .iter()
+                .map(|p| {
+                    let metadata = p.metadata.clone().unwrap_or_default();
+                    if !partition_exists(shared, topic, p.partition) {
+                        return ResponseError::UnknownTopicOrPartition.code();
+                    }
+                    if metadata.len() > max_metadata {
+                        return ResponseError::OffsetMetadataTooLarge.code();
+                    }
+                    records.push(OffsetsRecord::Offset {
+                        group: group.to_string(),
+                        topic: topic.clone(),
+                        partition: p.partition,
+                        value: Some(OffsetValue {
+                            offset: p.offset,
+                            leader_epoch: p.leader_epoch,
+                            metadata,
+                            commit_timestamp: now_wall,
+                        }),
+                    });
+                    0
+                })
+                .collect()
+        })
+        .collect();
+    (codes, records)
+}
+
+/// The write of the valid commits failed: they get its error.
+pub(in crate::api) fn fail_unwritten(codes: &mut [Vec<i16>], error: ResponseError) {
+    for code in codes.iter_mut().flatten().filter(|c| **c == 0) {
+        *code = error.code();
+    }
 }
 
 /// One partition's committed offset as OffsetFetch reports it.
