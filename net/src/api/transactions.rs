@@ -16,7 +16,9 @@ use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 use shardline_engine::shard::Mesh;
 
-use super::groups::{commit_records, fail_unwritten, offsets_topic, on_coordinator, partition_exists, s, CommitAsked};
+use super::groups::{
+    commit_records, fail_unwritten, internal_topic, offsets_topic, on_coordinator, partition_exists, s, CommitAsked,
+};
 use super::Context;
 use crate::broker::BrokerShared;
 use crate::groups::coordinator::Protocol;
@@ -29,22 +31,7 @@ use crate::txn::{self, TXN_TOPIC};
 
 /// `__transaction_state`, created on first use.
 pub async fn transaction_topic(context: &Context) -> Result<Arc<TopicInfo>, ResponseError> {
-    if let Some(topic) = context.shared.topics.image().topics.get(TXN_TOPIC) {
-        return Ok(topic.clone());
-    }
-    // Kafka compacts this topic; until compaction exists nothing is deleted.
-    let configs: BTreeMap<String, String> =
-        [("retention.ms", "-1"), ("retention.bytes", "-1"), ("segment.bytes", "104857600")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-    let partitions = context.shared.config.transaction_state_num_partitions;
-    match super::create_topic(context, TXN_TOPIC, partitions, configs).await {
-        Ok(topic) => Ok(topic),
-        Err(_) => {
-            context.shared.topics.image().topics.get(TXN_TOPIC).cloned().ok_or(ResponseError::CoordinatorNotAvailable)
-        }
-    }
+    internal_topic(context, TXN_TOPIC, context.shared.config.transaction_state_num_partitions).await
 }
 
 /// Runs `work` on the shard coordinating `transactional_id`.

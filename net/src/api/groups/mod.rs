@@ -37,30 +37,33 @@ pub(super) fn s(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
 }
 
-/// `__consumer_offsets`, created on first use.
-pub async fn offsets_topic(context: &Context) -> Result<Arc<TopicInfo>, ResponseError> {
-    if let Some(topic) = context.shared.topics.image().topics.get(OFFSETS_TOPIC) {
+/// An internal coordinator topic (`__consumer_offsets`,
+/// `__transaction_state`), created on first use. Kafka compacts these;
+/// until compaction exists here nothing is deleted from them by retention,
+/// so no committed offset or transaction state is lost.
+pub(in crate::api) async fn internal_topic(
+    context: &Context,
+    name: &str,
+    partitions: i32,
+) -> Result<Arc<TopicInfo>, ResponseError> {
+    if let Some(topic) = context.shared.topics.image().topics.get(name) {
         return Ok(topic.clone());
     }
-    // Kafka compacts this topic. Until compaction exists here, nothing is
-    // ever deleted from it by retention, so no committed offset is lost.
     let configs: BTreeMap<String, String> =
         [("retention.ms", "-1"), ("retention.bytes", "-1"), ("segment.bytes", "104857600")]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-    let partitions = context.shared.config.offsets_topic_num_partitions;
-    match super::create_topic(context, OFFSETS_TOPIC, partitions, configs).await {
+    match super::create_topic(context, name, partitions, configs).await {
         Ok(topic) => Ok(topic),
-        Err(_) => context
-            .shared
-            .topics
-            .image()
-            .topics
-            .get(OFFSETS_TOPIC)
-            .cloned()
-            .ok_or(ResponseError::CoordinatorNotAvailable),
+        // Created meanwhile by another request, or not at all.
+        Err(_) => context.shared.topics.image().topics.get(name).cloned().ok_or(ResponseError::CoordinatorNotAvailable),
     }
+}
+
+/// `__consumer_offsets`, created on first use.
+pub async fn offsets_topic(context: &Context) -> Result<Arc<TopicInfo>, ResponseError> {
+    internal_topic(context, OFFSETS_TOPIC, context.shared.config.offsets_topic_num_partitions).await
 }
 
 /// Runs `work` on the shard coordinating `group`, with its offsets
