@@ -92,7 +92,7 @@ fn reads(c: &mut Criterion) {
 fn next_offset_after(chunks: &[bytes::Bytes]) -> i64 {
     let mut next = 0;
     for chunk in chunks {
-        for (_, header) in shardline_engine::batch::BatchIter::new(chunk) {
+        for (_, header) in shardline_engine::format::batch::BatchIter::new(chunk) {
             next = header.next_offset();
         }
     }

@@ -11,7 +11,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{FetchResponse, ProduceRequest, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use shardline_engine::batch::{assign_offsets, build::simple_batch, validate_batch};
+use shardline_engine::format::batch::{assign_offsets, build::simple_batch, validate_batch};
 
 fn batches(c: &mut Criterion) {
     let mut group = c.benchmark_group("batch");

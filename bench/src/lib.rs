@@ -13,8 +13,8 @@ use std::path::Path;
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use shardline_engine::batch::build::simple_batch;
-use shardline_engine::cache::BatchCache;
+use shardline_engine::format::batch::build::simple_batch;
+use shardline_engine::log::cache::BatchCache;
 use shardline_engine::{HighWatermarkPolicy, Log, LogConfig, LogOptions, RealDisk};
 
 /// A valid uncompressed batch of about `bytes` bytes (one record).
@@ -31,6 +31,7 @@ pub async fn open_log(dir: &Path, cache_bytes: usize) -> Log<RealDisk> {
         policy: HighWatermarkPolicy::Durable,
         cache: BatchCache::shared(cache_bytes),
         cache_key: 0,
+        clock: shardline_engine::runtime::clock::system_clock(),
     };
     Log::open(RealDisk, dir, options, 0).await.expect("open benchmark log")
 }

@@ -1,42 +1,35 @@
-//! Shardline's per-core storage engine: the partition log.
+//! Shardline's per-core storage engine. Its layers, bottom up:
 //!
-//! Every partition lives in a [`log::Log`] owned by exactly one shard (core):
-//! Kafka-format segments (`<base>.log`, `.index`, `.timeindex`), O_DIRECT
-//! appends through compio with group-commit fdatasync, reads from the
-//! per-shard [`cache::BatchCache`] or the files, crash recovery, retention
-//! and truncation. All I/O goes through the [`disk::Disk`] seam so the
-//! fault-injecting [`fault_disk::FaultDisk`] can stand in for the real disk.
-//! The byte-level pieces (batch format, indexes, tail buffer, offsets,
-//! epoch cache) are synchronous and I/O free.
+//! - [`format`]: Kafka's record batch format (magic 2), records and
+//!   compression codecs. Pure functions over bytes.
+//! - [`storage`]: the [`storage::disk::Disk`] seam: io_uring files through
+//!   compio with O_DIRECT appends ([`storage::disk::RealDisk`]), and the
+//!   fault-injecting [`storage::fault_disk::FaultDisk`] of the crash tests
+//!   and the simulator.
+//! - [`log`]: one partition's segment log: Kafka-named segments and indexes,
+//!   O_DIRECT appends with group-commit fdatasync, reads from the per-shard
+//!   batch cache or the files, recovery after a crash, retention, truncation.
+//! - [`partition`]: the Kafka-free partition on top of its log: leader and
+//!   follower appends, idempotent producer state, transactions (open and
+//!   aborted, last stable offset), markers, the high watermark policy,
+//!   producer snapshots. Typed errors; time and the leader epoch come in as
+//!   arguments.
+//! - [`runtime`]: the shard pool (one pinned executor per core), the mesh
+//!   between shards, the clock and background task spawning.
+//!
+//! Every partition is owned by exactly one shard and touched by no other.
 
 #![deny(missing_docs)]
 
-pub mod aligned;
-pub mod batch;
-pub mod cache;
-pub mod compression;
-pub mod config;
-pub mod disk;
-pub mod epoch_cache;
-pub mod error;
-pub mod event;
-pub mod fault_disk;
-pub mod index;
+pub mod format;
 pub mod log;
-mod maintenance;
-mod open;
-pub mod producer_state;
-mod read;
-pub mod records;
-pub mod scan;
-pub mod segment;
-pub mod shard;
-pub mod state;
-pub mod tail;
-mod writer;
+pub mod partition;
+pub mod runtime;
+pub mod storage;
 
-pub use config::LogConfig;
-pub use disk::{Disk, DiskFile, RealDisk};
-pub use error::{InvalidBatch, LogError, LogResult};
+pub use format::batch::InvalidBatch;
+pub use log::config::LogConfig;
+pub use log::error::{LogError, LogResult};
+pub use log::offsets::{HighWatermarkPolicy, PartitionOffsets};
 pub use log::{AppendInfo, Log, LogOptions, ReadResult};
-pub use state::{HighWatermarkPolicy, PartitionOffsets};
+pub use storage::disk::{Disk, DiskFile, RealDisk};

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use common::*;
 use rand::{Rng, SeedableRng};
-use shardline_engine::fault_disk::{FaultConfig, FaultDisk};
+use shardline_engine::storage::fault_disk::{FaultConfig, FaultDisk};
 use shardline_engine::{Disk, Log, LogError};
 
 const DIR: &str = "/data/crash-0";
@@ -35,7 +35,7 @@ async fn read_all<D: Disk>(log: &Log<D>) -> Vec<(i64, Vec<u8>)> {
             log.segment_bases()
         );
         for (base, bytes) in batches {
-            let header = shardline_engine::batch::parse_header(&bytes).expect("header");
+            let header = shardline_engine::format::batch::parse_header(&bytes).expect("header");
             offset = header.next_offset();
             out.push((base, bytes));
         }

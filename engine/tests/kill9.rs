@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shardline_engine::batch::build::deterministic_batch;
+use shardline_engine::format::batch::build::deterministic_batch;
 use shardline_engine::{Log, RealDisk};
 
 /// A `durable <offset> <producer> <seq>` line of the appender.

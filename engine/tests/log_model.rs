@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::*;
 use proptest::prelude::*;
-use shardline_engine::fault_disk::{FaultConfig, FaultDisk};
+use shardline_engine::storage::fault_disk::{FaultConfig, FaultDisk};
 use shardline_engine::{Disk, Log, LogError, RealDisk};
 
 #[derive(Debug, Clone)]

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use compio::net::TcpListener;
-use shardline_engine::shard::{Mesh, ShardPool};
+use shardline_engine::runtime::mesh::Mesh;
+use shardline_engine::runtime::pool::ShardPool;
 
 use crate::config::BrokerConfig;
 use crate::connection::serve_connection;
@@ -132,7 +133,9 @@ impl Broker {
             shards,
             {
                 let config = config.clone();
-                move |shard| ShardPartitions::new(shard, config.clone())
+                move |shard| {
+                    ShardPartitions::new(shard, config.clone(), shardline_engine::runtime::clock::system_clock())
+                }
             },
             move |shard, state: Rc<ShardPartitions>, mesh: Mesh<ShardPartitions>| {
                 let shared = shared_for_shards.clone();

@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use compio::net::TcpStream;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use shardline_engine::shard::Mesh;
+use shardline_engine::runtime::mesh::Mesh;
 
 use crate::api::{self, Context};
 use crate::broker::BrokerShared;

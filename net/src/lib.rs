@@ -15,7 +15,6 @@ pub mod group_admin;
 pub mod groups;
 pub mod partitions;
 pub mod producer_ids;
-pub mod producer_snapshots;
 pub mod topics;
 pub mod txn;
 

@@ -9,16 +9,18 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use kafka_protocol::ResponseError;
-use shardline_engine::cache::{BatchCache, SharedBatchCache};
-use shardline_engine::event::LocalEvent;
-use shardline_engine::{HighWatermarkPolicy, Log, LogError, LogOptions, RealDisk};
+use shardline_engine::format::batch::BatchHeader;
+use shardline_engine::log::cache::{BatchCache, SharedBatchCache};
+use shardline_engine::partition::{
+    AppendOrigin, Durability, Isolation, OffsetQuery, Partition, PartitionError, TxnMarker, WalkError,
+};
+use shardline_engine::runtime::clock::{timeout, SharedClock};
+use shardline_engine::runtime::event::LocalEvent;
+use shardline_engine::{HighWatermarkPolicy, LogOptions, RealDisk};
 
 use crate::config::{AckDurability, BrokerConfig};
-use crate::producer_snapshots;
-use shardline_engine::batch::{parse_header, validate_batch, BatchHeader, BatchIter};
-use shardline_engine::producer_state::{last_sequence, marker_batch, BatchMeta, ProducerState, SequenceCheck};
 
 /// Called with each batch's header and bytes by
 /// [`ShardPartitions::for_each_batch`]; an error (a Kafka code) stops the walk.
@@ -29,17 +31,10 @@ pub type PartitionKey = (String, i32);
 
 /// One open partition.
 pub struct OpenPartition {
-    /// Its log.
-    pub log: Log<RealDisk>,
+    /// The partition.
+    pub partition: Partition<RealDisk>,
     /// What acks=all waits for.
     pub ack: AckDurability,
-    /// Idempotent producers' sequences and epochs.
-    pub producers: RefCell<ProducerState>,
-    /// Serialises the check-then-append of idempotent batches (an append
-    /// may wait before it assigns offsets).
-    pub append_lock: futures::lock::Mutex<()>,
-    /// Offset of the newest producer snapshot.
-    pub snapshot_offset: Cell<i64>,
 }
 
 /// State of one shard. See the module documentation.
@@ -48,6 +43,8 @@ pub struct ShardPartitions {
     pub shard: usize,
     /// Broker configuration.
     pub config: Arc<BrokerConfig>,
+    /// This shard's clock.
+    pub clock: SharedClock,
     cache: SharedBatchCache,
     partitions: RefCell<HashMap<PartitionKey, Rc<OpenPartition>>>,
     next_cache_key: Cell<u64>,
@@ -65,15 +62,21 @@ pub struct ShardPartitions {
     pub txns: crate::txn::TxnShard,
 }
 
-/// Kafka error code from an engine error.
-pub fn error_code(error: &LogError) -> i16 {
+/// Kafka error code of a partition error.
+pub fn error_code(error: &PartitionError) -> i16 {
+    use shardline_engine::InvalidBatch;
     match error {
-        LogError::InvalidBatch(shardline_engine::InvalidBatch::BadCrc) => ResponseError::CorruptMessage.code(),
-        LogError::InvalidBatch(_) => ResponseError::InvalidRecord.code(),
-        LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge.code(),
-        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
-        LogError::Poisoned(_) | LogError::Io(_) | LogError::Corrupt(_) => ResponseError::KafkaStorageError.code(),
-        LogError::Closed | LogError::Truncated { .. } => ResponseError::NotLeaderOrFollower.code(),
+        PartitionError::InvalidBatch(InvalidBatch::BadCrc) => ResponseError::CorruptMessage.code(),
+        PartitionError::InvalidBatch(_) | PartitionError::MultipleProducerBatches => {
+            ResponseError::InvalidRecord.code()
+        }
+        PartitionError::BatchTooLarge { .. } => ResponseError::MessageTooLarge.code(),
+        PartitionError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber.code(),
+        PartitionError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch.code(),
+        PartitionError::NotContiguous { .. } => ResponseError::UnknownServerError.code(),
+        PartitionError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
+        PartitionError::Storage(_) => ResponseError::KafkaStorageError.code(),
+        PartitionError::NotAvailable => ResponseError::NotLeaderOrFollower.code(),
     }
 }
 
@@ -98,7 +101,7 @@ pub struct FetchOutcome {
     /// Log start offset.
     pub log_start: i64,
     /// Whole batches.
-    pub records: Vec<Bytes>,
+    pub records: Vec<bytes::Bytes>,
     /// Last stable offset (below the first open transaction).
     pub last_stable_offset: i64,
     /// End of what this isolation level may see (high watermark, or the
@@ -109,13 +112,25 @@ pub struct FetchOutcome {
     pub aborted: Vec<(i64, i64)>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+fn isolation(read_committed: bool) -> Isolation {
+    if read_committed {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    }
+}
+
+/// The durability acks=all asks for on a partition.
+fn acks_all(ack: AckDurability) -> Durability {
+    match ack {
+        AckDurability::Fsync => Durability::Durable,
+        AckDurability::Written => Durability::Written,
+    }
 }
 
 impl ShardPartitions {
     /// Empty state for `shard`.
-    pub fn new(shard: usize, config: Arc<BrokerConfig>) -> Self {
+    pub fn new(shard: usize, config: Arc<BrokerConfig>, clock: SharedClock) -> Self {
         let cache = BatchCache::shared(config.batch_cache_bytes);
         let sessions = crate::fetch_sessions::FetchSessions::new(
             config.max_incremental_fetch_session_cache_slots,
@@ -125,6 +140,7 @@ impl ShardPartitions {
         Self {
             shard,
             config,
+            clock,
             cache,
             partitions: RefCell::new(HashMap::new()),
             next_cache_key: Cell::new(0),
@@ -154,7 +170,7 @@ impl ShardPartitions {
         partition: i32,
         config: shardline_engine::LogConfig,
         ack: AckDurability,
-    ) -> Result<(), LogError> {
+    ) -> Result<(), PartitionError> {
         if self.get(topic, partition).is_some() {
             return Ok(());
         }
@@ -164,17 +180,11 @@ impl ShardPartitions {
             AckDurability::Fsync => HighWatermarkPolicy::Durable,
             AckDurability::Written => HighWatermarkPolicy::Written,
         };
-        let options = LogOptions { config, policy, cache: self.cache.clone(), cache_key: key };
+        let options =
+            LogOptions { config, policy, cache: self.cache.clone(), cache_key: key, clock: self.clock.clone() };
         let dir = Self::partition_dir(&self.config, topic, partition);
-        let log = Log::open(RealDisk, &dir, options, now_ms()).await?;
-        let (producers, snapshot_offset) = producer_snapshots::load(&log).await?;
-        let open = OpenPartition {
-            log,
-            ack,
-            producers: RefCell::new(producers),
-            append_lock: futures::lock::Mutex::new(()),
-            snapshot_offset: Cell::new(snapshot_offset),
-        };
+        let opened = Partition::open(RealDisk, &dir, options, self.clock.now_ms()).await?;
+        let open = OpenPartition { partition: opened, ack };
         self.partitions.borrow_mut().insert((topic.to_string(), partition), Rc::new(open));
         Ok(())
     }
@@ -183,7 +193,7 @@ impl ShardPartitions {
     pub async fn delete(&self, topic: &str, partition: i32) -> std::io::Result<()> {
         let removed = self.partitions.borrow_mut().remove(&(topic.to_string(), partition));
         if let Some(open) = removed {
-            if let Err(error) = open.log.close().await {
+            if let Err(error) = open.partition.close().await {
                 tracing::warn!(topic, partition, %error, "closing a deleted partition");
             }
         }
@@ -200,14 +210,8 @@ impl ShardPartitions {
     pub async fn close_all(&self) {
         let all: Vec<(PartitionKey, Rc<OpenPartition>)> = self.partitions.borrow_mut().drain().collect();
         for ((topic, partition), open) in all {
-            if let Err(error) = open.log.close().await {
-                tracing::error!(topic, partition, %error, "closing partition log");
-                continue;
-            }
-            let end = open.log.offsets().log_end;
-            let state = open.producers.borrow().clone();
-            if let Err(error) = producer_snapshots::write(open.log.dir().to_path_buf(), end, state).await {
-                tracing::warn!(topic, partition, %error, "writing producer snapshot");
+            if let Err(error) = open.partition.close().await {
+                tracing::error!(topic, partition, %error, "closing partition");
             }
         }
     }
@@ -219,79 +223,34 @@ impl ShardPartitions {
         partition: i32,
         records: BytesMut,
         acks: i16,
-        timeout: Duration,
+        timeout_after: Duration,
     ) -> ProduceOutcome {
         let failed = |code: i16| ProduceOutcome { error_code: code, base_offset: -1, log_start: -1 };
         let Some(open) = self.get(topic, partition) else {
             return failed(ResponseError::UnknownTopicOrPartition.code());
         };
-        let info = match parse_header(&records) {
-            Ok(header) if header.producer_id >= 0 => match self.append_idempotent(&open, records, &header).await {
-                Ok(info) => info,
-                Err(code) => return failed(code),
-            },
-            _ => match open.log.append(records, 0, now_ms()).await {
-                Ok(info) => (info.base_offset, info.last_offset, info.log_start),
-                Err(error) => return failed(error_code(&error)),
-            },
+        let appended = open.partition.append_as_leader(records, AppendOrigin::Client, 0, self.clock.now_ms()).await;
+        let appended = match appended {
+            Ok(appended) => appended,
+            Err(error) => return failed(error_code(&error)),
         };
-        let (base_offset, last_offset, log_start) = info;
-        let end = last_offset + 1;
+        let durability = match acks {
+            0 => None,
+            -1 => Some(acks_all(open.ack)),
+            _ => Some(Durability::Written),
+        };
         let wait = async {
-            match (acks, open.ack) {
-                (0, _) => Ok(()),
-                (-1, AckDurability::Fsync) => open.log.wait_durable(end).await,
-                _ => open.log.wait_written(end).await,
+            match durability {
+                None => Ok(()),
+                Some(durability) => open.partition.wait_until(appended.end_offset(), durability).await,
             }
         };
-        match compio::time::timeout(timeout, wait).await {
-            Ok(Ok(())) => ProduceOutcome { error_code: 0, base_offset, log_start },
+        match timeout(&*self.clock, timeout_after, wait).await {
+            Ok(Ok(())) => {
+                ProduceOutcome { error_code: 0, base_offset: appended.base_offset, log_start: appended.log_start }
+            }
             Ok(Err(error)) => failed(error_code(&error)),
             Err(_) => failed(ResponseError::RequestTimedOut.code()),
-        }
-    }
-
-    /// Appends one idempotent producer's batch after checking its sequence
-    /// and epoch; a retried batch gets the offsets it already has. Returns
-    /// (first offset, last offset, log start) or a Kafka error code.
-    async fn append_idempotent(
-        &self,
-        open: &OpenPartition,
-        records: BytesMut,
-        header: &BatchHeader,
-    ) -> Result<(i64, i64, i64), i16> {
-        if header.total_bytes() != records.len() {
-            // Kafka: an idempotent produce carries exactly one batch.
-            return Err(ResponseError::InvalidRecord.code());
-        }
-        let _serial = open.append_lock.lock().await;
-        let (id, epoch, first_seq, last_seq) =
-            (header.producer_id, header.producer_epoch, header.base_sequence, last_sequence(header));
-        let check = open.producers.borrow().check(id, epoch, first_seq, last_seq);
-        match check {
-            SequenceCheck::Fenced => Err(ResponseError::InvalidProducerEpoch.code()),
-            SequenceCheck::OutOfOrder => Err(ResponseError::OutOfOrderSequenceNumber.code()),
-            SequenceCheck::Duplicate { first_offset, last_offset } => {
-                validate_batch(&records, true).map_err(|_| ResponseError::CorruptMessage.code())?;
-                Ok((first_offset, last_offset, open.log.offsets().log_start))
-            }
-            SequenceCheck::Append => {
-                let info = open.log.append(records, 0, now_ms()).await.map_err(|e| error_code(&e))?;
-                let meta = BatchMeta {
-                    epoch,
-                    first_seq,
-                    last_seq,
-                    first_offset: info.base_offset,
-                    last_offset: info.last_offset,
-                    timestamp: now_ms(),
-                };
-                if header.is_transactional() {
-                    open.producers.borrow_mut().record_transactional(id, meta);
-                } else {
-                    open.producers.borrow_mut().record(id, meta);
-                }
-                Ok((info.base_offset, info.last_offset, info.log_start))
-            }
         }
     }
 
@@ -310,30 +269,16 @@ impl ShardPartitions {
         let Some(open) = self.get(topic, partition) else {
             return ResponseError::UnknownTopicOrPartition.code();
         };
-        let end = {
-            let _serial = open.append_lock.lock().await;
-            if !open.producers.borrow().has_ongoing(producer_id) {
-                tracing::debug!(topic, partition, producer_id, commit, "no open transaction: no marker");
-                // Nothing produced here in this transaction, or the marker
-                // is already written (a retry): never write it twice.
-                return 0;
-            }
-            let now = now_ms();
-            let marker = BytesMut::from(&marker_batch(producer_id, epoch, commit, coordinator_epoch, now)[..]);
-            let info = match open.log.append(marker, 0, now).await {
-                Ok(info) => info,
-                Err(error) => return error_code(&error),
-            };
-            tracing::debug!(topic, partition, producer_id, commit, offset = info.base_offset, "transaction marker");
-            let mut producers = open.producers.borrow_mut();
-            producers.complete(producer_id, info.base_offset, commit);
-            producers.bump_epoch(producer_id, epoch, info.base_offset, now);
-            info.last_offset + 1
+        let marker = TxnMarker { producer_id, producer_epoch: epoch, commit, coordinator_epoch };
+        let written = match open.partition.write_marker(marker, 0, self.clock.now_ms()).await {
+            Ok(Some(appended)) => appended,
+            // Nothing produced here in this transaction, or the marker is
+            // already written (a retry): never write it twice.
+            Ok(None) => return 0,
+            Err(error) => return error_code(&error),
         };
-        let waited = match open.ack {
-            AckDurability::Fsync => open.log.wait_durable(end).await,
-            AckDurability::Written => open.log.wait_written(end).await,
-        };
+        tracing::debug!(topic, partition, producer_id, commit, offset = written.base_offset, "transaction marker");
+        let waited = open.partition.wait_until(written.end_offset(), acks_all(open.ack)).await;
         waited.map_or_else(|e| error_code(&e), |()| 0)
     }
 
@@ -344,39 +289,23 @@ impl ShardPartitions {
         let Some(open) = self.get(topic, partition) else {
             return ResponseError::UnknownTopicOrPartition.code();
         };
-        let Ok(header) = parse_header(&records) else { return ResponseError::CorruptMessage.code() };
-        let end = {
-            let _serial = open.append_lock.lock().await;
-            let info = match open.log.append(records, 0, now_ms()).await {
-                Ok(info) => info,
-                Err(error) => return error_code(&error),
-            };
-            let meta = BatchMeta {
-                epoch: header.producer_epoch,
-                first_seq: -1,
-                last_seq: -1,
-                first_offset: info.base_offset,
-                last_offset: info.last_offset,
-                timestamp: now_ms(),
-            };
-            open.producers.borrow_mut().record_transactional(header.producer_id, meta);
-            info.last_offset + 1
+        let now = self.clock.now_ms();
+        let appended = match open.partition.append_as_leader(records, AppendOrigin::Coordinator, 0, now).await {
+            Ok(appended) => appended,
+            Err(error) => return error_code(&error),
         };
-        let waited = match open.ack {
-            AckDurability::Fsync => open.log.wait_durable(end).await,
-            AckDurability::Written => open.log.wait_written(end).await,
-        };
+        let waited = open.partition.wait_until(appended.end_offset(), acks_all(open.ack)).await;
         waited.map_or_else(|e| error_code(&e), |()| 0)
     }
 
     /// Open transactions of a partition: (producer id, first offset).
     pub fn ongoing_transactions(&self, topic: &str, partition: i32) -> Vec<(i64, i64)> {
-        self.get(topic, partition).map(|open| open.producers.borrow().ongoing().collect()).unwrap_or_default()
+        self.get(topic, partition).map(|open| open.partition.producer_state().ongoing().collect()).unwrap_or_default()
     }
 
     /// Producers of a partition: (id, epoch, last sequence, last timestamp).
     pub fn describe_producers(&self, topic: &str, partition: i32) -> Option<Vec<(i64, i16, i32, i64)>> {
-        self.get(topic, partition).map(|open| open.producers.borrow().describe())
+        self.get(topic, partition).map(|open| open.partition.producer_state().describe())
     }
 
     /// Snapshots the producer state of every partition whose durable
@@ -384,24 +313,10 @@ impl ShardPartitions {
     /// `producer_id_expiration_ms`.
     pub async fn snapshot_producers(&self) {
         let all: Vec<Rc<OpenPartition>> = self.partitions.borrow().values().cloned().collect();
-        let expire_before = now_ms() - self.config.producer_id_expiration_ms;
+        let expire_before = self.clock.now_ms() - self.config.producer_id_expiration_ms;
         for open in all {
-            let durable = open.log.offsets().durable;
-            if durable <= open.snapshot_offset.get() {
-                continue;
-            }
-            let state = {
-                let mut producers = open.producers.borrow_mut();
-                producers.expire(expire_before);
-                producers.forget_aborted_below(open.log.offsets().log_start);
-                producers.below(durable)
-            };
-            match producer_snapshots::write(open.log.dir().to_path_buf(), durable, state).await {
-                Ok(()) => {
-                    open.snapshot_offset.set(durable);
-                    open.producers.borrow_mut().snapshotted(durable);
-                }
-                Err(error) => tracing::warn!(dir = %open.log.dir().display(), %error, "writing producer snapshot"),
+            if let Err(error) = open.partition.snapshot_producers(expire_before).await {
+                tracing::warn!(dir = %open.partition.dir().display(), %error, "writing producer snapshot");
             }
         }
     }
@@ -411,29 +326,13 @@ impl ShardPartitions {
     /// coordinators' loads). Returns the Kafka error of a failed read, or
     /// the first error `visit` returns.
     pub async fn for_each_batch(&self, topic: &str, partition: i32, visit: &mut BatchVisitor<'_>) -> Result<(), i16> {
-        let mut offset = 0i64;
-        loop {
-            let read = self.fetch(topic, partition, offset, 4 << 20, false).await;
-            if read.error_code == ResponseError::OffsetOutOfRange.code() && offset < read.log_start {
-                offset = read.log_start;
-                continue;
-            }
-            if read.error_code != 0 {
-                return Err(read.error_code);
-            }
-            if read.records.is_empty() {
-                return Ok(());
-            }
-            for chunk in &read.records {
-                for (at, header) in BatchIter::new(chunk) {
-                    offset = offset.max(header.next_offset());
-                    visit(&header, &chunk[at..at + header.total_bytes()])?;
-                }
-            }
-            if offset >= read.high_watermark {
-                return Ok(());
-            }
-        }
+        let Some(open) = self.get(topic, partition) else {
+            return Err(ResponseError::UnknownTopicOrPartition.code());
+        };
+        open.partition.for_each_batch(|header, batch| visit(header, batch)).await.map_err(|e| match e {
+            WalkError::Read(error) => error_code(&error),
+            WalkError::Visitor(code) => code,
+        })
     }
 
     /// Reads whole batches below the high watermark (read_uncommitted) or
@@ -457,56 +356,31 @@ impl ShardPartitions {
                 ..FetchOutcome::default()
             };
         };
-        let offsets = open.log.offsets();
-        let lso = Self::last_stable(&open, offsets.high_watermark);
-        let limit = if read_committed { lso } else { offsets.high_watermark };
-        let empty = FetchOutcome {
-            error_code: 0,
-            high_watermark: offsets.high_watermark,
-            log_start: offsets.log_start,
-            last_stable_offset: lso,
-            visible_end: limit,
-            ..FetchOutcome::default()
-        };
-        if offset > limit && offset <= offsets.log_end {
-            // Between the visible end and LEO: nothing yet (not out of range).
-            return empty;
+        let offsets = open.partition.offsets();
+        match open.partition.read(offset, max_bytes, isolation(read_committed)).await {
+            Ok(read) => FetchOutcome {
+                error_code: 0,
+                high_watermark: read.high_watermark,
+                log_start: read.log_start,
+                records: read.batches,
+                last_stable_offset: read.last_stable_offset,
+                visible_end: read.visible_end,
+                aborted: read.aborted.iter().map(|a| (a.producer_id, a.first_offset)).collect(),
+            },
+            Err(error) => FetchOutcome {
+                error_code: error_code(&error),
+                high_watermark: offsets.high_watermark,
+                log_start: offsets.log_start,
+                last_stable_offset: open.partition.last_stable_offset(),
+                visible_end: open.partition.visible_end(isolation(read_committed)),
+                ..FetchOutcome::default()
+            },
         }
-        match open.log.read(offset, max_bytes, limit).await {
-            Ok(read) => {
-                // A read returns chunks that may hold several batches: list
-                // every aborted transaction below the read limit (a client
-                // ignores those past the data it got).
-                let aborted = if read_committed && !read.batches.is_empty() {
-                    let producers = open.producers.borrow();
-                    producers
-                        .aborted_between(offset, limit)
-                        .into_iter()
-                        .map(|a| (a.producer_id, a.first_offset))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                FetchOutcome {
-                    high_watermark: read.high_watermark,
-                    log_start: read.log_start,
-                    records: read.batches,
-                    aborted,
-                    ..empty
-                }
-            }
-            Err(error) => FetchOutcome { error_code: error_code(&error), ..empty },
-        }
-    }
-
-    fn last_stable(open: &OpenPartition, high_watermark: i64) -> i64 {
-        open.producers.borrow().first_unstable_offset().map_or(high_watermark, |first| first.min(high_watermark))
     }
 
     /// The last stable offset of a partition, if this shard holds it.
     pub fn last_stable_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        let open = self.get(topic, partition)?;
-        Some(Self::last_stable(&open, open.log.offsets().high_watermark))
+        Some(self.get(topic, partition)?.partition.last_stable_offset())
     }
 
     /// Waits until any of `partitions` has a high watermark above its
@@ -514,28 +388,20 @@ impl ShardPartitions {
     pub async fn wait_for_data(&self, partitions: Vec<(String, i32, i64)>, deadline: Instant, read_committed: bool) {
         let opens: Vec<(Rc<OpenPartition>, i64)> =
             partitions.iter().filter_map(|(t, p, o)| self.get(t, *p).map(|open| (open, *o))).collect();
-        let logs: Vec<(Log<RealDisk>, i64)> = opens.iter().map(|(open, o)| (open.log.clone(), *o)).collect();
-        let visible = |open: &OpenPartition| {
-            let hw = open.log.offsets().high_watermark;
-            if read_committed {
-                Self::last_stable(open, hw)
-            } else {
-                hw
-            }
-        };
+        let level = isolation(read_committed);
         loop {
-            if opens.iter().any(|(open, offset)| visible(open) > *offset) {
+            if opens.iter().any(|(open, offset)| open.partition.visible_end(level) > *offset) {
                 return;
             }
             let now = Instant::now();
-            if now >= deadline || logs.is_empty() {
-                if logs.is_empty() {
-                    compio::time::sleep(deadline.saturating_duration_since(now)).await;
+            if now >= deadline || opens.is_empty() {
+                if opens.is_empty() {
+                    self.clock.sleep(deadline.saturating_duration_since(now)).await;
                 }
                 return;
             }
-            let changes = futures::future::select_all(logs.iter().map(|(log, _)| Box::pin(log.changed())));
-            let _ = compio::time::timeout(deadline - now, changes).await;
+            let changes = futures::future::select_all(opens.iter().map(|(open, _)| Box::pin(open.partition.changed())));
+            let _ = timeout(&*self.clock, deadline - now, changes).await;
         }
     }
 
@@ -544,31 +410,27 @@ impl ShardPartitions {
         let Some(open) = self.get(topic, partition) else {
             return (ResponseError::UnknownTopicOrPartition.code(), -1, -1);
         };
-        let offsets = open.log.offsets();
-        match timestamp {
-            -2 => (0, -1, offsets.log_start),
-            -1 if committed => (0, -1, Self::last_stable(&open, offsets.high_watermark)),
-            -1 => (0, -1, offsets.high_watermark),
-            -3 => match open.log.max_timestamp_record().await {
-                Ok(Some((offset, ts))) if offset < offsets.high_watermark => (0, ts, offset),
-                Ok(_) => (0, -1, -1),
-                Err(error) => (error_code(&error), -1, -1),
-            },
-            ts if ts >= 0 => match open.log.offset_for_timestamp(ts, offsets.high_watermark).await {
-                Ok(Some((offset, found))) => (0, found, offset.max(offsets.log_start)),
-                Ok(None) => (0, -1, -1),
-                Err(error) => (error_code(&error), -1, -1),
-            },
-            _ => (ResponseError::InvalidRequest.code(), -1, -1),
+        let query = match timestamp {
+            -2 => OffsetQuery::Earliest,
+            -1 => OffsetQuery::Latest,
+            -3 => OffsetQuery::MaxTimestamp,
+            ts if ts >= 0 => OffsetQuery::AtOrAfter(ts),
+            _ => return (ResponseError::InvalidRequest.code(), -1, -1),
+        };
+        match open.partition.list_offset(query, isolation(committed)).await {
+            Ok(Some(found)) => (0, found.timestamp, found.offset),
+            Ok(None) => (0, -1, -1),
+            Err(error) => (error_code(&error), -1, -1),
         }
     }
 
     /// Runs retention on every partition of this shard.
     pub async fn apply_retention(&self) {
         let all: Vec<Rc<OpenPartition>> = self.partitions.borrow().values().cloned().collect();
+        let now = self.clock.now_ms();
         for open in all {
-            if let Err(error) = open.log.apply_retention(now_ms()).await {
-                tracing::warn!(dir = %open.log.dir().display(), %error, "retention failed");
+            if let Err(error) = open.partition.apply_retention(now).await {
+                tracing::warn!(dir = %open.partition.dir().display(), %error, "retention failed");
             }
         }
     }

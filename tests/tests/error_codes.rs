@@ -12,7 +12,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use shardline_engine::batch::build::simple_batch;
+use shardline_engine::format::batch::build::simple_batch;
 use shardline_tests::{Broker, RawClient};
 
 fn name(s: &str) -> TopicName {

@@ -19,8 +19,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use shardline_engine::batch::build::simple_batch;
-use shardline_engine::batch::compute_crc;
+use shardline_engine::format::batch::build::simple_batch;
+use shardline_engine::format::batch::compute_crc;
 use shardline_tests::{Broker, RawClient};
 
 fn init_producer_id(client: &mut RawClient) -> (i64, i16) {

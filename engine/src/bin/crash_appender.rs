@@ -6,11 +6,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use shardline_engine::batch::build::deterministic_batch;
-use shardline_engine::cache::BatchCache;
+use shardline_engine::format::batch::build::deterministic_batch;
+use shardline_engine::log::cache::BatchCache;
+use shardline_engine::runtime::clock::system_clock;
 use shardline_engine::{HighWatermarkPolicy, Log, LogConfig, LogOptions, RealDisk};
 
 fn main() {
@@ -26,16 +26,18 @@ fn main() {
             policy: HighWatermarkPolicy::Durable,
             cache: BatchCache::shared(1 << 20),
             cache_key: 0,
+            clock: system_clock(),
         };
         let log = Log::open(RealDisk, &dir, options, 0).await.expect("open log");
         println!("ready {}", log.offsets().log_end);
-        let deadline = Instant::now() + Duration::from_secs(max_seconds);
+        let clock = system_clock();
+        let deadline_ms = clock.now_ms() + (max_seconds * 1000) as i64;
         let producers: Vec<_> = (0..4u64)
             .map(|producer| {
                 let log = log.clone();
                 compio::runtime::spawn(async move {
                     let mut seq = first_seq;
-                    while Instant::now() < deadline {
+                    while system_clock().now_ms() < deadline_ms {
                         let batch = BytesMut::from(&deterministic_batch(producer, seq)[..]);
                         let info = log.append(batch, 0, 0).await.expect("append");
                         log.wait_durable(info.last_offset + 1).await.expect("durable");

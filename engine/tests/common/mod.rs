@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use bytes::BytesMut;
-use shardline_engine::batch::build::{batch, TestRecord};
-use shardline_engine::cache::BatchCache;
+use shardline_engine::format::batch::build::{batch, TestRecord};
+use shardline_engine::log::cache::BatchCache;
 use shardline_engine::{HighWatermarkPolicy, LogConfig, LogOptions};
 
 /// A valid batch whose record values are derived from `seed`.
@@ -41,14 +41,20 @@ pub fn small_config() -> LogConfig {
 }
 
 pub fn options(config: LogConfig, cache_bytes: usize) -> LogOptions {
-    LogOptions { config, policy: HighWatermarkPolicy::Durable, cache: BatchCache::shared(cache_bytes), cache_key: 1 }
+    LogOptions {
+        config,
+        policy: HighWatermarkPolicy::Durable,
+        cache: BatchCache::shared(cache_bytes),
+        cache_key: 1,
+        clock: shardline_engine::runtime::clock::system_clock(),
+    }
 }
 
 /// Splits a read result into (base offset, batch bytes).
 pub fn split_batches(chunks: &[bytes::Bytes]) -> Vec<(i64, Vec<u8>)> {
     let mut out = Vec::new();
     for chunk in chunks {
-        for (at, header) in shardline_engine::batch::BatchIter::new(chunk) {
+        for (at, header) in shardline_engine::format::batch::BatchIter::new(chunk) {
             out.push((header.base_offset, chunk[at..at + header.total_bytes()].to_vec()));
         }
     }

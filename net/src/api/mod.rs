@@ -21,7 +21,7 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::Encodable;
 use kafka_protocol::ResponseError;
-use shardline_engine::shard::Mesh;
+use shardline_engine::runtime::mesh::Mesh;
 
 use crate::broker::BrokerShared;
 use crate::partitions::ShardPartitions;

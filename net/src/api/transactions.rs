@@ -14,7 +14,7 @@ use std::sync::Arc;
 use futures::Future;
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
-use shardline_engine::shard::Mesh;
+use shardline_engine::runtime::mesh::Mesh;
 
 use super::groups::{
     commit_records, fail_unwritten, internal_topic, offsets_topic, on_coordinator, partition_exists, s, CommitAsked,

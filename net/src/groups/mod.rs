@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures::channel::oneshot;
 use kafka_protocol::ResponseError;
-use shardline_engine::batch::build::{batch, TestRecord};
-use shardline_engine::batch::BatchHeader;
-use shardline_engine::producer_state::{marker_type, MARKER_COMMIT};
-use shardline_engine::records::for_each_key_value;
+use shardline_engine::format::batch::build::{batch, TestRecord};
+use shardline_engine::format::batch::BatchHeader;
+use shardline_engine::format::records::for_each_key_value;
+use shardline_engine::partition::producer_state::{marker_type, MARKER_COMMIT};
 
 use crate::config::BrokerConfig;
 use crate::partitions::ShardPartitions;
@@ -249,11 +249,11 @@ pub async fn append_transactional(
         })
         .collect();
     let mut bytes = batch(wall_ms(), &encoded);
-    let attributes = shardline_engine::batch::ATTR_TRANSACTIONAL;
+    let attributes = shardline_engine::format::batch::ATTR_TRANSACTIONAL;
     bytes[21..23].copy_from_slice(&attributes.to_be_bytes());
     bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
     bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
-    let crc = shardline_engine::batch::compute_crc(&bytes);
+    let crc = shardline_engine::format::batch::compute_crc(&bytes);
     bytes[17..21].copy_from_slice(&crc.to_be_bytes());
     match state.append_internal_transactional(OFFSETS_TOPIC, partition, BytesMut::from(&bytes[..])).await {
         0 => Ok(()),

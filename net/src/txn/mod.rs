@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use kafka_protocol::ResponseError;
-use shardline_engine::batch::build::{batch, TestRecord};
-use shardline_engine::batch::BatchHeader;
-use shardline_engine::records::for_each_key_value;
-use shardline_engine::shard::Mesh;
+use shardline_engine::format::batch::build::{batch, TestRecord};
+use shardline_engine::format::batch::BatchHeader;
+use shardline_engine::format::records::for_each_key_value;
+use shardline_engine::runtime::mesh::Mesh;
 
 use crate::broker::BrokerShared;
 use crate::groups::{wall_ms, OFFSETS_TOPIC};

@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 
-use crate::aligned::{page_floor, AlignedBuf, PAGE_BYTES};
+use crate::storage::aligned::{page_floor, AlignedBuf, PAGE_BYTES};
 
 /// Buffer size of a quiet partition's tail.
 pub const SMALL_CHUNK_BYTES: usize = 64 * 1024;

@@ -7,207 +7,26 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::rc::Rc;
-use std::time::Instant;
 
-use crate::aligned::page_floor;
-use crate::disk::{Disk, DiskFile, OpenMode};
-use crate::epoch_cache::LeaderEpochCache;
-use crate::error::{LogError, LogResult};
-use crate::event::LocalEvent;
-use crate::index::{OffsetIndex, TimeIndex, TIME_ENTRY_BYTES};
-use crate::log::{
-    ActiveTail, Inner, Log, LogOptions, State, CLEAN_SHUTDOWN_FILE, EPOCH_CHECKPOINT_FILE, LOG_START_FILE,
+use crate::log::epoch_cache::LeaderEpochCache;
+use crate::log::error::{LogError, LogResult};
+use crate::log::files::{
+    open_segment_files, preallocation_target, read_checkpoint, rebuild_indexes, remove_segments, write_indexes,
+    IndexBuilder, SegmentFiles, CLEAN_SHUTDOWN_FILE, EPOCH_CHECKPOINT_FILE, LOG_START_FILE, RECOVERY_MAX_BATCH_BYTES,
+    RECOVERY_POINT_FILE,
 };
-use crate::scan::{scan_batches, ScanCheck};
-use crate::segment::{parse_segment_name, segment_file, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
-use crate::state::PartitionOffsets;
-use crate::tail::TailBuffer;
-
-/// Largest batch recovery accepts: a hard bound, not the topic's current
-/// `max.message.bytes` (which may have been lowered since the data was
-/// written).
-const RECOVERY_MAX_BATCH_BYTES: usize = i32::MAX as usize;
-
-/// Base offset of the first segment that may hold unsynced data.
-pub const RECOVERY_POINT_FILE: &str = "recovery-point";
-
-/// Largest step of space reserved ahead of the write position.
-pub const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
-
-/// How far to reserve a segment's data file when `end` bytes are needed:
-/// steps that double with the segment (1 MiB to 64 MiB ahead), so an idle
-/// partition reserves little and a busy one rarely calls fallocate.
-pub(crate) fn preallocation_target(config: &crate::config::LogConfig, end: u64) -> u64 {
-    let step = end.clamp(1 << 20, PREALLOCATE_STEP_BYTES);
-    (end + step).min(config.segment_bytes.max(end))
-}
-
-/// The files of the segment being appended to.
-pub(crate) struct SegmentFiles<D: Disk> {
-    pub read: Rc<D::File>,
-    pub direct: Rc<D::File>,
-    pub index: Rc<D::File>,
-    pub time_index: Rc<D::File>,
-    /// Bytes reserved so far.
-    pub allocated: u64,
-}
-
-/// Opens (creating when missing) the files of an appendable segment,
-/// preallocates the data file and makes the directory entries durable.
-pub(crate) async fn open_segment_files<D: Disk>(
-    disk: &D,
-    dir: &Path,
-    base: i64,
-    config: &crate::config::LogConfig,
-) -> LogResult<SegmentFiles<D>> {
-    let log_path = segment_file(dir, base, LOG_SUFFIX);
-    let direct = disk.open(&log_path, OpenMode::DirectWrite).await?;
-    let read = disk.open(&log_path, OpenMode::Read).await?;
-    let index = disk.open(&segment_file(dir, base, INDEX_SUFFIX), OpenMode::ReadWrite).await?;
-    let time_index = disk.open(&segment_file(dir, base, TIME_INDEX_SUFFIX), OpenMode::ReadWrite).await?;
-    let mut allocated = 0;
-    if config.preallocate {
-        allocated = preallocation_target(config, direct.len().await?);
-        direct.allocate(allocated).await?;
-    }
-    disk.sync_dir(dir).await?;
-    Ok(SegmentFiles {
-        read: Rc::new(read),
-        direct: Rc::new(direct),
-        index: Rc::new(index),
-        time_index: Rc::new(time_index),
-        allocated,
-    })
-}
-
-/// Loads both index files of a sealed segment of `size` bytes; `None` when
-/// either is missing or fails validation.
-pub(crate) async fn load_indexes<D: Disk>(
-    disk: &D,
-    dir: &Path,
-    base: i64,
-    size: u64,
-) -> Option<(OffsetIndex, TimeIndex)> {
-    let index_bytes = read_whole(disk, &segment_file(dir, base, INDEX_SUFFIX)).await.ok()??;
-    let time_bytes = read_whole(disk, &segment_file(dir, base, TIME_INDEX_SUFFIX)).await.ok()??;
-    let index = OffsetIndex::decode(base, &index_bytes, size).ok()?;
-    let time_index = TimeIndex::decode(base, &time_bytes).ok()?;
-    if size > 0 && time_index.is_empty() {
-        return None;
-    }
-    Some((index, time_index))
-}
-
-async fn read_whole<D: Disk>(disk: &D, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    if !disk.exists(path) {
-        return Ok(None);
-    }
-    let file = disk.open(path, OpenMode::Read).await?;
-    let len = file.len().await?;
-    if len > 64 << 20 {
-        return Ok(None);
-    }
-    Ok(Some(file.read_at(len as usize, 0).await?))
-}
-
-/// Rebuilds a segment's indexes by scanning its batches (headers only).
-pub(crate) async fn rebuild_indexes<F: DiskFile>(
-    file: &F,
-    base: i64,
-    size: u64,
-    interval: u64,
-    max_batch_bytes: usize,
-) -> LogResult<(OffsetIndex, TimeIndex)> {
-    let mut builder = IndexBuilder::new(base);
-    scan_batches(file, 0, base, size, max_batch_bytes, ScanCheck::HeaderOnly, |position, header| {
-        builder.add(header, position, interval);
-        true
-    })
-    .await?;
-    Ok(builder.finish())
-}
-
-/// Writes both index files of a segment whole.
-pub(crate) async fn write_indexes<D: Disk>(
-    disk: &D,
-    dir: &Path,
-    base: i64,
-    index: &OffsetIndex,
-    time_index: &TimeIndex,
-) -> LogResult<()> {
-    for (suffix, bytes) in [(INDEX_SUFFIX, index.encode()), (TIME_INDEX_SUFFIX, time_index.encode())] {
-        let file = disk.open(&segment_file(dir, base, suffix), OpenMode::ReadWrite).await?;
-        let len = bytes.len() as u64;
-        let compio::buf::BufResult(result, _) = file.write_all_at(bytes, 0).await;
-        result?;
-        file.set_len(len).await?;
-    }
-    Ok(())
-}
-
-/// Builds indexes with the same spacing rule as appends.
-struct IndexBuilder {
-    index: OffsetIndex,
-    time_index: TimeIndex,
-    bytes_since_index: u64,
-    size: u64,
-    max_timestamp: i64,
-    offset_of_max_timestamp: i64,
-}
-
-impl IndexBuilder {
-    fn new(base: i64) -> Self {
-        Self {
-            index: OffsetIndex::new(base),
-            time_index: TimeIndex::new(base),
-            bytes_since_index: 0,
-            size: 0,
-            max_timestamp: -1,
-            offset_of_max_timestamp: base,
-        }
-    }
-
-    fn add(&mut self, header: &crate::batch::BatchHeader, position: u64, interval: u64) {
-        if header.max_timestamp > self.max_timestamp {
-            self.max_timestamp = header.max_timestamp;
-            self.offset_of_max_timestamp = header.base_offset;
-        }
-        if position > 0 && self.bytes_since_index >= interval {
-            self.index.append(header.base_offset, position);
-            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
-            self.bytes_since_index = 0;
-        }
-        self.bytes_since_index += header.total_bytes() as u64;
-        self.size = position + header.total_bytes() as u64;
-    }
-
-    fn finish(mut self) -> (OffsetIndex, TimeIndex) {
-        if self.max_timestamp >= 0 {
-            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
-        }
-        (self.index, self.time_index)
-    }
-}
-
-/// Writes a small file atomically and durably: temp file, fdatasync, rename,
-/// directory sync.
-pub(crate) async fn write_checkpoint<D: Disk>(disk: &D, dir: &Path, name: &str, contents: String) -> LogResult<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let file = disk.open(&tmp, OpenMode::ReadWrite).await?;
-    let len = contents.len() as u64;
-    let compio::buf::BufResult(result, _) = file.write_all_at(contents.into_bytes(), 0).await;
-    result?;
-    file.set_len(len).await?;
-    file.sync_data().await?;
-    disk.rename(&tmp, &dir.join(name)).await?;
-    disk.sync_dir(dir).await?;
-    Ok(())
-}
-
-async fn read_checkpoint<D: Disk>(disk: &D, dir: &Path, name: &str) -> Option<String> {
-    let bytes = read_whole(disk, &dir.join(name)).await.ok()??;
-    String::from_utf8(bytes).ok()
-}
+use crate::log::index::{OffsetIndex, TimeIndex, TIME_ENTRY_BYTES};
+use crate::log::offsets::PartitionOffsets;
+use crate::log::options::LogOptions;
+use crate::log::scan::{scan_batches, ScanCheck};
+use crate::log::segment::{parse_segment_name, segment_file, Segment, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::log::state::{ActiveTail, Inner, State};
+use crate::log::tail::TailBuffer;
+use crate::log::Log;
+use crate::runtime::event::LocalEvent;
+use crate::runtime::spawn::spawn_local;
+use crate::storage::aligned::page_floor;
+use crate::storage::disk::{Disk, DiskFile, OpenMode};
 
 /// What recovery found on disk for the sealed segments.
 struct Discovered<D: Disk> {
@@ -255,7 +74,7 @@ impl<D: Disk> Log<D> {
             if stop {
                 // A torn sealed segment: nothing after it was ever durable.
                 for &later in &bases[i + 1..] {
-                    remove_segment_files(&disk, dir, later).await?;
+                    remove_segments(&disk, dir, &[later]).await?;
                 }
                 bases.truncate(i + 1);
                 break;
@@ -283,7 +102,7 @@ impl<D: Disk> Log<D> {
             discovered.segments.clear();
             drop((segment, tail, files));
             for base in all {
-                remove_segment_files(&disk, dir, base).await?;
+                remove_segments(&disk, dir, &[base]).await?;
             }
             active_base = log_start_checkpoint;
             files = open_segment_files(&disk, dir, active_base, config).await?;
@@ -321,7 +140,7 @@ impl<D: Disk> Log<D> {
             durable_wanted: log_end,
             unsynced_files: Vec::new(),
             messages_since_sync: 0,
-            last_sync: Instant::now(),
+            last_sync_ms: options.clock.now_ms(),
             writer_running: true,
             sync_in_flight: false,
             writer_busy: false,
@@ -335,20 +154,9 @@ impl<D: Disk> Log<D> {
             changed: LocalEvent::default(),
             writer_wake: LocalEvent::default(),
         });
-        compio::runtime::spawn(crate::writer::run(inner.clone())).detach();
+        spawn_local(crate::log::writer::run(inner.clone()));
         Ok(Log::from_inner(inner))
     }
-}
-
-async fn remove_segment_files<D: Disk>(disk: &D, dir: &Path, base: i64) -> LogResult<()> {
-    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-        let path = segment_file(dir, base, suffix);
-        if disk.exists(&path) {
-            disk.remove_file(&path).await?;
-        }
-    }
-    disk.sync_dir(dir).await?;
-    Ok(())
 }
 
 /// Registers a sealed segment. Segments past the recovery point are scanned
@@ -359,7 +167,7 @@ async fn open_sealed<D: Disk>(
     base: i64,
     next_base: i64,
     needs_recovery: bool,
-    config: &crate::config::LogConfig,
+    config: &crate::log::config::LogConfig,
     discovered: &mut Discovered<D>,
 ) -> LogResult<bool> {
     let read = Rc::new(disk.open(&segment_file(dir, base, LOG_SUFFIX), OpenMode::Read).await?);
@@ -409,7 +217,7 @@ async fn last_time_entry<D: Disk>(
     base: i64,
     next_base: i64,
     file_len: u64,
-    config: &crate::config::LogConfig,
+    config: &crate::log::config::LogConfig,
 ) -> LogResult<(i64, i64)> {
     let path = segment_file(dir, base, TIME_INDEX_SUFFIX);
     if disk.exists(&path) {
@@ -438,7 +246,7 @@ async fn last_time_entry<D: Disk>(
 async fn recover_active<D: Disk>(
     files: &SegmentFiles<D>,
     base: i64,
-    config: &crate::config::LogConfig,
+    config: &crate::log::config::LogConfig,
     now_ms: i64,
     sync_after: bool,
 ) -> LogResult<(Segment<D>, TailBuffer, Vec<(i32, i64)>)> {
@@ -488,7 +296,7 @@ async fn recover_active<D: Disk>(
         // Whatever survived is made durable before anything new is acknowledged.
         files.direct.sync_data().await?;
     }
-    files.index.set_len((segment.persisted_index_entries * crate::index::OFFSET_ENTRY_BYTES) as u64).await?;
+    files.index.set_len((segment.persisted_index_entries * crate::log::index::OFFSET_ENTRY_BYTES) as u64).await?;
     files.time_index.set_len((segment.persisted_time_entries * TIME_ENTRY_BYTES) as u64).await?;
     let page_start = page_floor(end.position);
     let partial = files.read.read_at((end.position - page_start) as usize, page_start).await?;
@@ -508,12 +316,12 @@ async fn verified_start<F: DiskFile>(
     file_len: u64,
 ) -> LogResult<(i64, u64)> {
     while let Some((offset, position)) = index.last() {
-        let header = file.read_at(crate::batch::BATCH_HEADER_BYTES, position).await?;
-        if let Ok(parsed) = crate::batch::parse_header(&header) {
+        let header = file.read_at(crate::format::batch::BATCH_HEADER_BYTES, position).await?;
+        if let Ok(parsed) = crate::format::batch::parse_header(&header) {
             let total = parsed.total_bytes() as u64;
             if parsed.base_offset == offset && position + total <= file_len {
                 let bytes = file.read_at(total as usize, position).await?;
-                if crate::batch::validate_batch(&bytes, false).is_ok() {
+                if crate::format::batch::validate_batch(&bytes, false).is_ok() {
                     return Ok((offset, position));
                 }
             }

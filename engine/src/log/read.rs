@@ -4,13 +4,13 @@
 
 use bytes::Bytes;
 
-use crate::batch::BatchIter;
-use crate::disk::{Disk, DiskFile};
-use crate::error::{LogError, LogResult};
-use crate::index::{OffsetIndex, TimeIndex};
+use crate::format::batch::BatchIter;
+use crate::log::error::{LogError, LogResult};
+use crate::log::index::{OffsetIndex, TimeIndex};
+use crate::log::scan::{scan_batches, ScanCheck};
+use crate::log::segment::{INDEX_SUFFIX, TIME_INDEX_SUFFIX};
 use crate::log::{Log, ReadResult};
-use crate::scan::{scan_batches, ScanCheck};
-use crate::segment::{INDEX_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::storage::disk::{Disk, DiskFile};
 
 /// Extra bytes read past `max_bytes` to cover the distance from the index
 /// entry to the target batch.
@@ -122,15 +122,15 @@ impl<D: Disk> Log<D> {
         };
         let dir = &self.inner.dir;
         let disk = &self.inner.disk;
-        let loaded = crate::open::load_indexes(disk, dir, base, size).await;
+        let loaded = crate::log::files::load_indexes(disk, dir, base, size).await;
         if let Some(indexes) = loaded {
             return Ok(indexes);
         }
         tracing::info!(dir = %dir.display(), base, "rebuilding missing or corrupt segment indexes");
         let interval = self.inner.options.config.index_interval_bytes;
         let max_batch = i32::MAX as usize;
-        let rebuilt = crate::open::rebuild_indexes(&*file, base, size, interval, max_batch).await?;
-        crate::open::write_indexes(disk, dir, base, &rebuilt.0, &rebuilt.1).await?;
+        let rebuilt = crate::log::files::rebuild_indexes(&*file, base, size, interval, max_batch).await?;
+        crate::log::files::write_indexes(disk, dir, base, &rebuilt.0, &rebuilt.1).await?;
         Ok(rebuilt)
     }
 
@@ -183,7 +183,7 @@ impl<D: Disk> Log<D> {
         let end = self.inner.state.borrow().offsets.log_end;
         let read = self.read(batch_offset, 1, end).await?;
         let Some(batch) = read.batches.first() else { return Ok((batch_offset, batch_max)) };
-        Ok(crate::records::first_record_at_or_after(batch, timestamp).unwrap_or((batch_offset, batch_max)))
+        Ok(crate::format::records::first_record_at_or_after(batch, timestamp).unwrap_or((batch_offset, batch_max)))
     }
 
     /// ListOffsets max timestamp (KIP-734): the offset and timestamp of the
@@ -205,7 +205,8 @@ impl<D: Disk> Log<D> {
         let Some((batch_offset, timestamp)) = self.max_timestamp() else { return Ok(None) };
         let end = self.inner.state.borrow().offsets.log_end;
         let read = self.read(batch_offset, 1, end).await?;
-        let exact = read.batches.first().and_then(|batch| crate::records::first_record_at_or_after(batch, timestamp));
+        let exact =
+            read.batches.first().and_then(|batch| crate::format::records::first_record_at_or_after(batch, timestamp));
         Ok(Some(exact.filter(|&(_, ts)| ts == timestamp).unwrap_or((batch_offset, timestamp))))
     }
 
@@ -213,8 +214,8 @@ impl<D: Disk> Log<D> {
     pub fn index_paths(&self, base: i64) -> (std::path::PathBuf, std::path::PathBuf) {
         let dir = &self.inner.dir;
         (
-            crate::segment::segment_file(dir, base, INDEX_SUFFIX),
-            crate::segment::segment_file(dir, base, TIME_INDEX_SUFFIX),
+            crate::log::segment::segment_file(dir, base, INDEX_SUFFIX),
+            crate::log::segment::segment_file(dir, base, TIME_INDEX_SUFFIX),
         )
     }
 }
@@ -279,13 +280,13 @@ async fn read_one_large_batch<F: DiskFile>(
     iter.by_ref().for_each(drop);
     let mut at = position + iter.position() as u64;
     // Walk header by header; bounded by the segment size.
-    let max_steps = size / crate::batch::BATCH_HEADER_BYTES as u64 + 1;
+    let max_steps = size / crate::format::batch::BATCH_HEADER_BYTES as u64 + 1;
     for _ in 0..max_steps {
         if at >= size {
             break;
         }
-        let header_bytes = file.read_at(crate::batch::BATCH_HEADER_BYTES, at).await?;
-        let Ok(header) = crate::batch::parse_header(&header_bytes) else { break };
+        let header_bytes = file.read_at(crate::format::batch::BATCH_HEADER_BYTES, at).await?;
+        let Ok(header) = crate::format::batch::parse_header(&header_bytes) else { break };
         if header.next_offset() > end {
             break;
         }

@@ -1,73 +1,14 @@
-//! The shard-per-core runtime: one compio executor per core on a pinned
-//! thread, each owning its own state `S` (its partitions, its batch cache),
-//! and the [`Mesh`]: bounded cross-core channels through which any shard
-//! runs a closure on the shard that owns a partition and gets the result.
-//!
-//! Nothing is shared between shards except the mesh's channel ends; a
-//! shard's state is `Rc` and never leaves its thread.
+//! The shard pool: one compio executor per core on a pinned thread, each
+//! owning its own state `S` (its partitions, its coordinators, its batch
+//! cache), reachable from the others through the [`Mesh`]. A shard's state
+//! is `Rc` and never leaves its thread.
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use futures::channel::oneshot;
-
-/// A closure shipped to a shard; it runs there with the shard's state.
-type ShardTask<S> = Box<dyn FnOnce(Rc<S>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
-
-/// Messages a shard's inbox holds at most before senders wait.
-pub const MESH_QUEUE_DEPTH: usize = 1024;
-
-/// The mesh failed to deliver (the target shard stopped).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("shard {0} is not running")]
-pub struct ShardGone(pub usize);
-
-/// Handles to every shard's inbox. Cheap to clone; usable from any shard.
-pub struct Mesh<S> {
-    inboxes: Arc<Vec<async_channel::Sender<ShardTask<S>>>>,
-}
-
-impl<S> Clone for Mesh<S> {
-    fn clone(&self) -> Self {
-        Self { inboxes: self.inboxes.clone() }
-    }
-}
-
-impl<S: 'static> Mesh<S> {
-    /// Number of shards.
-    pub fn shards(&self) -> usize {
-        self.inboxes.len()
-    }
-
-    /// Runs `work` on shard `shard` with its state and returns its result.
-    /// Waits (without blocking the core) while that shard's inbox is full.
-    pub async fn call<R, F, Fut>(&self, shard: usize, work: F) -> Result<R, ShardGone>
-    where
-        R: Send + 'static,
-        F: FnOnce(Rc<S>) -> Fut + Send + 'static,
-        Fut: Future<Output = R> + 'static,
-    {
-        let inbox = self.inboxes.get(shard).ok_or(ShardGone(shard))?;
-        let (reply, result) = oneshot::channel();
-        let task: ShardTask<S> = Box::new(move |state| {
-            Box::pin(async move {
-                let _ = reply.send(work(state).await);
-            })
-        });
-        inbox.send(task).await.map_err(|_| ShardGone(shard))?;
-        result.await.map_err(|_| ShardGone(shard))
-    }
-
-    /// Stops every shard's inbox loop.
-    pub fn close(&self) {
-        for inbox in self.inboxes.iter() {
-            inbox.close();
-        }
-    }
-}
+use crate::runtime::mesh::{register_local_shard, Mesh, ShardTask, MESH_QUEUE_DEPTH};
 
 /// The running shards.
 pub struct ShardPool<S> {
@@ -104,6 +45,7 @@ impl<S: 'static> ShardPool<S> {
                     .expect("build shard runtime");
                 runtime.block_on(async move {
                     let state = Rc::new(make_state(shard));
+                    register_local_shard(shard, state.clone());
                     compio::runtime::spawn(main(shard, state.clone(), mesh)).detach();
                     while let Ok(task) = inbox.recv().await {
                         compio::runtime::spawn(task(state.clone())).detach();

@@ -17,8 +17,8 @@ use std::rc::Rc;
 
 use compio::buf::BufResult;
 
-use crate::aligned::{AlignedBuf, PAGE_BYTES};
-use crate::disk::{Disk, DiskFile, OpenMode};
+use crate::storage::aligned::{AlignedBuf, PAGE_BYTES};
+use crate::storage::disk::{Disk, DiskFile, OpenMode};
 
 /// What the fault disk injects, each as "one in N" chances per operation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

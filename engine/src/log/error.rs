@@ -1,33 +1,10 @@
-//! Typed errors of the storage engine. The protocol edge (net/) maps each to
-//! a Kafka error code; nothing here knows about the wire.
+//! Typed errors of the partition log. The partition layer wraps them and
+//! the protocol edge (net/) maps them to Kafka error codes; nothing here
+//! knows about the wire.
 
 use std::io;
 
-/// Why a record batch was refused on append.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidBatch {
-    /// Fewer bytes than the header or the declared length needs.
-    #[error("record batch is truncated")]
-    Truncated,
-    /// The declared batch length is too small to hold a header.
-    #[error("record batch length is invalid")]
-    BadLength,
-    /// Not a magic-2 batch.
-    #[error("unsupported record batch magic {0}")]
-    BadMagic(i8),
-    /// CRC32C mismatch: the batch is corrupt.
-    #[error("record batch CRC mismatch")]
-    BadCrc,
-    /// Negative or zero record count where records are required.
-    #[error("record batch record count is invalid")]
-    BadRecordCount,
-    /// The last offset delta does not match the record count.
-    #[error("record batch last offset delta does not match its record count")]
-    BadLastOffsetDelta,
-    /// A compression codec id Kafka does not define.
-    #[error("unknown compression codec {0}")]
-    BadCompression(i16),
-}
+use crate::format::batch::InvalidBatch;
 
 /// Errors from the partition log.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +33,15 @@ pub enum LogError {
         log_start: i64,
         /// Next offset to be assigned.
         log_end: i64,
+    },
+    /// Follower batches do not continue the log: the first must start at
+    /// the log end and each where the previous one ended.
+    #[error("follower batch at offset {found} does not continue the log at {expected}")]
+    NotContiguous {
+        /// The offset the next batch must start at.
+        expected: i64,
+        /// The base offset the batch has.
+        found: i64,
     },
     /// The log was truncated below an offset being waited for.
     #[error("log truncated below offset {offset}")]

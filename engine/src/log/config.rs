@@ -1,8 +1,6 @@
 //! Per-partition log configuration, named after Kafka's topic configs where
 //! one exists, with the bounds every buffer of the log must respect.
 
-use std::time::Duration;
-
 /// Configuration of one partition log. Lives with the log on its shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -59,7 +57,7 @@ impl LogConfig {
         if self.index_interval_bytes == 0 {
             return Err("index.interval.bytes");
         }
-        if self.chunk_bytes == 0 || !self.chunk_bytes.is_multiple_of(crate::aligned::PAGE_BYTES) {
+        if self.chunk_bytes == 0 || !self.chunk_bytes.is_multiple_of(crate::storage::aligned::PAGE_BYTES) {
             return Err("chunk.bytes");
         }
         if self.max_pending_chunks < 2 {
@@ -72,10 +70,5 @@ impl LogConfig {
             return Err("flush.messages");
         }
         Ok(())
-    }
-
-    /// `flush.ms` as a duration, when set.
-    pub fn flush_interval(&self) -> Option<Duration> {
-        self.flush_ms.map(Duration::from_millis)
     }
 }

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use crate::batch::BatchHeader;
-use crate::disk::Disk;
-use crate::index::{OffsetIndex, TimeIndex};
+use crate::format::batch::BatchHeader;
+use crate::log::index::{OffsetIndex, TimeIndex};
+use crate::storage::disk::Disk;
 
 /// File name extension of segment data.
 pub const LOG_SUFFIX: &str = "log";

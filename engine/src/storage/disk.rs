@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use compio::buf::{BufResult, IoBuf};
 use compio::io::{AsyncReadAt, AsyncWriteAt};
 
-use crate::aligned::AlignedBuf;
+use crate::storage::aligned::AlignedBuf;
 
 /// How a file is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +143,7 @@ impl Disk for RealDisk {
 
 impl DiskFile for RealFile {
     async fn write_aligned(&self, buf: AlignedBuf, position: u64) -> BufResult<(), AlignedBuf> {
-        debug_assert_eq!(position % crate::aligned::PAGE_BYTES as u64, 0);
+        debug_assert_eq!(position % crate::storage::aligned::PAGE_BYTES as u64, 0);
         write_all(&self.file, buf, position).await
     }
 

@@ -9,44 +9,40 @@
 //! previous one. Callers wait separately for "written" (survives a process
 //! crash: acks=1) and "durable" (fdatasync'ed: acks=all).
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
+pub mod cache;
+pub mod config;
+pub mod epoch_cache;
+pub mod error;
+pub(crate) mod files;
+pub mod index;
+mod maintenance;
+pub mod offsets;
+pub mod options;
+mod read;
+mod recovery;
+pub mod scan;
+pub mod segment;
+pub(crate) mod state;
+pub mod tail;
+mod writer;
+
+use std::path::Path;
 use std::rc::Rc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::batch::{assign_offsets, validate_batch, BatchHeader};
-use crate::cache::{CacheKey, SharedBatchCache};
-use crate::config::LogConfig;
-use crate::disk::Disk;
-use crate::epoch_cache::LeaderEpochCache;
-use crate::error::{LogError, LogResult};
-use crate::event::LocalEvent;
-use crate::segment::Segment;
-use crate::state::{HighWatermarkPolicy, PartitionOffsets};
-use crate::tail::TailBuffer;
+use crate::format::batch::InvalidBatch;
+use crate::format::batch::{assign_offsets, validate_batch, BatchHeader};
+use crate::log::config::LogConfig;
+use crate::log::epoch_cache::LeaderEpochCache;
+use crate::log::error::{LogError, LogResult};
+use crate::log::offsets::{HighWatermarkPolicy, PartitionOffsets};
+use crate::log::segment::Segment;
+use crate::log::state::{ActiveTail, Inner, SealingTail};
+use crate::log::tail::TailBuffer;
+use crate::storage::disk::Disk;
 
-/// File holding the log start offset (DeleteRecords, retention).
-pub const LOG_START_FILE: &str = "log-start-offset";
-/// Kafka's leader epoch checkpoint file.
-pub const EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
-/// Present only after a clean close.
-pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
-
-/// Everything a log needs besides its directory and disk.
-#[derive(Debug, Clone)]
-pub struct LogOptions {
-    /// Topic-level configuration.
-    pub config: LogConfig,
-    /// What the high watermark follows.
-    pub policy: HighWatermarkPolicy,
-    /// The shard's batch cache.
-    pub cache: SharedBatchCache,
-    /// This partition's key in the shard's cache.
-    pub cache_key: CacheKey,
-}
+pub use crate::log::options::LogOptions;
 
 /// What an append assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,80 +77,6 @@ impl ReadResult {
     }
 }
 
-/// The active segment's write side.
-#[derive(Debug)]
-pub(crate) struct ActiveTail<D: Disk> {
-    pub base_offset: i64,
-    pub direct_file: Rc<D::File>,
-    pub index_file: Rc<D::File>,
-    pub time_index_file: Rc<D::File>,
-    pub tail: TailBuffer,
-    /// Bytes of the data file reserved with fallocate so far.
-    pub allocated: u64,
-}
-
-impl<D: Disk> ActiveTail<D> {
-    /// The write side of segment `base_offset` from its opened files.
-    pub(crate) fn new(base_offset: i64, files: crate::open::SegmentFiles<D>, tail: TailBuffer) -> Self {
-        ActiveTail {
-            base_offset,
-            direct_file: files.direct,
-            index_file: files.index,
-            time_index_file: files.time_index,
-            tail,
-            allocated: files.allocated,
-        }
-    }
-}
-
-/// A rolled segment whose tail is still being written.
-#[derive(Debug)]
-pub(crate) struct SealingTail<D: Disk> {
-    pub active: ActiveTail<D>,
-    pub final_size: u64,
-}
-
-pub(crate) struct State<D: Disk> {
-    pub offsets: PartitionOffsets,
-    pub segments: BTreeMap<i64, Segment<D>>,
-    pub active: ActiveTail<D>,
-    pub sealing: VecDeque<SealingTail<D>>,
-    pub epochs: LeaderEpochCache,
-    /// Bumped whenever the epoch cache or log start changes.
-    pub metadata_version: u64,
-    /// Version handed to the writer for persisting.
-    pub metadata_taken: u64,
-    /// Version known to be durable in the checkpoint files.
-    pub metadata_persisted: u64,
-    pub poisoned: Option<String>,
-    pub closed: bool,
-    /// A roll or truncation is changing segments: appends wait.
-    pub exclusive: bool,
-    pub durable_wanted: i64,
-    pub unsynced_files: Vec<Rc<D::File>>,
-    pub messages_since_sync: u64,
-    pub last_sync: Instant,
-    pub writer_running: bool,
-    /// An fdatasync task is running (overlapping the next writes).
-    pub sync_in_flight: bool,
-    /// The writer task is executing a job (write, seal, index or checkpoint).
-    pub writer_busy: bool,
-    /// Bumped by every truncation (syncs and waiters started before it
-    /// must not count offsets re-appended after it).
-    pub truncations: u64,
-}
-
-pub(crate) struct Inner<D: Disk> {
-    pub disk: D,
-    pub dir: PathBuf,
-    pub options: LogOptions,
-    pub state: RefCell<State<D>>,
-    /// Offsets moved, room freed, segments changed, or the log was poisoned.
-    pub changed: LocalEvent,
-    /// Work for the writer task.
-    pub writer_wake: LocalEvent,
-}
-
 /// Handle to a partition log; clones share it. See the module documentation.
 pub struct Log<D: Disk> {
     pub(crate) inner: Rc<Inner<D>>,
@@ -179,56 +101,61 @@ impl<D: Disk> Drop for CloseOnDrop<D> {
     }
 }
 
-impl<D: Disk> State<D> {
-    pub fn check_open(&self) -> LogResult<()> {
-        if let Some(reason) = &self.poisoned {
-            return Err(LogError::Poisoned(reason.clone()));
-        }
-        if self.closed {
-            return Err(LogError::Closed);
-        }
-        Ok(())
-    }
-
-    pub fn active_segment(&self) -> &Segment<D> {
-        self.segments.get(&self.active.base_offset).expect("active segment is in the map")
-    }
-
-    pub fn active_segment_mut(&mut self) -> &mut Segment<D> {
-        let base = self.active.base_offset;
-        self.segments.get_mut(&base).expect("active segment is in the map")
-    }
-
-    pub fn poison(&mut self, reason: String) {
-        if self.poisoned.is_none() {
-            tracing::error!(%reason, "partition log poisoned; appends refused until reopened");
-            self.poisoned = Some(reason);
-        }
-    }
-
-    pub fn note_unsynced(&mut self, file: &Rc<D::File>) {
-        if !self.unsynced_files.iter().any(|f| Rc::ptr_eq(f, file)) {
-            self.unsynced_files.push(file.clone());
-        }
-    }
-
-    fn needs_roll(&self, config: &LogConfig, bytes: u64, last_offset: i64, now_ms: i64) -> bool {
-        let active = self.active_segment();
-        if active.is_empty() {
-            return false;
-        }
-        let too_big = active.size + bytes > config.segment_bytes;
-        let too_old = config.segment_ms.is_some_and(|ms| now_ms.saturating_sub(active.created_ms) >= ms as i64);
-        let offsets_overflow = last_offset - active.base_offset > i64::from(i32::MAX);
-        too_big || too_old || offsets_overflow
-    }
-}
-
 /// What an append must do before copying its batches.
 enum Readiness {
     Ready,
     Roll,
     Wait,
+}
+
+/// How an append places its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Leader: offsets assigned from the log end, stamped with this leader
+    /// epoch.
+    Leader {
+        /// The leader epoch to stamp.
+        leader_epoch: i32,
+    },
+    /// Follower: the batches keep the offsets and epochs the leader gave
+    /// them; they must continue the log exactly.
+    Follower,
+}
+
+/// Batches that passed validation, ready to append: their bytes, and each
+/// batch's position and header.
+#[derive(Debug)]
+pub struct ValidBatches {
+    records: BytesMut,
+    batches: Vec<(usize, BatchHeader)>,
+    records_count: i64,
+}
+
+impl ValidBatches {
+    /// The batches' headers, in order.
+    pub fn headers(&self) -> impl Iterator<Item = &BatchHeader> {
+        self.batches.iter().map(|(_, header)| header)
+    }
+
+    /// The bytes of all batches.
+    pub fn bytes(&self) -> &[u8] {
+        &self.records
+    }
+
+    /// Number of batches.
+    pub fn len(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// Always false: validation refuses an empty set.
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// Records in all batches.
+    pub fn records_count(&self) -> i64 {
+        self.records_count
+    }
 }
 
 /// Validates every batch in `records`; returns their positions and headers.
@@ -245,9 +172,22 @@ fn validate_all(records: &[u8], max_batch_bytes: usize) -> LogResult<Vec<(usize,
         position += size;
     }
     if batches.is_empty() {
-        return Err(crate::error::InvalidBatch::Truncated.into());
+        return Err(InvalidBatch::Truncated.into());
     }
     Ok(batches)
+}
+
+/// Checks that follower batches continue the log at `log_end` with no gap
+/// and no overlap, each starting where the previous one ended.
+fn check_contiguous(batches: &[(usize, BatchHeader)], log_end: i64) -> LogResult<()> {
+    let mut expected = log_end;
+    for (_, header) in batches {
+        if header.base_offset != expected {
+            return Err(LogError::NotContiguous { expected, found: header.base_offset });
+        }
+        expected = header.next_offset();
+    }
+    Ok(())
 }
 
 impl<D: Disk> Log<D> {
@@ -259,6 +199,11 @@ impl<D: Disk> Log<D> {
     /// The directory holding this partition's files.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// The disk the log lives on.
+    pub fn disk(&self) -> &D {
+        &self.inner.disk
     }
 
     /// The configuration the log runs with.
@@ -291,36 +236,75 @@ impl<D: Disk> Log<D> {
         self.inner.state.borrow().segments.values().map(|s| s.size).sum()
     }
 
-    /// Appends one or more client batches (validated, then offsets assigned
-    /// in place and stamped with `leader_epoch`). Returns once the batches
-    /// are in the tail and readable by replicas; wait with
+    /// Appends one or more client batches as the leader (validated, then
+    /// offsets assigned in place and stamped with `leader_epoch`). Returns
+    /// once the batches are in the tail and readable by replicas; wait with
     /// [`wait_written`](Self::wait_written) or
     /// [`wait_durable`](Self::wait_durable) for the acknowledgement.
-    pub async fn append(&self, mut records: BytesMut, leader_epoch: i32, now_ms: i64) -> LogResult<AppendInfo> {
+    pub async fn append(&self, records: BytesMut, leader_epoch: i32, now_ms: i64) -> LogResult<AppendInfo> {
+        let valid = self.validate(records)?;
+        self.make_room(&valid, now_ms).await?;
+        self.append_valid(valid, Placement::Leader { leader_epoch })
+    }
+
+    /// Appends a follower's batches with the offsets and epochs the leader
+    /// gave them; they must start at the log end and be contiguous.
+    pub async fn append_as_follower(&self, records: BytesMut, now_ms: i64) -> LogResult<AppendInfo> {
+        let valid = self.validate(records)?;
+        self.make_room(&valid, now_ms).await?;
+        self.append_valid(valid, Placement::Follower)
+    }
+
+    /// Validates `records` (every batch: length, magic, CRC, record count,
+    /// size limits) without appending anything.
+    pub fn validate(&self, records: BytesMut) -> LogResult<ValidBatches> {
         let config = &self.inner.options.config;
         let batches = validate_all(&records, config.max_batch_bytes)?;
-        let total = records.len();
         let capacity = config.chunk_bytes * (config.max_pending_chunks - 1);
-        if total > capacity {
-            return Err(LogError::BatchTooLarge { size: total, limit: capacity });
+        if records.len() > capacity {
+            return Err(LogError::BatchTooLarge { size: records.len(), limit: capacity });
         }
-        let records_count: i64 = batches.iter().map(|(_, h)| i64::from(h.last_offset_delta) + 1).sum();
+        let records_count = batches.iter().map(|(_, h)| i64::from(h.last_offset_delta) + 1).sum();
+        Ok(ValidBatches { records, batches, records_count })
+    }
+
+    /// Waits until the tail has room for `valid` (rolling the segment when
+    /// it is due). When this returns, [`append_valid`](Self::append_valid)
+    /// succeeds if called before the caller awaits anything else: this is
+    /// how a check (sequence numbers, contiguity) and the append that
+    /// depends on it stay one step, with no lock.
+    pub async fn make_room(&self, valid: &ValidBatches, now_ms: i64) -> LogResult<()> {
         loop {
             let listen = self.inner.changed.listen();
-            match self.append_readiness(total, records_count, now_ms)? {
-                Readiness::Ready => break,
+            match self.append_readiness(valid.records.len(), valid.records_count, now_ms)? {
+                Readiness::Ready => return Ok(()),
                 Readiness::Roll => self.roll(now_ms).await?,
                 Readiness::Wait => listen.await,
             }
         }
-        let info = self.append_now(&mut records, &batches, leader_epoch);
+    }
+
+    /// Appends batches that [`make_room`](Self::make_room) made room for.
+    /// Synchronous: nothing else runs on the shard between the check and
+    /// the append.
+    pub fn append_valid(&self, mut valid: ValidBatches, placement: Placement) -> LogResult<AppendInfo> {
+        {
+            let state = self.inner.state.borrow();
+            state.check_open()?;
+            assert!(!state.exclusive, "append_valid without make_room: segments are being changed");
+            assert!(state.active.tail.has_room_for(valid.records.len()), "append_valid without make_room");
+            if placement == Placement::Follower {
+                check_contiguous(&valid.batches, state.offsets.log_end)?;
+            }
+        }
+        let info = self.append_now(&mut valid.records, &valid.batches, placement);
         if self.inner.options.policy == HighWatermarkPolicy::Durable {
             // The high watermark follows durability: every append asks for
             // a group commit, whoever (if anyone) waits for it.
             let mut state = self.inner.state.borrow_mut();
             state.durable_wanted = state.durable_wanted.max(info.last_offset + 1);
         }
-        self.insert_into_cache(records.freeze(), &batches, info.base_offset);
+        self.insert_into_cache(valid.records.freeze(), &valid.batches, info.base_offset);
         self.inner.writer_wake.notify_all();
         Ok(info)
     }
@@ -341,19 +325,27 @@ impl<D: Disk> Log<D> {
         Ok(Readiness::Wait)
     }
 
-    fn append_now(&self, records: &mut BytesMut, batches: &[(usize, BatchHeader)], leader_epoch: i32) -> AppendInfo {
+    fn append_now(&self, records: &mut BytesMut, batches: &[(usize, BatchHeader)], placement: Placement) -> AppendInfo {
         let mut state = self.inner.state.borrow_mut();
         let interval = self.inner.options.config.index_interval_bytes;
         let base_offset = state.offsets.log_end;
-        if state.epochs.assign(leader_epoch, base_offset) {
-            state.metadata_version += 1;
-        }
         let mut next = base_offset;
         let mut max_timestamp = -1;
         for (position, header) in batches {
             let bytes = &mut records[*position..*position + header.total_bytes()];
-            assign_offsets(bytes, next, leader_epoch);
-            let assigned = BatchHeader { base_offset: next, partition_leader_epoch: leader_epoch, ..*header };
+            let assigned = match placement {
+                Placement::Leader { leader_epoch } => {
+                    assign_offsets(bytes, next, leader_epoch);
+                    BatchHeader { base_offset: next, partition_leader_epoch: leader_epoch, ..*header }
+                }
+                Placement::Follower => {
+                    debug_assert_eq!(header.base_offset, next, "checked contiguous");
+                    *header
+                }
+            };
+            if state.epochs.assign(assigned.partition_leader_epoch, assigned.base_offset) {
+                state.metadata_version += 1;
+            }
             next = assigned.next_offset();
             max_timestamp = max_timestamp.max(assigned.max_timestamp);
             state.active.tail.append(bytes, next);
@@ -361,6 +353,7 @@ impl<D: Disk> Log<D> {
             state.active_segment_mut().record_batch(&assigned, at, interval);
             state.messages_since_sync += (i64::from(header.last_offset_delta) + 1) as u64;
         }
+        assert!(next > base_offset, "an append moves the log end");
         state.offsets.log_end = next;
         state.offsets.check();
         AppendInfo { base_offset, last_offset: next - 1, max_timestamp, log_start: state.offsets.log_start }
@@ -389,7 +382,8 @@ impl<D: Disk> Log<D> {
             state.offsets.log_end
         };
         let opened =
-            crate::open::open_segment_files(&self.inner.disk, &self.inner.dir, base, &self.inner.options.config).await;
+            crate::log::files::open_segment_files(&self.inner.disk, &self.inner.dir, base, &self.inner.options.config)
+                .await;
         let mut state = self.inner.state.borrow_mut();
         state.exclusive = false;
         self.inner.changed.notify_all();

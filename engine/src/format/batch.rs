@@ -7,7 +7,31 @@
 //! offset and partition leader epoch fields. Neither field is covered by the
 //! CRC, so records are never re-encoded.
 
-use crate::error::InvalidBatch;
+/// Why a record batch was refused on append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidBatch {
+    /// Fewer bytes than the header or the declared length needs.
+    #[error("record batch is truncated")]
+    Truncated,
+    /// The declared batch length is too small to hold a header.
+    #[error("record batch length is invalid")]
+    BadLength,
+    /// Not a magic-2 batch.
+    #[error("unsupported record batch magic {0}")]
+    BadMagic(i8),
+    /// CRC32C mismatch: the batch is corrupt.
+    #[error("record batch CRC mismatch")]
+    BadCrc,
+    /// Negative or zero record count where records are required.
+    #[error("record batch record count is invalid")]
+    BadRecordCount,
+    /// The last offset delta does not match the record count.
+    #[error("record batch last offset delta does not match its record count")]
+    BadLastOffsetDelta,
+    /// A compression codec id Kafka does not define.
+    #[error("unknown compression codec {0}")]
+    BadCompression(i16),
+}
 
 /// Bytes before the `batchLength` field ends (baseOffset + batchLength).
 pub const LOG_OVERHEAD: usize = 12;
@@ -304,6 +328,19 @@ pub mod build {
         let crc = compute_crc(&out);
         out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         out
+    }
+
+    /// Makes `batch` a producer's: sets its producer id, epoch and base
+    /// sequence, adds `attributes` (transactional, control) and recomputes
+    /// the CRC.
+    pub fn set_producer(batch: &mut [u8], producer_id: i64, epoch: i16, base_sequence: i32, attributes: i16) {
+        let current = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]);
+        batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&(current | attributes).to_be_bytes());
+        batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());
+        batch[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&epoch.to_be_bytes());
+        batch[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&base_sequence.to_be_bytes());
+        let crc = compute_crc(batch);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     }
 
     /// The batch that producer `stream` sends as its `seq`-th: 1 to 8 records

@@ -2,9 +2,9 @@
 //! batch, stop at the first invalid byte) and lookups (headers only). Runs on
 //! the partition's shard; reads in bounded windows.
 
-use crate::batch::{parse_header, validate_batch, BatchHeader, BATCH_HEADER_BYTES};
-use crate::disk::DiskFile;
-use crate::error::LogResult;
+use crate::format::batch::{parse_header, validate_batch, BatchHeader, BATCH_HEADER_BYTES};
+use crate::log::error::LogResult;
+use crate::storage::disk::DiskFile;
 
 /// Bytes read per scan step.
 pub const SCAN_WINDOW_BYTES: usize = 1 << 20;

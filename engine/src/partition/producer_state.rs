@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::batch::BatchHeader;
+use crate::format::batch::BatchHeader;
 
 /// Batches remembered per producer (Kafka's `max.in.flight` limit for
 /// idempotence is 5).
@@ -87,32 +87,27 @@ pub const MARKER_COMMIT: i16 = 1;
 /// `epoch` whose one record says commit or abort (key: version 0, type;
 /// value: version 0, coordinator epoch).
 pub fn marker_batch(producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32, timestamp: i64) -> Vec<u8> {
-    use crate::batch::build::{batch, TestRecord};
+    use crate::format::batch::build::{batch, set_producer, TestRecord};
     let kind = if commit { MARKER_COMMIT } else { MARKER_ABORT };
     let mut key = 0i16.to_be_bytes().to_vec();
     key.extend_from_slice(&kind.to_be_bytes());
     let mut value = 0i16.to_be_bytes().to_vec();
     value.extend_from_slice(&coordinator_epoch.to_be_bytes());
     let mut out = batch(timestamp, &[TestRecord { key: Some(key), value: Some(value), timestamp_delta: 0 }]);
-    let attributes = crate::batch::ATTR_TRANSACTIONAL | crate::batch::ATTR_CONTROL;
-    out[21..23].copy_from_slice(&attributes.to_be_bytes());
-    out[43..51].copy_from_slice(&producer_id.to_be_bytes());
-    out[51..53].copy_from_slice(&epoch.to_be_bytes());
-    out[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-    let crc = crate::batch::compute_crc(&out);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    let attributes = crate::format::batch::ATTR_TRANSACTIONAL | crate::format::batch::ATTR_CONTROL;
+    set_producer(&mut out, producer_id, epoch, -1, attributes);
     out
 }
 
 /// The marker type of a control batch (uncompressed, one record whose key
 /// is version int16 then type int16), if it is one.
 pub fn marker_type(batch: &[u8]) -> Option<i16> {
-    let header = crate::batch::parse_header(batch).ok()?;
+    let header = crate::format::batch::parse_header(batch).ok()?;
     if !header.is_control() {
         return None;
     }
-    let body = batch.get(crate::batch::BATCH_HEADER_BYTES..header.total_bytes())?;
-    let record = crate::records::key_values(body, 1).into_iter().next()?;
+    let body = batch.get(crate::format::batch::BATCH_HEADER_BYTES..header.total_bytes())?;
+    let record = crate::format::records::key_values(body, 1).into_iter().next()?;
     let key = record.key?;
     Some(i16::from_be_bytes([*key.get(2)?, *key.get(3)?]))
 }
@@ -258,11 +253,18 @@ impl ProducerState {
     /// Records a stored batch read back from the log (recovery), if it
     /// carries a producer id: data batches, transactions and their markers.
     pub fn replay(&mut self, header: &BatchHeader, batch: &[u8]) {
+        let marker = if header.is_control() { marker_type(batch) } else { None };
+        self.replay_header(header, marker);
+    }
+
+    /// [`replay`](Self::replay) from the header alone and, for a control
+    /// batch, its marker type (commit or abort).
+    pub fn replay_header(&mut self, header: &BatchHeader, marker: Option<i16>) {
         if header.producer_id < 0 {
             return;
         }
         if header.is_control() {
-            if let Some(kind) = marker_type(batch) {
+            if let Some(kind) = marker {
                 self.complete(header.producer_id, header.base_offset, kind == MARKER_COMMIT);
                 self.bump_epoch(header.producer_id, header.producer_epoch, header.base_offset, header.max_timestamp);
             }
@@ -461,7 +463,7 @@ mod tests {
         assert!(state.complete(2, 16, true));
         let marker = marker_batch(2, 0, true, 0, 5);
         assert_eq!(marker_type(&marker), Some(MARKER_COMMIT));
-        crate::batch::validate_batch(&marker, true).expect("a marker is a valid batch");
+        crate::format::batch::validate_batch(&marker, true).expect("a marker is a valid batch");
         assert_eq!(state.first_unstable_offset(), None);
         assert_eq!(
             state.aborted_between(0, 100),

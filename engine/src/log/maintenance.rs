@@ -4,31 +4,15 @@
 //! shard, in the background of appends: segment files are removed after the
 //! in-memory state moved on, and readers holding a segment keep its file.
 
-use std::path::Path;
-
-use crate::aligned::page_floor;
-use crate::batch::BatchIter;
-use crate::disk::{Disk, DiskFile, OpenMode};
-use crate::error::{LogError, LogResult};
-use crate::log::{ActiveTail, Log, CLEAN_SHUTDOWN_FILE};
-use crate::open::{open_segment_files, write_checkpoint, write_indexes};
-use crate::segment::{segment_file, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
-use crate::tail::TailBuffer;
-
-async fn remove_files<D: Disk>(disk: &D, dir: &Path, bases: &[i64]) -> LogResult<()> {
-    for &base in bases {
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-            let path = segment_file(dir, base, suffix);
-            if disk.exists(&path) {
-                disk.remove_file(&path).await?;
-            }
-        }
-    }
-    if !bases.is_empty() {
-        disk.sync_dir(dir).await?;
-    }
-    Ok(())
-}
+use crate::format::batch::BatchIter;
+use crate::log::error::{LogError, LogResult};
+use crate::log::files::{open_segment_files, remove_segments, write_checkpoint, write_indexes, CLEAN_SHUTDOWN_FILE};
+use crate::log::segment::{segment_file, INDEX_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::log::state::ActiveTail;
+use crate::log::tail::TailBuffer;
+use crate::log::Log;
+use crate::storage::aligned::page_floor;
+use crate::storage::disk::{Disk, DiskFile, OpenMode};
 
 impl<D: Disk> Log<D> {
     /// Deletes whole sealed segments below the high watermark that are past
@@ -68,7 +52,7 @@ impl<D: Disk> Log<D> {
             state.segments.range(last + 1..).next().map(|(b, _)| *b).unwrap_or(state.offsets.log_end)
         };
         self.advance_log_start_to(new_start, &doomed);
-        remove_files(&self.inner.disk, &self.inner.dir, &doomed).await?;
+        remove_segments(&self.inner.disk, &self.inner.dir, &doomed).await?;
         tracing::debug!(dir = %self.inner.dir.display(), deleted = doomed.len(), new_start, "retention deleted segments");
         Ok(doomed.len())
     }
@@ -100,7 +84,7 @@ impl<D: Disk> Log<D> {
                 .collect()
         };
         self.advance_log_start_to(offset, &doomed);
-        remove_files(&self.inner.disk, &self.inner.dir, &doomed).await?;
+        remove_segments(&self.inner.disk, &self.inner.dir, &doomed).await?;
         // The new start must survive a crash before DeleteRecords answers.
         let version = self.inner.state.borrow().metadata_version;
         loop {
@@ -194,8 +178,13 @@ impl<D: Disk> Log<D> {
         let reopen = self.inner.state.borrow().active.base_offset != base;
         if reopen {
             // The reopened segment takes appends again: recovery must rescan it.
-            write_checkpoint(&self.inner.disk, &self.inner.dir, crate::open::RECOVERY_POINT_FILE, base.to_string())
-                .await?;
+            write_checkpoint(
+                &self.inner.disk,
+                &self.inner.dir,
+                crate::log::files::RECOVERY_POINT_FILE,
+                base.to_string(),
+            )
+            .await?;
             let files = open_segment_files(&self.inner.disk, &self.inner.dir, base, config).await?;
             let mut state = self.inner.state.borrow_mut();
             let tail = TailBuffer::new(config.chunk_bytes, config.max_pending_chunks, 0, &[]);
@@ -204,14 +193,14 @@ impl<D: Disk> Log<D> {
                 state.segments.remove(b);
             }
         }
-        remove_files(&self.inner.disk, &self.inner.dir, &later).await?;
+        remove_segments(&self.inner.disk, &self.inner.dir, &later).await?;
         let (direct, read) = {
             let state = self.inner.state.borrow();
             (state.active.direct_file.clone(), state.active_segment().read_file.clone())
         };
         direct.set_len(cut_position).await?;
         if config.preallocate {
-            let to = crate::open::preallocation_target(config, cut_position);
+            let to = crate::log::files::preallocation_target(config, cut_position);
             direct.allocate(to).await?;
             self.inner.state.borrow_mut().active.allocated = to;
         }
@@ -259,8 +248,8 @@ impl<D: Disk> Log<D> {
             self.inner.options.cache.borrow_mut().truncate(key, new_end);
             (state.active.index_file.clone(), state.active.time_index_file.clone(), lens.0, lens.1)
         };
-        index_file.set_len((index_len * crate::index::OFFSET_ENTRY_BYTES) as u64).await?;
-        time_file.set_len((time_len * crate::index::TIME_ENTRY_BYTES) as u64).await?;
+        index_file.set_len((index_len * crate::log::index::OFFSET_ENTRY_BYTES) as u64).await?;
+        time_file.set_len((time_len * crate::log::index::TIME_ENTRY_BYTES) as u64).await?;
         // Entries past the cut must not come back after a crash.
         index_file.sync_data().await?;
         time_file.sync_data().await?;
@@ -293,9 +282,10 @@ impl<D: Disk> Log<D> {
             let mut state = self.inner.state.borrow_mut();
             let segment = state.active_segment_mut();
             segment.finish_time_index();
-            let index = segment.index.clone().unwrap_or_else(|| crate::index::OffsetIndex::new(segment.base_offset));
+            let index =
+                segment.index.clone().unwrap_or_else(|| crate::log::index::OffsetIndex::new(segment.base_offset));
             let time_index =
-                segment.time_index.clone().unwrap_or_else(|| crate::index::TimeIndex::new(segment.base_offset));
+                segment.time_index.clone().unwrap_or_else(|| crate::log::index::TimeIndex::new(segment.base_offset));
             (state.active.direct_file.clone(), state.active.base_offset, state.active_segment().size, index, time_index)
         };
         let disk = &self.inner.disk;
@@ -319,12 +309,13 @@ async fn find_cut<F: DiskFile>(file: &F, size: u64, base: i64, offset: i64) -> L
     let mut position = 0u64;
     let mut next = base;
     let mut max = (-1i64, base);
-    let max_steps = size / crate::batch::BATCH_HEADER_BYTES as u64 + 1;
+    let max_steps = size / crate::format::batch::BATCH_HEADER_BYTES as u64 + 1;
     for _ in 0..max_steps {
         if position >= size {
             break;
         }
-        let window = file.read_at(crate::scan::SCAN_WINDOW_BYTES.min((size - position) as usize), position).await?;
+        let window =
+            file.read_at(crate::log::scan::SCAN_WINDOW_BYTES.min((size - position) as usize), position).await?;
         let mut iter = BatchIter::new(&window);
         for (at, header) in iter.by_ref() {
             if header.last_offset() >= offset {
@@ -340,8 +331,8 @@ async fn find_cut<F: DiskFile>(file: &F, size: u64, base: i64, offset: i64) -> L
             continue;
         }
         // One batch larger than the window.
-        let header = file.read_at(crate::batch::BATCH_HEADER_BYTES, position).await?;
-        let Ok(header) = crate::batch::parse_header(&header) else { break };
+        let header = file.read_at(crate::format::batch::BATCH_HEADER_BYTES, position).await?;
+        let Ok(header) = crate::format::batch::parse_header(&header) else { break };
         if header.last_offset() >= offset {
             return Ok((position, header.base_offset.min(offset), max));
         }

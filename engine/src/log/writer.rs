@@ -9,25 +9,49 @@
 //! write or fdatasync error poisons the log; nothing is retried.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use compio::buf::BufResult;
 
-use crate::aligned::AlignedBuf;
-use crate::disk::{Disk, DiskFile};
-use crate::error::LogResult;
-use crate::index::{OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
-use crate::log::{Inner, SealingTail, State, EPOCH_CHECKPOINT_FILE, LOG_START_FILE};
-use crate::open::{write_checkpoint, RECOVERY_POINT_FILE};
-use crate::tail::WriteJob;
+use crate::log::error::LogResult;
+use crate::log::files::{write_checkpoint, EPOCH_CHECKPOINT_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
+use crate::log::index::{OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
+use crate::log::state::{Inner, SealingTail, State};
+use crate::log::tail::WriteJob;
+use crate::runtime::clock::Clock;
+use crate::runtime::spawn::spawn_local;
+use crate::storage::aligned::AlignedBuf;
+use crate::storage::disk::{Disk, DiskFile};
 
 enum Job<D: Disk> {
-    Write { file: Rc<D::File>, job: WriteJob, segment_base: i64 },
+    Write {
+        file: Rc<D::File>,
+        job: WriteJob,
+        segment_base: i64,
+    },
     Seal(SealingTail<D>),
-    Sync { files: Vec<Rc<D::File>>, target: i64, messages: u64, generation: u64 },
-    PersistIndex { index: Vec<u8>, index_at: u64, time: Vec<u8>, time_at: u64, entries: (usize, usize) },
-    PersistMetadata { epochs: String, log_start: i64, version: u64 },
-    Idle { flush_deadline: Option<Instant> },
+    Sync {
+        files: Vec<Rc<D::File>>,
+        target: i64,
+        messages: u64,
+        generation: u64,
+    },
+    PersistIndex {
+        index: Vec<u8>,
+        index_at: u64,
+        time: Vec<u8>,
+        time_at: u64,
+        entries: (usize, usize),
+    },
+    PersistMetadata {
+        epochs: String,
+        log_start: i64,
+        version: u64,
+    },
+    /// Nothing to do until woken, or until `flush_deadline_ms` (clock time).
+    Idle {
+        flush_deadline_ms: Option<i64>,
+    },
     Exit,
 }
 
@@ -40,14 +64,14 @@ pub(crate) async fn run<D: Disk>(inner: Rc<Inner<D>>) {
         inner.state.borrow_mut().writer_busy = busy;
         let outcome = match job {
             Job::Exit => break,
-            Job::Idle { flush_deadline } => {
-                idle(listen, flush_deadline).await;
+            Job::Idle { flush_deadline_ms } => {
+                idle(&*inner.options.clock, listen, flush_deadline_ms).await;
                 Ok(())
             }
             Job::Write { file, job, segment_base } => write(&inner, file, job, segment_base).await,
             Job::Seal(sealing) => seal(&inner, sealing).await,
             Job::Sync { files, target, messages, generation } => {
-                compio::runtime::spawn(sync_task(inner.clone(), files, target, messages, generation)).detach();
+                spawn_local(sync_task(inner.clone(), files, target, messages, generation));
                 Ok(())
             }
             Job::PersistIndex { index, index_at, time, time_at, entries } => {
@@ -69,14 +93,14 @@ pub(crate) async fn run<D: Disk>(inner: Rc<Inner<D>>) {
     inner.changed.notify_all();
 }
 
-fn sync_due<D: Disk>(state: &State<D>, config: &crate::config::LogConfig) -> bool {
+fn sync_due<D: Disk>(state: &State<D>, config: &crate::log::config::LogConfig, now_ms: i64) -> bool {
     let o = &state.offsets;
     if o.durable >= o.written {
         return false;
     }
     let wanted = state.durable_wanted > o.durable;
     let by_count = config.flush_messages.is_some_and(|n| state.messages_since_sync >= n);
-    let by_time = config.flush_interval().is_some_and(|interval| state.last_sync.elapsed() >= interval);
+    let by_time = config.flush_ms.is_some_and(|interval| now_ms - state.last_sync_ms >= interval as i64);
     wanted || by_count || by_time
 }
 
@@ -88,9 +112,10 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
     }
     if state.exclusive {
         // A roll or truncation is changing segments; it wakes us when done.
-        return Job::Idle { flush_deadline: None };
+        return Job::Idle { flush_deadline_ms: None };
     }
-    if !state.sync_in_flight && sync_due(&state, config) {
+    let now_ms = inner.options.clock.now_ms();
+    if !state.sync_in_flight && sync_due(&state, config, now_ms) {
         return take_sync(&mut state);
     }
     if let Some(front) = state.sealing.front_mut() {
@@ -121,11 +146,11 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
     if state.closed && !state.sync_in_flight {
         return Job::Exit;
     }
-    let flush_deadline = match config.flush_interval() {
-        Some(interval) if state.offsets.durable < state.offsets.written => Some(state.last_sync + interval),
+    let flush_deadline_ms = match config.flush_ms {
+        Some(interval) if state.offsets.durable < state.offsets.written => Some(state.last_sync_ms + interval as i64),
         _ => None,
     };
-    Job::Idle { flush_deadline }
+    Job::Idle { flush_deadline_ms }
 }
 
 fn take_sync<D: Disk>(state: &mut State<D>) -> Job<D> {
@@ -163,20 +188,20 @@ fn index_to_persist<D: Disk>(state: &mut State<D>) -> Option<Job<D>> {
     })
 }
 
-async fn idle(listen: crate::event::Listen<'_>, deadline: Option<Instant>) {
-    match deadline {
+async fn idle(clock: &dyn Clock, listen: crate::runtime::event::Listen<'_>, deadline_ms: Option<i64>) {
+    match deadline_ms {
         None => listen.await,
-        Some(deadline) => {
-            let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-            let sleep = compio::time::sleep(wait);
-            futures::future::select(Box::pin(listen), Box::pin(sleep)).await;
+        Some(deadline_ms) => {
+            let wait_ms = (deadline_ms - clock.now_ms()).max(1) as u64;
+            let sleep = clock.sleep(Duration::from_millis(wait_ms));
+            futures::future::select(Box::pin(listen), sleep).await;
         }
     }
 }
 
 /// The tail of segment `segment_base`: active, or (after a roll moved it
 /// meanwhile) sealing.
-fn tail_of<D: Disk>(state: &mut State<D>, segment_base: i64) -> Option<&mut crate::log::ActiveTail<D>> {
+fn tail_of<D: Disk>(state: &mut State<D>, segment_base: i64) -> Option<&mut crate::log::state::ActiveTail<D>> {
     if state.active.base_offset == segment_base {
         return Some(&mut state.active);
     }
@@ -192,7 +217,7 @@ async fn reserve<D: Disk>(inner: &Inner<D>, file: &D::File, segment_base: i64, e
     }
     let target = match tail_of(&mut inner.state.borrow_mut(), segment_base) {
         Some(tail) if end > tail.allocated => {
-            tail.allocated = crate::open::preallocation_target(config, end);
+            tail.allocated = crate::log::files::preallocation_target(config, end);
             Some(tail.allocated)
         }
         _ => None,
@@ -260,7 +285,7 @@ async fn sync<D: Disk>(
         state.offsets.follow(inner.options.policy);
     }
     state.messages_since_sync = state.messages_since_sync.saturating_sub(messages);
-    state.last_sync = Instant::now();
+    state.last_sync_ms = inner.options.clock.now_ms();
     drop(state);
     inner.changed.notify_all();
     Ok(())
@@ -270,10 +295,10 @@ async fn seal<D: Disk>(inner: &Inner<D>, sealing: SealingTail<D>) -> LogResult<(
     let base = sealing.active.base_offset;
     let (index, time_index, next_base) = {
         let mut state = inner.state.borrow_mut();
-        let segment = state.segments.get_mut(&base).ok_or(crate::error::LogError::Closed)?;
+        let segment = state.segments.get_mut(&base).ok_or(crate::log::error::LogError::Closed)?;
         segment.finish_time_index();
-        let index = segment.index.clone().unwrap_or_else(|| crate::index::OffsetIndex::new(base));
-        let time_index = segment.time_index.clone().unwrap_or_else(|| crate::index::TimeIndex::new(base));
+        let index = segment.index.clone().unwrap_or_else(|| crate::log::index::OffsetIndex::new(base));
+        let time_index = segment.time_index.clone().unwrap_or_else(|| crate::log::index::TimeIndex::new(base));
         let next_base = state.segments.range(base + 1..).next().map(|(b, _)| *b);
         (index, time_index, next_base)
     };

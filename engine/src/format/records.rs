@@ -2,7 +2,7 @@
 //! fields), used where Kafka answers per record: ListOffsets by timestamp.
 //! Pure functions; never allocates from a length read off the wire.
 
-use crate::batch::{parse_header, BATCH_HEADER_BYTES};
+use crate::format::batch::{parse_header, BATCH_HEADER_BYTES};
 
 /// Reads a zigzag varint (at most 10 bytes); returns it and the bytes used.
 pub fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
@@ -109,11 +109,11 @@ pub fn key_values(body: &[u8], count: usize) -> Vec<KeyValue<'_>> {
 /// (bounded by [`MAX_DECOMPRESSED_BYTES`]).
 pub fn for_each_key_value(
     batch: &[u8],
-    header: &crate::batch::BatchHeader,
+    header: &crate::format::batch::BatchHeader,
     mut visit: impl FnMut(KeyValue<'_>),
-) -> Result<(), crate::compression::DecompressError> {
+) -> Result<(), crate::format::compression::DecompressError> {
     let compressed = batch.get(BATCH_HEADER_BYTES..header.total_bytes()).unwrap_or_default();
-    let body = crate::compression::decompress(header.compression(), compressed, MAX_DECOMPRESSED_BYTES)?;
+    let body = crate::format::compression::decompress(header.compression(), compressed, MAX_DECOMPRESSED_BYTES)?;
     for kv in key_values(&body, header.records_count.max(0) as usize) {
         visit(kv);
     }
@@ -128,11 +128,11 @@ pub const MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
 /// batches, undecodable bodies, or when no record qualifies.
 pub fn first_record_at_or_after(batch: &[u8], timestamp: i64) -> Option<(i64, i64)> {
     let header = parse_header(batch).ok()?;
-    if header.attributes & crate::batch::ATTR_TIMESTAMP_TYPE != 0 {
+    if header.attributes & crate::format::batch::ATTR_TIMESTAMP_TYPE != 0 {
         return None;
     }
     let compressed = batch.get(BATCH_HEADER_BYTES..header.total_bytes())?;
-    let body = crate::compression::decompress(header.compression(), compressed, MAX_DECOMPRESSED_BYTES).ok()?;
+    let body = crate::format::compression::decompress(header.compression(), compressed, MAX_DECOMPRESSED_BYTES).ok()?;
     let count = usize::try_from(header.records_count).ok()?;
     record_positions(&body, count)
         .into_iter()
@@ -143,7 +143,7 @@ pub fn first_record_at_or_after(batch: &[u8], timestamp: i64) -> Option<(i64, i6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::build::{batch, TestRecord};
+    use crate::format::batch::build::{batch, TestRecord};
 
     #[test]
     fn finds_first_record_by_timestamp() {
@@ -152,7 +152,7 @@ mod tests {
             .map(|d| TestRecord { key: None, value: Some(vec![1, 2]), timestamp_delta: *d })
             .collect();
         let mut bytes = batch(1_000, &records);
-        crate::batch::assign_offsets(&mut bytes, 100, 0);
+        crate::format::batch::assign_offsets(&mut bytes, 100, 0);
         assert_eq!(first_record_at_or_after(&bytes, 1_004), Some((101, 1_005)));
         assert_eq!(first_record_at_or_after(&bytes, 1_000), Some((100, 1_000)));
         assert_eq!(first_record_at_or_after(&bytes, 1_011), None);

@@ -1,0 +1,141 @@
+//! The in-memory state of one partition log, shared by its handle
+//! (`Log`), its writer task and its recovery: offsets,
+//! segments, the write side of the active segment and of segments being
+//! sealed, group-commit bookkeeping and the poison flag. Lives on the
+//! partition's shard in a `RefCell` that is never borrowed across an await.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use crate::log::config::LogConfig;
+use crate::log::epoch_cache::LeaderEpochCache;
+use crate::log::error::{LogError, LogResult};
+use crate::log::files::SegmentFiles;
+use crate::log::offsets::PartitionOffsets;
+use crate::log::options::LogOptions;
+use crate::log::segment::Segment;
+use crate::log::tail::TailBuffer;
+use crate::runtime::event::LocalEvent;
+use crate::storage::disk::Disk;
+
+/// The active segment's write side.
+#[derive(Debug)]
+pub(crate) struct ActiveTail<D: Disk> {
+    pub base_offset: i64,
+    pub direct_file: Rc<D::File>,
+    pub index_file: Rc<D::File>,
+    pub time_index_file: Rc<D::File>,
+    pub tail: TailBuffer,
+    /// Bytes of the data file reserved with fallocate so far.
+    pub allocated: u64,
+}
+
+impl<D: Disk> ActiveTail<D> {
+    /// The write side of segment `base_offset` from its opened files.
+    pub(crate) fn new(base_offset: i64, files: SegmentFiles<D>, tail: TailBuffer) -> Self {
+        ActiveTail {
+            base_offset,
+            direct_file: files.direct,
+            index_file: files.index,
+            time_index_file: files.time_index,
+            tail,
+            allocated: files.allocated,
+        }
+    }
+}
+
+/// A rolled segment whose tail is still being written.
+#[derive(Debug)]
+pub(crate) struct SealingTail<D: Disk> {
+    pub active: ActiveTail<D>,
+    pub final_size: u64,
+}
+
+pub(crate) struct State<D: Disk> {
+    pub offsets: PartitionOffsets,
+    pub segments: BTreeMap<i64, Segment<D>>,
+    pub active: ActiveTail<D>,
+    pub sealing: VecDeque<SealingTail<D>>,
+    pub epochs: LeaderEpochCache,
+    /// Bumped whenever the epoch cache or log start changes.
+    pub metadata_version: u64,
+    /// Version handed to the writer for persisting.
+    pub metadata_taken: u64,
+    /// Version known to be durable in the checkpoint files.
+    pub metadata_persisted: u64,
+    pub poisoned: Option<String>,
+    pub closed: bool,
+    /// A roll or truncation is changing segments: appends wait.
+    pub exclusive: bool,
+    pub durable_wanted: i64,
+    pub unsynced_files: Vec<Rc<D::File>>,
+    pub messages_since_sync: u64,
+    /// Clock time (ms) of the last completed fdatasync (`flush.ms`).
+    pub last_sync_ms: i64,
+    pub writer_running: bool,
+    /// An fdatasync task is running (overlapping the next writes).
+    pub sync_in_flight: bool,
+    /// The writer task is executing a job (write, seal, index or checkpoint).
+    pub writer_busy: bool,
+    /// Bumped by every truncation (syncs and waiters started before it
+    /// must not count offsets re-appended after it).
+    pub truncations: u64,
+}
+
+pub(crate) struct Inner<D: Disk> {
+    pub disk: D,
+    pub dir: PathBuf,
+    pub options: LogOptions,
+    pub state: RefCell<State<D>>,
+    /// Offsets moved, room freed, segments changed, or the log was poisoned.
+    pub changed: LocalEvent,
+    /// Work for the writer task.
+    pub writer_wake: LocalEvent,
+}
+
+impl<D: Disk> State<D> {
+    pub fn check_open(&self) -> LogResult<()> {
+        if let Some(reason) = &self.poisoned {
+            return Err(LogError::Poisoned(reason.clone()));
+        }
+        if self.closed {
+            return Err(LogError::Closed);
+        }
+        Ok(())
+    }
+
+    pub fn active_segment(&self) -> &Segment<D> {
+        self.segments.get(&self.active.base_offset).expect("active segment is in the map")
+    }
+
+    pub fn active_segment_mut(&mut self) -> &mut Segment<D> {
+        let base = self.active.base_offset;
+        self.segments.get_mut(&base).expect("active segment is in the map")
+    }
+
+    pub fn poison(&mut self, reason: String) {
+        if self.poisoned.is_none() {
+            tracing::error!(%reason, "partition log poisoned; appends refused until reopened");
+            self.poisoned = Some(reason);
+        }
+    }
+
+    pub fn note_unsynced(&mut self, file: &Rc<D::File>) {
+        if !self.unsynced_files.iter().any(|f| Rc::ptr_eq(f, file)) {
+            self.unsynced_files.push(file.clone());
+        }
+    }
+
+    pub(crate) fn needs_roll(&self, config: &LogConfig, bytes: u64, last_offset: i64, now_ms: i64) -> bool {
+        let active = self.active_segment();
+        if active.is_empty() {
+            return false;
+        }
+        let too_big = active.size + bytes > config.segment_bytes;
+        let too_old = config.segment_ms.is_some_and(|ms| now_ms.saturating_sub(active.created_ms) >= ms as i64);
+        let offsets_overflow = last_offset - active.base_offset > i64::from(i32::MAX);
+        too_big || too_old || offsets_overflow
+    }
+}

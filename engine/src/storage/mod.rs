@@ -1,0 +1,9 @@
+//! The storage seam: every byte the engine reads or writes goes through the
+//! [`disk::Disk`] trait. [`disk::RealDisk`] is io_uring through compio with
+//! O_DIRECT appends into page-aligned [`aligned::AlignedBuf`]s;
+//! [`fault_disk::FaultDisk`] keeps files in memory and loses, tears or fails
+//! writes on demand for the crash tests and the simulator.
+
+pub mod aligned;
+pub mod disk;
+pub mod fault_disk;
