@@ -8,6 +8,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod group_admin;
+
 use clap::{Parser, Subcommand};
 use shardline_net::{Broker, BrokerConfig};
 
@@ -64,7 +66,6 @@ enum GroupsAction {
 }
 
 fn groups_command(bootstrap: &str, action: GroupsAction) -> ExitCode {
-    use shardline_net::group_admin;
     let result = match action {
         GroupsAction::List => group_admin::list_groups(bootstrap).map(|groups| {
             println!("{:<40} {:<20} {:<10} PROTOCOL-TYPE", "GROUP", "STATE", "TYPE");

@@ -7,18 +7,6 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// What acks=all waits for on this broker (and, per topic, the
-/// `shardline.acks.all.fsync` topic config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckDurability {
-    /// acks=all answers only after fdatasync (group commit): nothing
-    /// acknowledged is lost on kill -9 or power loss. The default.
-    Fsync,
-    /// Kafka's own semantics: acks=all answers once written to the file
-    /// (page cache); durability comes from replication and background flush.
-    Written,
-}
-
 /// The broker's configuration. See README.md for every key.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -307,15 +295,6 @@ impl BrokerConfig {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             self.shards
-        }
-    }
-
-    /// What acks=all waits for by default.
-    pub fn ack_durability(&self) -> AckDurability {
-        if self.acks_all_fsync {
-            AckDurability::Fsync
-        } else {
-            AckDurability::Written
         }
     }
 }

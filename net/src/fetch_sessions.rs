@@ -5,11 +5,10 @@
 //! recently used sessions evicted first (their clients get
 //! FETCH_SESSION_ID_NOT_FOUND and start a new one, as Kafka's do).
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
 
-/// How long a session must be idle before a new one may replace it.
-pub const EVICTION_IDLE: Duration = Duration::from_secs(120);
+/// How long (ms) a session must be idle before a new one may replace it.
+pub const EVICTION_IDLE_MS: i64 = 120_000;
 
 /// A partition in a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +34,8 @@ pub struct FetchSession {
     pub partitions: Vec<SessionPartition>,
     /// The epoch the next incremental request must carry.
     pub next_epoch: i32,
-    last_used: Instant,
+    /// Clock time (ms) of the last request in the session.
+    last_used_ms: i64,
 }
 
 impl FetchSession {
@@ -103,7 +103,7 @@ pub enum SessionError {
 /// The sessions of one shard. See the module documentation.
 #[derive(Debug)]
 pub struct FetchSessions {
-    sessions: HashMap<i32, FetchSession>,
+    sessions: BTreeMap<i32, FetchSession>,
     max_sessions: usize,
     shard: usize,
     shards: usize,
@@ -112,13 +112,11 @@ pub struct FetchSessions {
 
 impl FetchSessions {
     /// At most `max_sessions` on shard `shard` of `shards` (ids are unique
-    /// across shards).
-    pub fn new(max_sessions: usize, shard: usize, shards: usize) -> Self {
+    /// across shards); `seed` seeds the random session ids.
+    pub fn new(max_sessions: usize, shard: usize, shards: usize, seed: u64) -> Self {
         assert!(shards > 0 && shard < shards);
-        let seed =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         Self {
-            sessions: HashMap::new(),
+            sessions: BTreeMap::new(),
             max_sessions,
             shard,
             shards,
@@ -136,17 +134,17 @@ impl FetchSessions {
         self.sessions.is_empty()
     }
 
-    /// Creates a session at `now`; `None` when sessions are disabled or the
-    /// cache is full of sessions used within [`EVICTION_IDLE`]. Ids are
+    /// Creates a session at `now_ms`; `None` when sessions are disabled or
+    /// the cache is full of sessions used within [`EVICTION_IDLE_MS`]. Ids are
     /// random (a restarted broker does not hand out ids its clients still
     /// remember) and ≡ shard (mod shards), so shards never collide.
-    pub fn create(&mut self, now: Instant) -> Option<i32> {
+    pub fn create(&mut self, now_ms: i64) -> Option<i32> {
         if self.max_sessions == 0 {
             return None;
         }
         if self.sessions.len() >= self.max_sessions {
-            let (&oldest, session) = self.sessions.iter().min_by_key(|(_, s)| s.last_used)?;
-            if now.saturating_duration_since(session.last_used) < EVICTION_IDLE {
+            let (&oldest, session) = self.sessions.iter().min_by_key(|(_, s)| s.last_used_ms)?;
+            if now_ms - session.last_used_ms < EVICTION_IDLE_MS {
                 return None;
             }
             self.sessions.remove(&oldest);
@@ -162,7 +160,7 @@ impl FetchSessions {
             }
         };
         debug_assert!(id > 0 && (id as usize - 1) % self.shards == self.shard);
-        self.sessions.insert(id, FetchSession { partitions: Vec::new(), next_epoch: 1, last_used: now });
+        self.sessions.insert(id, FetchSession { partitions: Vec::new(), next_epoch: 1, last_used_ms: now_ms });
         debug_assert!(self.sessions.len() <= self.max_sessions);
         Some(id)
     }
@@ -174,13 +172,13 @@ impl FetchSessions {
 
     /// The session for an incremental request with `epoch`, which must be
     /// the one expected; the expected epoch then advances.
-    pub fn incremental(&mut self, id: i32, epoch: i32, now: Instant) -> Result<&mut FetchSession, SessionError> {
+    pub fn incremental(&mut self, id: i32, epoch: i32, now_ms: i64) -> Result<&mut FetchSession, SessionError> {
         let session = self.sessions.get_mut(&id).ok_or(SessionError::NotFound)?;
         if session.next_epoch != epoch {
             return Err(SessionError::InvalidEpoch);
         }
         session.next_epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
-        session.last_used = now;
+        session.last_used_ms = now_ms;
         Ok(session)
     }
 
@@ -196,8 +194,8 @@ mod tests {
 
     #[test]
     fn lifecycle_epochs_and_eviction() {
-        let start = Instant::now();
-        let mut sessions = FetchSessions::new(2, 1, 2);
+        let start = 1_000_000i64;
+        let mut sessions = FetchSessions::new(2, 1, 2, 7);
         let a = sessions.create(start).expect("id");
         let b = sessions.create(start).expect("id");
         assert_ne!(a, b);
@@ -215,14 +213,14 @@ mod tests {
         session.forget("t", 0);
         session.forget("t", 1);
         assert!(session.partitions.is_empty());
-        let later = start + EVICTION_IDLE / 2;
+        let later = start + EVICTION_IDLE_MS / 2;
         assert!(sessions.incremental(a, 2, later).is_ok());
         assert!(sessions.create(later).is_none(), "full of recently used sessions: no new session");
-        let much_later = start + EVICTION_IDLE * 2;
+        let much_later = start + EVICTION_IDLE_MS * 2;
         let c = sessions.create(much_later).expect("evicts the idle one (b)");
         assert_eq!(sessions.incremental(b, 1, much_later).err(), Some(SessionError::NotFound));
         assert!(sessions.incremental(c, 1, much_later).is_ok());
         assert_eq!(sessions.len(), 2);
-        assert!(FetchSessions::new(0, 0, 1).create(start).is_none());
+        assert!(FetchSessions::new(0, 0, 1, 7).create(start).is_none());
     }
 }

@@ -1,22 +1,36 @@
-//! Shardline's Kafka wire protocol: bounded framing, ApiVersions
-//! negotiation, per-API handlers and the connection lifecycle, on top of the
-//! shard-per-core engine. A connection lives on the shard that accepted it;
-//! partition work is forwarded over the mesh to the owning shard.
+//! Shardline's Kafka protocol edge and the services behind it, on top of
+//! the shard-per-core engine. Layers, top down (each imports only those
+//! below it):
+//!
+//! - [`server`]: startup and shutdown, listeners, connections and framing,
+//!   the shards' background timers (runtime glue);
+//! - [`api`]: per-API handlers: decode, call a service, encode; typed
+//!   errors become Kafka error codes here;
+//! - [`route`]: reaching the shard that owns a partition or a coordinator
+//!   (per-shard scatter over the mesh);
+//! - [`shard`]: what one shard owns and what all share;
+//! - [`groups`] and [`txn`]: the group and transaction coordinators
+//!   (sans-IO state machines and the services that drive them);
+//! - [`registry`], [`fetch_sessions`], [`topics`], [`producer_ids`],
+//!   [`config`]: the per-shard partition registry and the broker's
+//!   metadata and settings.
+//!
+//! A connection lives on the shard that accepted it; partition work goes
+//! to the owning shard.
 
 #![deny(missing_docs)]
 
 pub mod api;
-pub mod broker;
 pub mod config;
-pub mod connection;
 pub mod fetch_sessions;
-pub mod frame;
-pub mod group_admin;
 pub mod groups;
-pub mod partitions;
 pub mod producer_ids;
+pub mod registry;
+pub mod route;
+pub mod server;
+pub mod shard;
 pub mod topics;
 pub mod txn;
 
-pub use broker::Broker;
 pub use config::BrokerConfig;
+pub use server::broker::Broker;

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use shardline_engine::LogConfig;
 use uuid::Uuid;
 
-use crate::config::{AckDurability, BrokerConfig};
+use shardline_engine::partition::Durability;
+
+use crate::config::BrokerConfig;
 
 /// One topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +105,7 @@ pub fn default_topic_configs(broker: &BrokerConfig) -> BTreeMap<String, String> 
 pub fn log_config_for(
     broker: &BrokerConfig,
     explicit: &BTreeMap<String, String>,
-) -> Result<(LogConfig, AckDurability), String> {
+) -> Result<(LogConfig, Durability), String> {
     let mut all = default_topic_configs(broker);
     for (key, value) in explicit {
         if !all.contains_key(key) {
@@ -131,8 +133,8 @@ pub fn log_config_for(
         return Err("message.timestamp.type: only CreateTime is supported".into());
     }
     let fsync = match all["shardline.acks.all.fsync"].as_str() {
-        "true" => AckDurability::Fsync,
-        "false" => AckDurability::Written,
+        "true" => Durability::Durable,
+        "false" => Durability::Written,
         other => return Err(format!("invalid value for shardline.acks.all.fsync: {other}")),
     };
     let segment_bytes = int("segment.bytes")?;
@@ -252,7 +254,7 @@ mod tests {
         explicit.insert("retention.ms".to_string(), "1000".to_string());
         let (config, ack) = log_config_for(&broker, &explicit).expect("valid");
         assert_eq!(config.retention_ms, Some(1000));
-        assert_eq!(ack, AckDurability::Fsync);
+        assert_eq!(ack, Durability::Durable);
         explicit.insert("bogus".to_string(), "1".to_string());
         assert!(log_config_for(&broker, &explicit).is_err());
         let placed = TopicStore::place(&MetadataImage::default(), 2, 5);

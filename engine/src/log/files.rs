@@ -12,6 +12,7 @@ use crate::log::index::{OffsetIndex, TimeIndex};
 use crate::log::scan::{scan_batches, ScanCheck};
 use crate::log::segment::{segment_file, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use crate::storage::disk::{Disk, DiskFile, OpenMode};
+use crate::storage::small_files::{read_whole, write_file_atomically};
 
 /// File holding the log start offset (DeleteRecords, retention).
 pub const LOG_START_FILE: &str = "log-start-offset";
@@ -95,18 +96,6 @@ pub(crate) async fn load_indexes<D: Disk>(
     Some((index, time_index))
 }
 
-pub(crate) async fn read_whole<D: Disk>(disk: &D, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    if !disk.exists(path) {
-        return Ok(None);
-    }
-    let file = disk.open(path, OpenMode::Read).await?;
-    let len = file.len().await?;
-    if len > 64 << 20 {
-        return Ok(None);
-    }
-    Ok(Some(file.read_at(len as usize, 0).await?))
-}
-
 /// Rebuilds a segment's indexes by scanning its batches (headers only).
 pub(crate) async fn rebuild_indexes<F: DiskFile>(
     file: &F,
@@ -188,29 +177,9 @@ impl IndexBuilder {
     }
 }
 
-/// Writes a small file atomically and durably: temp file, fdatasync, rename,
-/// directory sync.
-pub(crate) async fn write_file_atomically<D: Disk>(
-    disk: &D,
-    dir: &Path,
-    name: &str,
-    contents: Vec<u8>,
-) -> LogResult<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let file = disk.open(&tmp, OpenMode::ReadWrite).await?;
-    let len = contents.len() as u64;
-    let compio::buf::BufResult(result, _) = file.write_all_at(contents, 0).await;
-    result?;
-    file.set_len(len).await?;
-    file.sync_data().await?;
-    disk.rename(&tmp, &dir.join(name)).await?;
-    disk.sync_dir(dir).await?;
-    Ok(())
-}
-
 /// Writes a checkpoint file (text) atomically and durably.
 pub(crate) async fn write_checkpoint<D: Disk>(disk: &D, dir: &Path, name: &str, contents: String) -> LogResult<()> {
-    write_file_atomically(disk, dir, name, contents.into_bytes()).await
+    Ok(write_file_atomically(disk, dir, name, contents.into_bytes()).await?)
 }
 
 pub(crate) async fn read_checkpoint<D: Disk>(disk: &D, dir: &Path, name: &str) -> Option<String> {

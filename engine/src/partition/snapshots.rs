@@ -10,10 +10,10 @@ use std::path::Path;
 
 use crate::format::batch::BatchIter;
 use crate::log::error::LogResult;
-use crate::log::files::{read_whole, write_file_atomically};
 use crate::log::Log;
 use crate::partition::producer_state::ProducerState;
 use crate::storage::disk::Disk;
+use crate::storage::small_files::{read_whole, write_file_atomically};
 
 const SUFFIX: &str = ".producer-snapshot";
 /// Snapshots kept per partition (the newest ones).

@@ -43,6 +43,9 @@ pub trait Disk: Clone + std::fmt::Debug + 'static {
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     async fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Removes a directory and everything in it; a missing one is not an
+    /// error.
+    async fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
 }
 
 /// An open file with positional, ownership-passing I/O.
@@ -138,6 +141,17 @@ impl Disk for RealDisk {
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let dir = compio::fs::OpenOptions::new().read(true).open(path).await?;
         dir.sync_all().await
+    }
+
+    async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let path = path.to_path_buf();
+        // A recursive walk of metadata calls: kept off the shard's thread.
+        compio::runtime::spawn_blocking(move || match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+        .unwrap_or_else(|_| Err(io::Error::other("remove task failed")))
     }
 }
 

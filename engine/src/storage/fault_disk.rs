@@ -10,7 +10,7 @@
 //! thread; cloning shares the same disk.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -57,7 +57,7 @@ fn apply(image: &mut Vec<u8>, op: &PendingOp) {
 
 #[derive(Debug, Default)]
 struct State {
-    names: HashMap<PathBuf, usize>,
+    names: BTreeMap<PathBuf, usize>,
     dirs: Vec<PathBuf>,
     inodes: Vec<Inode>,
     rng: u64,
@@ -237,6 +237,13 @@ impl Disk for FaultDisk {
     }
 
     async fn sync_dir(&self, _path: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        state.names.retain(|name, _| !name.starts_with(path));
+        state.dirs.retain(|dir| !dir.starts_with(path));
         Ok(())
     }
 }

@@ -7,3 +7,4 @@
 pub mod aligned;
 pub mod disk;
 pub mod fault_disk;
+pub mod small_files;

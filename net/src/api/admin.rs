@@ -48,7 +48,7 @@ pub async fn create_topic(
     let opens = topic.partition_shards.iter().enumerate().map(|(index, &shard)| {
         let (name, log_config) = (name.to_string(), log_config.clone());
         context.mesh.call(shard % shared.shards, move |state| async move {
-            state.open(&name, index as i32, log_config, ack).await.map_err(|e| e.to_string())
+            state.partitions.open(&name, index as i32, log_config, ack).await.map(|_| ()).map_err(|e| e.to_string())
         })
     });
     for opened in futures::future::join_all(opens).await {
@@ -193,7 +193,7 @@ async fn delete_topic(context: &Context, name: &str) -> Result<Arc<TopicInfo>, R
     let deletes = topic.partition_shards.iter().enumerate().map(|(index, &shard)| {
         let name = name.to_string();
         context.mesh.call(shard % shared.shards, move |state| async move {
-            state.delete(&name, index as i32).await.map_err(|e| e.to_string())
+            state.partitions.delete(&name, index as i32).await.map_err(|e| e.to_string())
         })
     });
     for deleted in futures::future::join_all(deletes).await {

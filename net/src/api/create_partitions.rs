@@ -68,7 +68,7 @@ async fn grow(
         let shard = grown.partition_shards[index as usize] % shared.shards;
         let (name, log_config) = (name.to_string(), log_config.clone());
         context.mesh.call(shard, move |state| async move {
-            state.open(&name, index, log_config, ack).await.map_err(|e| e.to_string())
+            state.partitions.open(&name, index, log_config, ack).await.map(|_| ()).map_err(|e| e.to_string())
         })
     });
     for opened in futures::future::join_all(opens).await {

@@ -10,17 +10,18 @@
 //! watermark or log start). Epoch -1 closes a session (sessionless full
 //! fetch). Sessions live on the shard of the connection.
 
-use std::time::{Duration, Instant};
-
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use shardline_engine::partition::Isolation;
 
+use super::errors::partition_error;
 use super::Context;
 use crate::fetch_sessions::SessionError;
-use crate::partitions::FetchOutcome;
+use crate::route::scatter;
+use crate::shard::ShardState;
 
 /// Upper bound on polling rounds of one fetch (each waits for new data).
 const MAX_POLL_ROUNDS: usize = 1000;
@@ -31,6 +32,44 @@ struct Target {
     offset: i64,
     max_bytes: usize,
     shard: Option<usize>,
+}
+
+/// What a fetch from one partition read.
+#[derive(Debug, Clone, Default)]
+struct FetchOutcome {
+    /// Kafka error code (0 = none).
+    error_code: i16,
+    high_watermark: i64,
+    log_start: i64,
+    /// Whole batches.
+    records: Vec<Bytes>,
+    /// Last stable offset (below the first open transaction).
+    last_stable_offset: i64,
+    /// End of what this isolation level may see (high watermark, or the
+    /// last stable offset for read_committed): a long poll waits past it.
+    visible_end: i64,
+    /// read_committed: aborted transactions in the range read, as
+    /// (producer id, first offset).
+    aborted: Vec<(i64, i64)>,
+}
+
+fn unknown() -> FetchOutcome {
+    FetchOutcome {
+        error_code: ResponseError::UnknownTopicOrPartition.code(),
+        high_watermark: -1,
+        log_start: -1,
+        last_stable_offset: -1,
+        visible_end: -1,
+        ..FetchOutcome::default()
+    }
+}
+
+fn isolation(committed: bool) -> Isolation {
+    if committed {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    }
 }
 
 fn concat(chunks: Vec<Bytes>) -> Bytes {
@@ -47,43 +86,57 @@ fn concat(chunks: Vec<Bytes>) -> Bytes {
     }
 }
 
-async fn read_all(context: &Context, targets: &[Target], committed: bool) -> Vec<FetchOutcome> {
-    let reads = targets.iter().map(|t| {
-        let (name, partition, offset, max_bytes) = (t.name.clone(), t.partition, t.offset, t.max_bytes);
-        async move {
-            let unknown = FetchOutcome {
-                error_code: ResponseError::UnknownTopicOrPartition.code(),
-                high_watermark: -1,
-                log_start: -1,
-                last_stable_offset: -1,
-                visible_end: -1,
+/// Reads one partition on this shard.
+async fn read_here(
+    state: &ShardState,
+    topic: &str,
+    index: i32,
+    offset: i64,
+    max_bytes: usize,
+    committed: bool,
+) -> FetchOutcome {
+    let Some(replica) = state.partitions.get(topic, index) else { return unknown() };
+    let partition = &replica.partition;
+    match partition.read(offset, max_bytes, isolation(committed)).await {
+        Ok(read) => FetchOutcome {
+            error_code: 0,
+            high_watermark: read.high_watermark,
+            log_start: read.log_start,
+            records: read.batches,
+            last_stable_offset: read.last_stable_offset,
+            visible_end: read.visible_end,
+            aborted: read.aborted.iter().map(|a| (a.producer_id, a.first_offset)).collect(),
+        },
+        Err(error) => {
+            let offsets = partition.offsets();
+            FetchOutcome {
+                error_code: partition_error(&error).code(),
+                high_watermark: offsets.high_watermark,
+                log_start: offsets.log_start,
+                last_stable_offset: partition.last_stable_offset(),
+                visible_end: partition.visible_end(isolation(committed)),
                 ..FetchOutcome::default()
-            };
-            match t.shard {
-                None => unknown,
-                Some(shard) => context
-                    .mesh
-                    .call(shard, move |state| async move {
-                        state.fetch(&name, partition, offset, max_bytes, committed).await
-                    })
-                    .await
-                    .unwrap_or(unknown),
             }
         }
-    });
-    futures::future::join_all(reads).await
+    }
+}
+
+async fn read_all(context: &Context, targets: &[Target], committed: bool) -> Vec<FetchOutcome> {
+    let items = targets.iter().map(|t| (t.shard, (t.name.clone(), t.partition, t.offset, t.max_bytes))).collect();
+    scatter(&context.mesh, items, unknown(), move |state, reads| async move {
+        let reads = reads.into_iter().map(|(topic, index, offset, max_bytes)| {
+            let state = state.clone();
+            async move { read_here(&state, &topic, index, offset, max_bytes, committed).await }
+        });
+        futures::future::join_all(reads).await
+    })
+    .await
 }
 
 /// Waits until any owning shard reports data past what the last read saw
-/// (its high watermark, or the fetch offset when nothing was seen), or the
-/// deadline.
-async fn wait_for_any(
-    context: &Context,
-    targets: &[Target],
-    seen: &[FetchOutcome],
-    deadline: Instant,
-    committed: bool,
-) {
+/// (its visible end, or the fetch offset when nothing was seen), or the
+/// deadline (ms on the clock).
+async fn wait_for_any(context: &Context, targets: &[Target], seen: &[FetchOutcome], deadline_ms: i64, committed: bool) {
     let mut by_shard: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); context.shared.shards];
     for (t, outcome) in targets.iter().zip(seen) {
         if let Some(shard) = t.shard {
@@ -95,15 +148,14 @@ async fn wait_for_any(
         .enumerate()
         .filter(|(_, list)| !list.is_empty())
         .map(|(shard, list)| {
-            Box::pin(
-                context
-                    .mesh
-                    .call(shard, move |state| async move { state.wait_for_data(list, deadline, committed).await }),
-            )
+            Box::pin(context.mesh.call(shard, move |state| async move {
+                state.partitions.wait_for_data(list, deadline_ms, isolation(committed)).await
+            }))
         })
         .collect();
     if waits.is_empty() {
-        compio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
+        let left_ms = (deadline_ms - context.state.clock.now_ms()).max(0) as u64;
+        context.state.clock.sleep(std::time::Duration::from_millis(left_ms)).await;
         return;
     }
     let _ = futures::future::select_all(waits).await;
@@ -159,7 +211,7 @@ fn plan(context: &Context, request: &FetchRequest, version: i16) -> Result<(Mode
     match (id, epoch) {
         (_, -1) => Ok((Mode::Sessionless, requested)),
         (_, 0) => {
-            let created = sessions.create(Instant::now());
+            let created = sessions.create(context.state.clock.now_ms());
             if let Some(session) = created.and_then(|new| sessions.get_mut(new)) {
                 for t in &requested {
                     session.upsert(&t.name, t.partition, t.offset, t.max_bytes);
@@ -169,7 +221,7 @@ fn plan(context: &Context, request: &FetchRequest, version: i16) -> Result<(Mode
         }
         (0, _) => Err(ResponseError::FetchSessionIdNotFound),
         (id, epoch) => {
-            let session = sessions.incremental(id, epoch, Instant::now()).map_err(|e| match e {
+            let session = sessions.incremental(id, epoch, context.state.clock.now_ms()).map_err(|e| match e {
                 SessionError::NotFound => ResponseError::FetchSessionIdNotFound,
                 SessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
             })?;
@@ -206,17 +258,18 @@ fn plan(context: &Context, request: &FetchRequest, version: i16) -> Result<(Mode
 
 /// Reads, waiting (long poll) while fewer than `min_bytes` are available.
 async fn read_with_long_poll(context: &Context, targets: &[Target], request: &FetchRequest) -> Vec<FetchOutcome> {
-    let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let clock = &context.state.clock;
+    let deadline_ms = clock.now_ms() + i64::from(request.max_wait_ms.max(0));
     let min_bytes = request.min_bytes.max(0) as usize;
     let committed = request.isolation_level == 1;
     let mut outcomes = read_all(context, targets, committed).await;
     for _ in 0..MAX_POLL_ROUNDS {
         let total: usize = outcomes.iter().flat_map(|o| o.records.iter()).map(Bytes::len).sum();
         let errors = outcomes.iter().any(|o| o.error_code != 0);
-        if total >= min_bytes || errors || Instant::now() >= deadline || targets.is_empty() {
+        if total >= min_bytes || errors || clock.now_ms() >= deadline_ms || targets.is_empty() {
             break;
         }
-        wait_for_any(context, targets, &outcomes, deadline, committed).await;
+        wait_for_any(context, targets, &outcomes, deadline_ms, committed).await;
         outcomes = read_all(context, targets, committed).await;
     }
     outcomes

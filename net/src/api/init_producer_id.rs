@@ -1,5 +1,6 @@
 //! InitProducerId (v0–4). Idempotent producers get a fresh producer id,
-//! epoch 0, unique across restarts (`crate::producer_ids`); as in Kafka, a
+//! epoch 0, unique across restarts (`crate::producer_ids`: this shard's
+//! block of ids, refilled from the allocating shard); as in Kafka, a
 //! producer without a transactional id that asks again (KIP-360 epoch bump
 //! after an error) gets a new id. A transactional id goes to its
 //! transaction coordinator (`super::transactions`).
@@ -8,6 +9,8 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use kafka_protocol::ResponseError;
 
 use super::Context;
+use crate::route::MeshProducerIds;
+use crate::txn::service::ProducerIdSource;
 
 /// Handles InitProducerId.
 pub async fn handle(context: &Context, request: InitProducerIdRequest, version: i16) -> InitProducerIdResponse {
@@ -37,15 +40,13 @@ pub async fn handle(context: &Context, request: InitProducerIdRequest, version: 
         }
         return response;
     }
-    match context.shared.producer_ids.allocate() {
+    let ids = MeshProducerIds { state: context.state.clone(), mesh: context.mesh.clone() };
+    match ids.allocate().await {
         Ok(id) => {
             response.producer_id = ProducerId(id);
             response.producer_epoch = 0;
         }
-        Err(error) => {
-            tracing::error!(%error, "allocating a producer id");
-            response.error_code = ResponseError::CoordinatorNotAvailable.code();
-        }
+        Err(error) => response.error_code = error.code(),
     }
     response
 }

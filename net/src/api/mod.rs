@@ -1,10 +1,14 @@
 //! The Kafka APIs this broker answers, the versions it advertises (each
 //! fully working at every version), and the dispatch from a decoded request
-//! to its handler. Runs on the connection's shard.
+//! to its handler. A handler decodes, calls the service that owns the work
+//! (a partition on its shard, a coordinator service), and encodes; the
+//! mapping of typed errors to Kafka error codes lives here ([`errors`]).
+//! Runs on the connection's shard.
 
 mod admin;
 mod create_partitions;
 mod describe_configs;
+pub mod errors;
 mod fetch;
 mod groups;
 mod init_producer_id;
@@ -23,8 +27,7 @@ use kafka_protocol::protocol::Encodable;
 use kafka_protocol::ResponseError;
 use shardline_engine::runtime::mesh::Mesh;
 
-use crate::broker::BrokerShared;
-use crate::partitions::ShardPartitions;
+use crate::shard::{BrokerShared, ShardState};
 
 pub use admin::create_topic;
 
@@ -33,10 +36,10 @@ pub use admin::create_topic;
 pub struct Context {
     /// Configuration and topics.
     pub shared: Arc<BrokerShared>,
-    /// This shard's partitions.
-    pub state: Rc<ShardPartitions>,
+    /// This shard's state.
+    pub state: Rc<ShardState>,
     /// Every shard.
-    pub mesh: Mesh<ShardPartitions>,
+    pub mesh: Mesh<ShardState>,
     /// The client's address.
     pub peer: std::net::SocketAddr,
 }

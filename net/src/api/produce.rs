@@ -1,20 +1,75 @@
-//! Produce (v3–11, acks 0, 1 and -1): each partition's batches go to the
-//! shard that owns it, appended and acknowledged as `acks` and the topic's
-//! durability ask; partitions of one request proceed concurrently.
+//! Produce (v3–11, acks 0, 1 and -1): each partition's batches are
+//! appended as the leader on the shard that owns it and acknowledged once
+//! as durable as `acks` asks (acks=1: written; acks=-1: the topic's
+//! `shardline.acks.all.fsync`, written or fdatasync'ed). The partitions of
+//! one request travel to their shards in one message per shard and
+//! proceed concurrently there.
 
 use std::time::Duration;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use kafka_protocol::ResponseError;
+use shardline_engine::partition::{AppendOrigin, Durability};
+use shardline_engine::runtime::clock::timeout;
 
+use super::errors::partition_error;
 use super::{Answer, Context};
-use crate::partitions::ProduceOutcome;
-use kafka_protocol::messages::ResponseKind;
+use crate::route::scatter;
+use crate::shard::ShardState;
 
-fn failed(code: ResponseError) -> ProduceOutcome {
-    ProduceOutcome { error_code: code.code(), base_offset: -1, log_start: -1 }
+/// What a produce to one partition answered.
+#[derive(Debug, Clone, Copy)]
+struct ProduceOutcome {
+    error: Option<ResponseError>,
+    base_offset: i64,
+    log_start: i64,
+}
+
+fn failed(error: ResponseError) -> ProduceOutcome {
+    ProduceOutcome { error: Some(error), base_offset: -1, log_start: -1 }
+}
+
+/// One partition's part of a request, as sent to its shard.
+struct PartitionProduce {
+    topic: String,
+    index: i32,
+    records: BytesMut,
+}
+
+/// Appends on this shard and waits as `acks` asks, within `timeout_after`.
+async fn produce_here(
+    state: &ShardState,
+    produce: PartitionProduce,
+    acks: i16,
+    timeout_after: Duration,
+) -> ProduceOutcome {
+    let Some(replica) = state.partitions.get(&produce.topic, produce.index) else {
+        return failed(ResponseError::UnknownTopicOrPartition);
+    };
+    let partition = &replica.partition;
+    let appended =
+        match partition.append_as_leader(produce.records, AppendOrigin::Client, 0, state.clock.now_ms()).await {
+            Ok(appended) => appended,
+            Err(error) => return failed(partition_error(&error)),
+        };
+    let durability = match acks {
+        0 => None,
+        1 => Some(Durability::Written),
+        _ => Some(replica.acks_all),
+    };
+    let wait = async {
+        match durability {
+            None => Ok(()),
+            Some(durability) => partition.wait_until(appended.end_offset(), durability).await,
+        }
+    };
+    match timeout(&*state.clock, timeout_after, wait).await {
+        Ok(Ok(())) => ProduceOutcome { error: None, base_offset: appended.base_offset, log_start: appended.log_start },
+        Ok(Err(error)) => failed(partition_error(&error)),
+        Err(_) => failed(ResponseError::RequestTimedOut),
+    }
 }
 
 /// Handles a Produce request. acks=0 gets no response, and a failure
@@ -22,7 +77,7 @@ fn failed(code: ResponseError) -> ProduceOutcome {
 pub async fn handle(context: &Context, request: ProduceRequest, version: i16) -> Answer {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
-    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+    let timeout_after = Duration::from_millis(request.timeout_ms.max(0) as u64);
     let image = context.shared.topics.image();
     // A partition named more than once is produced once, with its last data
     // (Kafka keys a request's data by partition).
@@ -32,55 +87,62 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
             last_entry.insert((topic.name.0.to_string(), partition.index), (t, p));
         }
     }
-    let mut pending = Vec::new();
+    // Each answer slot: (topic, partition, an outcome decided here or the
+    // position of its work in `work`).
+    let mut answers: Vec<(TopicName, i32, Result<ProduceOutcome, usize>)> = Vec::new();
+    let mut work: Vec<(Option<usize>, PartitionProduce)> = Vec::new();
     for (t, topic) in request.topic_data.iter().enumerate() {
         let name = topic.name.0.to_string();
-        let info = image.topics.get(&name).cloned();
+        let info = image.topics.get(&name);
+        // One replica here: acks=all cannot satisfy min.insync.replicas > 1.
+        let too_few_replicas = acks == -1
+            && info
+                .and_then(|t| t.configs.get("min.insync.replicas"))
+                .and_then(|v| v.parse::<i32>().ok())
+                .is_some_and(|min| min > 1);
         for (p, partition) in topic.partition_data.iter().enumerate() {
             let index = partition.index;
             if last_entry.get(&(name.clone(), index)) != Some(&(t, p)) {
                 continue;
             }
-            let topic_name = topic.name.clone();
-            let records = partition.records.clone();
-            let shard = info.as_ref().and_then(|t| context.shared.shard_of(&t.partition_shards, index));
-            // One replica here: acks=all cannot satisfy min.insync.replicas > 1.
-            let too_few_replicas = acks == -1
-                && info
-                    .as_ref()
-                    .and_then(|t| t.configs.get("min.insync.replicas"))
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .is_some_and(|min| min > 1);
-            let name = name.clone();
-            pending.push(async move {
-                let outcome = match (valid_acks, shard, records) {
-                    (false, _, _) => failed(ResponseError::InvalidRequiredAcks),
-                    (_, None, _) => failed(ResponseError::UnknownTopicOrPartition),
-                    _ if too_few_replicas => failed(ResponseError::NotEnoughReplicas),
-                    (_, Some(_), None) => failed(ResponseError::InvalidRecord),
-                    (_, Some(_), Some(records)) if records.is_empty() => failed(ResponseError::InvalidRecord),
-                    (true, Some(shard), Some(records)) => {
-                        // The log rewrites offsets in place: it needs its own copy.
-                        let records = BytesMut::from(&records[..]);
-                        let call = context.mesh.call(shard, move |state| async move {
-                            state.produce(&name, index, records, acks, timeout).await
-                        });
-                        call.await.unwrap_or_else(|_| failed(ResponseError::NotLeaderOrFollower))
-                    }
-                };
-                (topic_name, index, outcome)
-            });
+            let shard = info.and_then(|t| context.shared.shard_of(&t.partition_shards, index));
+            let decided = match (valid_acks, shard, &partition.records) {
+                (false, _, _) => Ok(failed(ResponseError::InvalidRequiredAcks)),
+                (_, None, _) => Ok(failed(ResponseError::UnknownTopicOrPartition)),
+                _ if too_few_replicas => Ok(failed(ResponseError::NotEnoughReplicas)),
+                (_, Some(_), None) => Ok(failed(ResponseError::InvalidRecord)),
+                (_, Some(_), Some(records)) if records.is_empty() => Ok(failed(ResponseError::InvalidRecord)),
+                (_, Some(shard), Some(records)) => {
+                    // The log rewrites offsets in place: it needs its own copy.
+                    let records = BytesMut::from(&records[..]);
+                    work.push((Some(shard), PartitionProduce { topic: name.clone(), index, records }));
+                    Err(work.len() - 1)
+                }
+            };
+            answers.push((topic.name.clone(), index, decided));
         }
     }
-    let outcomes = futures::future::join_all(pending).await;
+    let done =
+        scatter(&context.mesh, work, failed(ResponseError::NotLeaderOrFollower), move |state, parts| async move {
+            let produces = parts.into_iter().map(|part| {
+                let state = state.clone();
+                async move { produce_here(&state, part, acks, timeout_after).await }
+            });
+            futures::future::join_all(produces).await
+        })
+        .await;
+    let outcomes: Vec<(TopicName, i32, ProduceOutcome)> = answers
+        .into_iter()
+        .map(|(topic, index, decided)| (topic, index, decided.unwrap_or_else(|at| done[at])))
+        .collect();
     if acks == 0 {
-        return if outcomes.iter().any(|(_, _, o)| o.error_code != 0) { Answer::Close } else { Answer::Silent };
+        return if outcomes.iter().any(|(_, _, o)| o.error.is_some()) { Answer::Close } else { Answer::Silent };
     }
     let mut response = ProduceResponse::default();
     for (topic_name, index, outcome) in outcomes {
         let mut p = PartitionProduceResponse::default();
         p.index = index;
-        p.error_code = outcome.error_code;
+        p.error_code = outcome.error.map_or(0, |e| e.code());
         p.base_offset = outcome.base_offset;
         p.log_append_time_ms = -1;
         if version >= 5 {

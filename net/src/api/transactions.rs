@@ -3,9 +3,10 @@
 //! transactional id, AddPartitionsToTxn 0–3, AddOffsetsToTxn 0–3, EndTxn
 //! 0–3, TxnOffsetCommit 0–3, and for operators ListTransactions 0–1,
 //! DescribeTransactions 0 and DescribeProducers 0. Decoded on the
-//! connection's shard, carried out on the shard of the transactional id's
-//! `__transaction_state` partition (or the group's offsets partition for
-//! TxnOffsetCommit); see `crate::txn`.
+//! connection's shard, carried out by the transaction service on the
+//! shard of the transactional id's `__transaction_state` partition (or by
+//! the group service of the group's offsets partition for
+//! TxnOffsetCommit); see `crate::txn::service`.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -15,40 +16,46 @@ use futures::Future;
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 use shardline_engine::runtime::mesh::Mesh;
+use shardline_engine::RealDisk;
 
-use super::groups::{
-    commit_records, fail_unwritten, internal_topic, offsets_topic, on_coordinator, partition_exists, s, CommitAsked,
-};
+use super::groups::{asked_commits, internal_topic, offsets_topic, on_coordinator, s};
 use super::Context;
-use crate::broker::BrokerShared;
-use crate::groups::coordinator::Protocol;
 use crate::groups::records::partition_for;
-use crate::groups::{self, wall_ms, OFFSETS_TOPIC};
-use crate::partitions::ShardPartitions;
+use crate::groups::service::CommitAsk;
+use crate::groups::OFFSETS_TOPIC;
+use crate::registry::Replica;
+use crate::route::{scatter, MeshMarkers, MeshProducerIds};
+use crate::shard::{BrokerShared, ShardState};
 use crate::topics::TopicInfo;
-use crate::txn::coordinator::{InitPlan, TxnStatus};
-use crate::txn::{self, TXN_TOPIC};
+use crate::txn::service::Listed;
+use crate::txn::TXN_TOPIC;
 
 /// `__transaction_state`, created on first use.
 pub async fn transaction_topic(context: &Context) -> Result<Arc<TopicInfo>, ResponseError> {
     internal_topic(context, TXN_TOPIC, context.shared.config.transaction_state_num_partitions).await
 }
 
-/// Runs `work` on the shard coordinating `transactional_id`.
+/// Runs `work` on the shard coordinating `transactional_id`, with its
+/// `__transaction_state` partition index and replica there.
 async fn on_txn_coordinator<R, F, Fut>(context: &Context, transactional_id: &str, work: F) -> Result<R, ResponseError>
 where
     R: Send + 'static,
-    F: FnOnce(Rc<ShardPartitions>, i32, Arc<BrokerShared>, Mesh<ShardPartitions>) -> Fut + Send + 'static,
+    F: FnOnce(Rc<ShardState>, i32, Option<Rc<Replica<RealDisk>>>, Arc<BrokerShared>, Mesh<ShardState>) -> Fut
+        + Send
+        + 'static,
     Fut: Future<Output = Result<R, ResponseError>> + 'static,
 {
     let topic = transaction_topic(context).await?;
-    let partition = partition_for(transactional_id, topic.partition_shards.len() as i32);
+    let index = partition_for(transactional_id, topic.partition_shards.len() as i32);
     let shard =
-        context.shared.shard_of(&topic.partition_shards, partition).ok_or(ResponseError::CoordinatorNotAvailable)?;
+        context.shared.shard_of(&topic.partition_shards, index).ok_or(ResponseError::CoordinatorNotAvailable)?;
     let (shared, mesh) = (context.shared.clone(), context.mesh.clone());
     context
         .mesh
-        .call(shard, move |state| work(state, partition, shared, mesh))
+        .call(shard, move |state| {
+            let log = state.partitions.get(TXN_TOPIC, index);
+            work(state, index, log, shared, mesh)
+        })
         .await
         .map_err(|_| ResponseError::CoordinatorNotAvailable)?
 }
@@ -66,27 +73,10 @@ pub async fn init_transactional(
         return Err(ResponseError::InvalidTransactionTimeout);
     }
     let id = transactional_id.clone();
-    on_txn_coordinator(context, &transactional_id, move |state, partition, shared, mesh| async move {
-        let coordinator = txn::coordinator(&state, partition).await?;
-        for _ in 0..3 {
-            let plan = {
-                let mut allocate =
-                    || shared.producer_ids.allocate().map_err(|_| ResponseError::CoordinatorNotAvailable);
-                coordinator.borrow().init(&id, timeout_ms, expected, wall_ms(), &mut allocate)?
-            };
-            match plan {
-                InitPlan::Ready(meta) => {
-                    let answer = (meta.producer_id, meta.epoch);
-                    txn::persist(&state, partition, &coordinator, &id, meta).await?;
-                    return Ok(answer);
-                }
-                InitPlan::AbortFirst(abort, preparing) => {
-                    txn::persist(&state, partition, &coordinator, &id, preparing).await?;
-                    txn::complete(&state, &shared, &mesh, partition, &coordinator, abort).await?;
-                }
-            }
-        }
-        Err(ResponseError::ConcurrentTransactions)
+    on_txn_coordinator(context, &transactional_id, move |state, index, log, shared, mesh| async move {
+        let ids = MeshProducerIds { state: state.clone(), mesh: mesh.clone() };
+        let markers = MeshMarkers { shared, mesh };
+        state.txns.init_producer(index, log, &id, timeout_ms, expected, &ids, &markers).await
     })
     .await
 }
@@ -103,26 +93,14 @@ pub async fn add_partitions(
         .iter()
         .flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), *p)))
         .collect();
-    let unknown: Vec<bool> = asked.iter().map(|(t, p)| !partition_exists(&context.shared, t, *p)).collect();
+    let unknown: Vec<bool> = asked.iter().map(|(t, p)| !context.shared.partition_exists(t, *p)).collect();
     let (producer_id, epoch) = (request.v3_and_below_producer_id.0, request.v3_and_below_producer_epoch);
     let result = if unknown.iter().any(|u| *u) {
         Err(ResponseError::OperationNotAttempted)
     } else {
         let (txn_id, partitions) = (id.clone(), asked.clone());
-        on_txn_coordinator(context, &id, move |state, partition, _, _| async move {
-            let coordinator = txn::coordinator(&state, partition).await?;
-            let next = coordinator.borrow().add_partitions(
-                &txn_id,
-                producer_id,
-                epoch,
-                &partitions,
-                wall_ms(),
-                version >= 2,
-            )?;
-            if let Some(meta) = next {
-                txn::persist(&state, partition, &coordinator, &txn_id, meta).await?;
-            }
-            Ok(())
+        on_txn_coordinator(context, &id, move |state, index, log, _, _| async move {
+            state.txns.add_partitions(index, log, &txn_id, producer_id, epoch, &partitions, version >= 2).await
         })
         .await
     };
@@ -163,20 +141,9 @@ pub async fn add_offsets(context: &Context, request: AddOffsetsToTxnRequest, ver
             let id = request.transactional_id.to_string();
             let (producer_id, epoch) = (request.producer_id.0, request.producer_epoch);
             let txn_id = id.clone();
-            on_txn_coordinator(context, &id, move |state, partition, _, _| async move {
-                let coordinator = txn::coordinator(&state, partition).await?;
-                let next = coordinator.borrow().add_partitions(
-                    &txn_id,
-                    producer_id,
-                    epoch,
-                    std::slice::from_ref(&offsets_partition),
-                    wall_ms(),
-                    version >= 2,
-                )?;
-                if let Some(meta) = next {
-                    txn::persist(&state, partition, &coordinator, &txn_id, meta).await?;
-                }
-                Ok(())
+            on_txn_coordinator(context, &id, move |state, index, log, _, _| async move {
+                let partitions = std::slice::from_ref(&offsets_partition);
+                state.txns.add_partitions(index, log, &txn_id, producer_id, epoch, partitions, version >= 2).await
             })
             .await
         }
@@ -190,14 +157,9 @@ pub async fn end_txn(context: &Context, request: EndTxnRequest, version: i16) ->
     let id = request.transactional_id.to_string();
     let (producer_id, epoch, commit) = (request.producer_id.0, request.producer_epoch, request.committed);
     let txn_id = id.clone();
-    let result = on_txn_coordinator(context, &id, move |state, partition, shared, mesh| async move {
-        let coordinator = txn::coordinator(&state, partition).await?;
-        let decided = coordinator.borrow().end(&txn_id, producer_id, epoch, commit, wall_ms(), version >= 2)?;
-        if let Some((prepare, completion)) = decided {
-            txn::persist(&state, partition, &coordinator, &txn_id, prepare).await?;
-            txn::complete(&state, &shared, &mesh, partition, &coordinator, completion).await?;
-        }
-        Ok(())
+    let result = on_txn_coordinator(context, &id, move |state, index, log, shared, mesh| async move {
+        let markers = MeshMarkers { shared, mesh };
+        state.txns.end(index, log, &txn_id, producer_id, epoch, commit, version >= 2, &markers).await
     })
     .await;
     let mut response = EndTxnResponse::default();
@@ -218,56 +180,27 @@ pub async fn txn_offset_commit(
         .iter()
         .map(|t| (t.name.clone(), t.partitions.iter().map(|p| p.partition_index).collect()))
         .collect();
-    let id = group_id.clone();
+    let offsets = asked_commits(request.topics.iter().map(|t| {
+        let partitions = t.partitions.iter().map(|p| {
+            let epoch = if version >= 2 { p.committed_leader_epoch } else { -1 };
+            (p.partition_index, p.committed_offset, epoch, p.committed_metadata.as_ref().map(|m| m.to_string()))
+        });
+        (t.name.to_string(), partitions.collect())
+    }));
+    let ask = CommitAsk {
+        group_id: group_id.clone(),
+        member_id: request.member_id.to_string(),
+        instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+        generation: request.generation_id,
+        check_member: version >= 3 && (request.generation_id >= 0 || !request.member_id.is_empty()),
+        consumer_groups_allowed: true,
+        offsets,
+    };
+    let txn = Some((request.producer_id.0, request.producer_epoch));
     let result: Result<Vec<Vec<i16>>, ResponseError> =
-        on_coordinator(context, &group_id, move |state, partition, shared| async move {
-            let coordinator = groups::coordinator(&state, partition).await?;
-            let now_wall = wall_ms();
-            if version >= 3 && (request.generation_id >= 0 || !request.member_id.is_empty()) {
-                let mut c = coordinator.borrow_mut();
-                let group = c.group_or_create(&id, now_wall);
-                match &mut group.protocol {
-                    Protocol::Classic(g) => g.check_commit(
-                        &request.member_id,
-                        request.group_instance_id.as_deref(),
-                        request.generation_id,
-                        state.groups.now(),
-                    )?,
-                    Protocol::Consumer(g) => g.check_member_epoch(&request.member_id, request.generation_id)?,
-                }
-            }
-            let asked: Vec<(String, Vec<CommitAsked>)> = request
-                .topics
-                .iter()
-                .map(|t| {
-                    let partitions = t
-                        .partitions
-                        .iter()
-                        .map(|p| CommitAsked {
-                            partition: p.partition_index,
-                            offset: p.committed_offset,
-                            leader_epoch: if version >= 2 { p.committed_leader_epoch } else { -1 },
-                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                        })
-                        .collect();
-                    (t.name.to_string(), partitions)
-                })
-                .collect();
-            let (mut codes, records) =
-                commit_records(&shared, state.config.offset_metadata_max_bytes, &id, &asked, now_wall);
-            let (producer_id, epoch) = (request.producer_id.0, request.producer_epoch);
-            if !records.is_empty() {
-                match groups::append_transactional(&state, partition, producer_id, epoch, &records).await {
-                    Ok(()) => {
-                        let mut c = coordinator.borrow_mut();
-                        for record in records {
-                            c.replay_pending(producer_id, record, now_wall);
-                        }
-                    }
-                    Err(error) => fail_unwritten(&mut codes, error),
-                }
-            }
-            Ok(codes)
+        on_coordinator(context, &group_id, move |state, index, log, shared| async move {
+            let exists = |topic: &str, p: i32| shared.partition_exists(topic, p);
+            state.groups.commit_offsets(index, log, ask, txn, &exists).await
         })
         .await
         .and_then(|r| r);
@@ -297,48 +230,22 @@ pub async fn txn_offset_commit(
     response
 }
 
-/// One transactional id as operators see it.
-struct Listed {
-    id: String,
-    producer_id: i64,
-    epoch: i16,
-    status: TxnStatus,
-    timeout_ms: i32,
-    start_ms: i64,
-    partitions: Vec<(String, i32)>,
-}
-
+/// Every transactional id of every coordinator, one message per shard.
 async fn all_transactions(context: &Context) -> Vec<Listed> {
     let Some(topic) = context.shared.topics.image().topics.get(TXN_TOPIC).cloned() else { return Vec::new() };
-    let mut out = Vec::new();
-    for shard in 0..context.shared.shards {
-        let partitions: Vec<i32> = (0..topic.partition_shards.len() as i32)
-            .filter(|p| context.shared.shard_of(&topic.partition_shards, *p) == Some(shard))
-            .collect();
-        let listed = context
-            .mesh
-            .call(shard, move |state| async move {
-                let mut listed = Vec::new();
-                for p in partitions {
-                    let Ok(c) = txn::coordinator(&state, p).await else { continue };
-                    for (id, m) in c.borrow().txns.iter() {
-                        listed.push(Listed {
-                            id: id.clone(),
-                            producer_id: m.producer_id,
-                            epoch: m.epoch,
-                            status: m.status,
-                            timeout_ms: m.timeout_ms,
-                            start_ms: m.start_ms,
-                            partitions: m.partitions.iter().cloned().collect(),
-                        });
-                    }
-                }
-                listed
-            })
-            .await;
-        out.extend(listed.unwrap_or_default());
-    }
-    out
+    let items = (0..topic.partition_shards.len() as i32)
+        .map(|index| (context.shared.shard_of(&topic.partition_shards, index), index))
+        .collect();
+    let listed = scatter(&context.mesh, items, Vec::new(), |state, indexes| async move {
+        let mut out = Vec::with_capacity(indexes.len());
+        for index in indexes {
+            let log = state.partitions.get(TXN_TOPIC, index);
+            out.push(state.txns.list(index, log).await.unwrap_or_default());
+        }
+        out
+    })
+    .await;
+    listed.into_iter().flatten().collect()
 }
 
 /// ListTransactions (v0–1: state, producer id and duration filters).
@@ -360,23 +267,24 @@ pub async fn list_transactions(
     let mut response = ListTransactionsResponse::default();
     response.unknown_state_filters =
         request.state_filters.iter().filter(|f| !known.contains(&f.as_str())).cloned().collect();
-    let now = wall_ms();
+    let now = context.state.clock.now_ms();
     let min_duration = if version >= 1 { request.duration_filter } else { -1 };
     response.transaction_states = all_transactions(context)
         .await
         .into_iter()
         .filter(|t| {
-            request.state_filters.is_empty() || request.state_filters.iter().any(|f| f.as_str() == t.status.name())
+            request.state_filters.is_empty() || request.state_filters.iter().any(|f| f.as_str() == t.meta.status.name())
         })
         .filter(|t| {
-            request.producer_id_filters.is_empty() || request.producer_id_filters.iter().any(|p| p.0 == t.producer_id)
+            request.producer_id_filters.is_empty()
+                || request.producer_id_filters.iter().any(|p| p.0 == t.meta.producer_id)
         })
-        .filter(|t| min_duration < 0 || (t.start_ms >= 0 && now - t.start_ms >= min_duration))
+        .filter(|t| min_duration < 0 || (t.meta.start_ms >= 0 && now - t.meta.start_ms >= min_duration))
         .map(|t| {
             let mut state = list_transactions_response::TransactionState::default();
             state.transactional_id = TransactionalId(s(t.id));
-            state.producer_id = ProducerId(t.producer_id);
-            state.transaction_state = s(t.status.name());
+            state.producer_id = ProducerId(t.meta.producer_id);
+            state.transaction_state = s(t.meta.status.name());
             state
         })
         .collect();
@@ -397,13 +305,13 @@ pub async fn describe_transactions(
         match all.iter().find(|t| t.id == id.as_str()) {
             None => state.error_code = ResponseError::TransactionalIdNotFound.code(),
             Some(t) => {
-                state.transaction_state = s(t.status.name());
-                state.transaction_timeout_ms = t.timeout_ms;
-                state.transaction_start_time_ms = t.start_ms;
-                state.producer_id = ProducerId(t.producer_id);
-                state.producer_epoch = t.epoch;
+                state.transaction_state = s(t.meta.status.name());
+                state.transaction_timeout_ms = t.meta.timeout_ms;
+                state.transaction_start_time_ms = t.meta.start_ms;
+                state.producer_id = ProducerId(t.meta.producer_id);
+                state.producer_epoch = t.meta.epoch;
                 let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-                for (topic, p) in &t.partitions {
+                for (topic, p) in &t.meta.partitions {
                     by_topic.entry(topic.clone()).or_default().push(*p);
                 }
                 state.topics = by_topic
@@ -422,6 +330,16 @@ pub async fn describe_transactions(
     response
 }
 
+/// One producer of a partition as DescribeProducers reports it.
+#[derive(Debug, Clone)]
+struct Described {
+    id: i64,
+    epoch: i16,
+    last_sequence: i32,
+    last_timestamp: i64,
+    current_txn_start_offset: i64,
+}
+
 /// DescribeProducers (v0): the active producers of each partition.
 pub async fn describe_producers(
     context: &Context,
@@ -429,46 +347,56 @@ pub async fn describe_producers(
     _version: i16,
 ) -> DescribeProducersResponse {
     let image = context.shared.topics.image();
+    let mut items = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.to_string();
+        let info = image.topics.get(&name);
+        for &index in &topic.partition_indexes {
+            let shard = info.and_then(|i| context.shared.shard_of(&i.partition_shards, index));
+            items.push((shard, (name.clone(), index)));
+        }
+    }
+    let mut described = scatter(&context.mesh, items, None, |state, asked| async move {
+        asked
+            .into_iter()
+            .map(|(topic, index)| {
+                let replica = state.partitions.get(&topic, index)?;
+                let producers = replica.partition.producer_state();
+                let ongoing: BTreeMap<i64, i64> = producers.ongoing().collect();
+                let list =
+                    producers.describe().into_iter().map(|(id, epoch, last_sequence, last_timestamp)| Described {
+                        id,
+                        epoch,
+                        last_sequence,
+                        last_timestamp,
+                        current_txn_start_offset: ongoing.get(&id).copied().unwrap_or(-1),
+                    });
+                Some(list.collect::<Vec<_>>())
+            })
+            .collect()
+    })
+    .await
+    .into_iter();
     let mut response = DescribeProducersResponse::default();
     for topic in request.topics {
-        let name = topic.name.to_string();
-        let info = image.topics.get(&name).cloned();
         let mut t = describe_producers_response::TopicResponse::default();
         t.name = topic.name.clone();
         for index in topic.partition_indexes {
             let mut p = describe_producers_response::PartitionResponse::default();
             p.partition_index = index;
-            let shard = info.as_ref().and_then(|i| context.shared.shard_of(&i.partition_shards, index));
-            let Some(shard) = shard else {
-                p.error_code = ResponseError::UnknownTopicOrPartition.code();
-                t.partitions.push(p);
-                continue;
-            };
-            let topic_name = name.clone();
-            let described = context
-                .mesh
-                .call(shard, move |state| async move {
-                    let producers = state.describe_producers(&topic_name, index)?;
-                    let ongoing: BTreeMap<i64, i64> =
-                        state.ongoing_transactions(&topic_name, index).into_iter().collect();
-                    Some((producers, ongoing))
-                })
-                .await
-                .ok()
-                .flatten();
-            match described {
+            match described.next().flatten() {
                 None => p.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                Some((producers, ongoing)) => {
+                Some(producers) => {
                     p.active_producers = producers
                         .into_iter()
-                        .map(|(id, epoch, last_sequence, last_timestamp)| {
+                        .map(|d| {
                             let mut ps = describe_producers_response::ProducerState::default();
-                            ps.producer_id = ProducerId(id);
-                            ps.producer_epoch = i32::from(epoch);
-                            ps.last_sequence = last_sequence;
-                            ps.last_timestamp = last_timestamp;
+                            ps.producer_id = ProducerId(d.id);
+                            ps.producer_epoch = i32::from(d.epoch);
+                            ps.last_sequence = d.last_sequence;
+                            ps.last_timestamp = d.last_timestamp;
                             ps.coordinator_epoch = 0;
-                            ps.current_txn_start_offset = ongoing.get(&id).copied().unwrap_or(-1);
+                            ps.current_txn_start_offset = d.current_txn_start_offset;
                             ps
                         })
                         .collect();

@@ -12,15 +12,13 @@
 //! one generation. Static members (`group.instance.id`) keep their
 //! assignment across a restart within the session timeout.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 
-use super::records::GroupValue;
-
-/// Identifies a waiting request; the driver maps it to the reply channel.
-pub type Token = u64;
+use crate::groups::effect::{Effect, JoinMember, JoinReply, SyncReply, Token};
+use crate::groups::records::GroupValue;
 
 /// Group-wide limits from the broker configuration.
 #[derive(Debug, Clone, Copy)]
@@ -61,83 +59,6 @@ pub struct Join {
     /// v9+: the leader may skip computing an assignment (static leader
     /// rejoining a stable group).
     pub supports_skip_assignment: bool,
-}
-
-/// One member as the leader sees it in the JoinGroup response.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JoinMember {
-    /// Member id.
-    pub member_id: String,
-    /// Static instance id.
-    pub instance_id: Option<String>,
-    /// Its metadata for the chosen protocol.
-    pub metadata: Bytes,
-}
-
-/// A JoinGroup answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JoinReply {
-    /// Error.
-    pub error: Option<ResponseError>,
-    /// Generation.
-    pub generation: i32,
-    /// Protocol type.
-    pub protocol_type: Option<String>,
-    /// Chosen protocol.
-    pub protocol_name: Option<String>,
-    /// Leader member id.
-    pub leader: String,
-    /// The member's id.
-    pub member_id: String,
-    /// v9: the leader skips assigning.
-    pub skip_assignment: bool,
-    /// Members (leader only).
-    pub members: Vec<JoinMember>,
-}
-
-impl JoinReply {
-    fn error(error: ResponseError, member_id: &str) -> Self {
-        JoinReply {
-            error: Some(error),
-            generation: -1,
-            protocol_type: None,
-            protocol_name: None,
-            leader: String::new(),
-            member_id: member_id.to_string(),
-            skip_assignment: false,
-            members: Vec::new(),
-        }
-    }
-}
-
-/// A SyncGroup answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SyncReply {
-    /// Error.
-    pub error: Option<ResponseError>,
-    /// Protocol type.
-    pub protocol_type: Option<String>,
-    /// Protocol name.
-    pub protocol_name: Option<String>,
-    /// The member's assignment.
-    pub assignment: Bytes,
-}
-
-impl SyncReply {
-    fn error(error: ResponseError) -> Self {
-        SyncReply { error: Some(error), protocol_type: None, protocol_name: None, assignment: Bytes::new() }
-    }
-}
-
-/// What the driver must do after a call.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// Answer a waiting JoinGroup.
-    Join(Token, JoinReply),
-    /// Answer a waiting SyncGroup.
-    Sync(Token, SyncReply),
-    /// Write the group's metadata record.
-    Persist(GroupValue),
 }
 
 /// Group state, as DescribeGroups names it.
@@ -207,8 +128,8 @@ pub struct ClassicGroup {
     generation: i32,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
-    pending: HashMap<String, u64>,
-    static_members: HashMap<String, String>,
+    pending: BTreeMap<String, u64>,
+    static_members: BTreeMap<String, String>,
     join_deadline: u64,
     initial_delay: Option<(u64, u64)>,
     joined_during_delay: bool,
@@ -227,8 +148,8 @@ impl ClassicGroup {
             generation: 0,
             leader: None,
             members: BTreeMap::new(),
-            pending: HashMap::new(),
-            static_members: HashMap::new(),
+            pending: BTreeMap::new(),
+            static_members: BTreeMap::new(),
             join_deadline: 0,
             initial_delay: None,
             joined_during_delay: false,
@@ -285,13 +206,60 @@ impl ClassicGroup {
         self.members.is_empty() && self.pending.is_empty()
     }
 
-    fn value(&self, now_wall_ms: i64) -> GroupValue {
+    /// The earliest time at which [`tick`](Self::tick) has work to do: a
+    /// pending member's deadline, a member's session end, or the join
+    /// deadline of a rebalance. `None` when no timer is armed.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let pending = self.pending.values().copied();
+        let sessions = self
+            .members
+            .values()
+            .filter(|m| m.awaiting_join.is_none() && m.awaiting_sync.is_none())
+            .map(|m| m.last_heartbeat + m.session_timeout_ms.max(0) as u64);
+        let join = (self.state == State::PreparingRebalance).then_some(self.join_deadline);
+        pending.chain(sessions).chain(join).min()
+    }
+
+    /// Asserts what every transition must leave true (debug builds: the
+    /// tests and the simulator run them after every call).
+    pub fn check_invariants(&self) {
+        if self.state == State::Empty {
+            debug_assert!(self.members.is_empty(), "an Empty group has no members");
+        }
+        if matches!(self.state, State::CompletingRebalance | State::Stable) {
+            debug_assert!(self.generation > 0, "an assigned group has a generation");
+            debug_assert!(self.protocol.is_some(), "an assigned group has chosen a protocol");
+            debug_assert!(
+                self.leader.as_ref().is_some_and(|l| self.members.contains_key(l)),
+                "an assigned group's leader is a member"
+            );
+        }
+        for id in self.pending.keys() {
+            debug_assert!(!self.members.contains_key(id), "a pending member {id} is not yet a member");
+        }
+        for (instance, id) in &self.static_members {
+            debug_assert!(
+                self.members.get(id).is_some_and(|m| m.instance_id.as_ref() == Some(instance)),
+                "static instance {instance} maps to its member"
+            );
+        }
+        for member in self.members.values() {
+            if member.awaiting_sync.is_some() {
+                debug_assert_eq!(self.state, State::CompletingRebalance, "SyncGroup waits only for the leader");
+            }
+            if member.awaiting_join.is_some() {
+                debug_assert_eq!(self.state, State::PreparingRebalance, "JoinGroup waits only during a rebalance");
+            }
+        }
+    }
+
+    fn value(&self, now: u64) -> GroupValue {
         GroupValue {
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
             generation: self.generation,
             protocol: self.protocol.clone(),
             leader: self.leader.clone(),
-            state_timestamp: now_wall_ms,
+            state_timestamp: now as i64,
         }
     }
 
@@ -517,7 +485,7 @@ impl ClassicGroup {
             return;
         }
         if self.all_joined() || now >= self.join_deadline {
-            self.complete_join(effects);
+            self.complete_join(now, effects);
         }
     }
 
@@ -531,7 +499,7 @@ impl ClassicGroup {
             .map(|(n, _)| n)
             .filter(|name| self.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == *name)))
             .collect();
-        let mut votes: HashMap<&String, usize> = HashMap::new();
+        let mut votes: BTreeMap<&String, usize> = BTreeMap::new();
         for member in self.members.values() {
             if let Some((name, _)) = member.protocols.iter().find(|(n, _)| candidates.contains(&n)) {
                 *votes.entry(name).or_default() += 1;
@@ -548,7 +516,7 @@ impl ClassicGroup {
             .map(|s| s.to_string())
     }
 
-    fn complete_join(&mut self, effects: &mut Vec<Effect>) {
+    fn complete_join(&mut self, now: u64, effects: &mut Vec<Effect>) {
         let dropped: Vec<String> =
             self.members.values().filter(|m| m.awaiting_join.is_none()).map(|m| m.member_id.clone()).collect();
         for id in dropped {
@@ -560,7 +528,7 @@ impl ClassicGroup {
             self.state = State::Empty;
             self.protocol = None;
             self.leader = None;
-            effects.push(Effect::Persist(self.value(0)));
+            effects.push(Effect::PersistGroup(self.value(now)));
             return;
         }
         self.protocol = self.select_protocol();
@@ -649,7 +617,6 @@ impl ClassicGroup {
         protocol_name: Option<&str>,
         assignments: Vec<(String, Bytes)>,
         now: u64,
-        now_wall_ms: i64,
         effects: &mut Vec<Effect>,
     ) {
         if let Err(error) = self.check_member(member_id, instance_id, generation) {
@@ -679,12 +646,12 @@ impl ClassicGroup {
                     }
                 }
                 if self.leader.as_deref() == Some(member_id) {
-                    let assigned: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    let assigned: BTreeMap<String, Bytes> = assignments.into_iter().collect();
                     for member in self.members.values_mut() {
                         member.assignment = assigned.get(&member.member_id).cloned().unwrap_or_default();
                     }
                     self.state = State::Stable;
-                    effects.push(Effect::Persist(self.value(now_wall_ms)));
+                    effects.push(Effect::PersistGroup(self.value(now)));
                     let waiting: Vec<(String, Token)> = self
                         .members
                         .values_mut()
@@ -826,11 +793,11 @@ impl ClassicGroup {
                     self.members.values().map(|m| m.rebalance_timeout_ms.max(0) as u64).max().unwrap_or(0);
                 self.join_deadline = now + rebalance_timeout;
                 if self.all_joined() {
-                    self.complete_join(effects);
+                    self.complete_join(now, effects);
                 }
                 return;
             }
-            self.complete_join(effects);
+            self.complete_join(now, effects);
         }
     }
 }
@@ -895,10 +862,9 @@ mod tests {
             None,
             vec![(a.member_id.clone(), Bytes::from_static(b"p0"))],
             0,
-            0,
             &mut fx,
         );
-        assert!(matches!(&fx[..], [Effect::Persist(_), Effect::Sync(3, r)] if r.assignment == "p0"));
+        assert!(matches!(&fx[..], [Effect::PersistGroup(_), Effect::Sync(3, r)] if r.assignment == "p0"));
         assert_eq!(group.state(), State::Stable);
 
         // A second member joins: the first must rejoin.
@@ -916,20 +882,9 @@ mod tests {
 
         // Follower syncs first and waits for the leader.
         fx.clear();
-        group.sync(7, &b_id, None, 2, None, None, vec![], 30, 0, &mut fx);
+        group.sync(7, &b_id, None, 2, None, None, vec![], 30, &mut fx);
         assert!(fx.is_empty());
-        group.sync(
-            8,
-            &a.member_id,
-            None,
-            2,
-            None,
-            None,
-            vec![(b_id.clone(), Bytes::from_static(b"p1"))],
-            30,
-            0,
-            &mut fx,
-        );
+        group.sync(8, &a.member_id, None, 2, None, None, vec![(b_id.clone(), Bytes::from_static(b"p1"))], 30, &mut fx);
         assert!(fx.iter().any(|e| matches!(e, Effect::Sync(7, r) if r.assignment == "p1")));
 
         // The leader's session expires: the follower must rejoin.
@@ -980,10 +935,9 @@ mod tests {
             None,
             vec![(follower.clone(), Bytes::from_static(b"x"))],
             0,
-            0,
             &mut fx,
         );
-        group.sync(5, &follower, Some("i2"), gen, None, None, vec![], 0, 0, &mut fx);
+        group.sync(5, &follower, Some("i2"), gen, None, None, vec![], 0, &mut fx);
         assert_eq!(group.state(), State::Stable);
         // The follower restarts: new member id, same assignment, no rebalance.
         fx.clear();
@@ -995,7 +949,7 @@ mod tests {
         assert_eq!(group.state(), State::Stable);
         assert_eq!(group.heartbeat(&follower, Some("i2"), gen, 100), Err(ResponseError::FencedInstanceId));
         fx.clear();
-        group.sync(7, &back.member_id, Some("i2"), gen, None, None, vec![], 100, 0, &mut fx);
+        group.sync(7, &back.member_id, Some("i2"), gen, None, None, vec![], 100, &mut fx);
         assert!(matches!(&fx[..], [Effect::Sync(7, r)] if r.assignment == "x"));
     }
 

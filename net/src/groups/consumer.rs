@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use crate::groups::effect::Effect;
+
 /// A topic partition by topic id.
 pub type TopicPartition = (Uuid, i32);
 
@@ -129,8 +131,6 @@ pub struct ConsumerGroup {
     target: BTreeMap<String, BTreeSet<TopicPartition>>,
     subscribed_metadata: BTreeMap<String, (Uuid, i32)>,
     limits: ConsumerLimits,
-    /// Set when the group epoch moved and should be persisted.
-    pub epoch_dirty: bool,
 }
 
 impl ConsumerGroup {
@@ -143,7 +143,6 @@ impl ConsumerGroup {
             target: BTreeMap::new(),
             subscribed_metadata: BTreeMap::new(),
             limits,
-            epoch_dirty: false,
         }
     }
 
@@ -204,7 +203,36 @@ impl ConsumerGroup {
 
     fn bump_epoch(&mut self) {
         self.epoch += 1;
-        self.epoch_dirty = true;
+    }
+
+    /// The earliest time at which [`tick`](Self::tick) has work: a member's
+    /// session end or revocation deadline. `None` without members.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let session = self.limits.session_timeout_ms.max(0) as u64;
+        let sessions = self.members.values().map(|m| m.last_heartbeat + session);
+        let revocations = self.members.values().filter_map(|m| m.revoke_deadline);
+        sessions.chain(revocations).min()
+    }
+
+    /// Asserts what every transition must leave true (debug builds: the
+    /// tests and the simulator run them after every call).
+    pub fn check_invariants(&self) {
+        debug_assert!(self.assignment_epoch <= self.epoch, "the target never runs ahead of the group epoch");
+        debug_assert!(self.members.len() <= self.limits.max_size, "the group is within its size limit");
+        let mut owned = BTreeSet::new();
+        for member in self.members.values() {
+            debug_assert!(
+                member.epoch <= self.assignment_epoch,
+                "member {} is not ahead of the target",
+                member.member_id
+            );
+            for tp in member.assigned.iter().chain(member.revoking.iter()) {
+                debug_assert!(owned.insert(*tp), "partition {tp:?} is owned by one member at most");
+            }
+        }
+        for id in self.target.keys() {
+            debug_assert!(self.members.contains_key(id), "the target assigns only members ({id})");
+        }
     }
 
     /// Whether an offset commit (or a fetch asking for stable offsets) by
@@ -224,6 +252,23 @@ impl ConsumerGroup {
     /// subscription regex; `new_member_id` is used when a v0 client joins
     /// without one.
     pub fn heartbeat(
+        &mut self,
+        request: Heartbeat,
+        topics: &TopicsView,
+        matches: &dyn Fn(&str, &str) -> bool,
+        now: u64,
+        new_member_id: String,
+        effects: &mut Vec<Effect>,
+    ) -> HeartbeatReply {
+        let epoch_before = self.epoch;
+        let reply = self.heartbeat_inner(request, topics, matches, now, new_member_id);
+        if self.epoch != epoch_before {
+            effects.push(Effect::PersistEpoch(self.epoch));
+        }
+        reply
+    }
+
+    fn heartbeat_inner(
         &mut self,
         request: Heartbeat,
         topics: &TopicsView,
@@ -433,7 +478,16 @@ impl ConsumerGroup {
 
     /// Expires members whose session or revocation deadline passed.
     /// Returns whether anything changed.
-    pub fn tick(&mut self, now: u64) -> bool {
+    pub fn tick(&mut self, now: u64, effects: &mut Vec<Effect>) -> bool {
+        let epoch_before = self.epoch;
+        let changed = self.expire(now);
+        if self.epoch != epoch_before {
+            effects.push(Effect::PersistEpoch(self.epoch));
+        }
+        changed
+    }
+
+    fn expire(&mut self, now: u64) -> bool {
         let session = self.limits.session_timeout_ms.max(0) as u64;
         let expired: Vec<String> = self
             .members
@@ -625,34 +679,69 @@ mod tests {
         let topic = Uuid::from_u128(7);
         let topics: TopicsView = [("t".to_string(), (topic, 6))].into_iter().collect();
         let mut group = ConsumerGroup::new(LIMITS);
-        let a = group.heartbeat(join("a"), &topics, &no_regex, 0, String::new());
+        let a = group.heartbeat(join("a"), &topics, &no_regex, 0, String::new(), &mut Vec::new());
         assert_eq!(a.assignment.as_ref().map(|s| s.len()), Some(6));
         let mut owned_a = a.assignment.clone().unwrap();
-        let b = group.heartbeat(join("b"), &topics, &no_regex, 1, String::new());
+        let b = group.heartbeat(join("b"), &topics, &no_regex, 1, String::new(), &mut Vec::new());
         // b's partitions are still owned by a: none yet.
         assert_eq!(b.assignment.as_ref().map(|s| s.len()), Some(0));
         // a is asked to revoke 3 and keeps its epoch.
-        let a2 = group.heartbeat(beat("a", a.member_epoch, &owned_a), &topics, &no_regex, 2, String::new());
+        let a2 =
+            group.heartbeat(beat("a", a.member_epoch, &owned_a), &topics, &no_regex, 2, String::new(), &mut Vec::new());
         assert_eq!(a2.member_epoch, a.member_epoch);
         owned_a = a2.assignment.clone().unwrap();
         assert_eq!(owned_a.len(), 3);
         // Once revoked, a moves to the new epoch; then b gets the rest.
-        let a3 = group.heartbeat(beat("a", a2.member_epoch, &owned_a), &topics, &no_regex, 3, String::new());
+        let a3 = group.heartbeat(
+            beat("a", a2.member_epoch, &owned_a),
+            &topics,
+            &no_regex,
+            3,
+            String::new(),
+            &mut Vec::new(),
+        );
         assert_eq!(a3.member_epoch, group.assignment_epoch());
-        let b2 = group.heartbeat(beat("b", b.member_epoch, &BTreeSet::new()), &topics, &no_regex, 4, String::new());
+        let b2 = group.heartbeat(
+            beat("b", b.member_epoch, &BTreeSet::new()),
+            &topics,
+            &no_regex,
+            4,
+            String::new(),
+            &mut Vec::new(),
+        );
         let owned_b = b2.assignment.unwrap();
         assert_eq!(owned_b.len(), 3);
         assert!(owned_b.is_disjoint(&owned_a));
         assert_eq!(group.state_name(), "Stable");
         // b's session expires (a keeps heartbeating): a gets everything back.
-        group.heartbeat(beat("a", a3.member_epoch, &owned_a), &topics, &no_regex, 40_000, String::new());
-        assert!(group.tick(4 + 45_000));
+        group.heartbeat(
+            beat("a", a3.member_epoch, &owned_a),
+            &topics,
+            &no_regex,
+            40_000,
+            String::new(),
+            &mut Vec::new(),
+        );
+        assert!(group.tick(4 + 45_000, &mut Vec::new()));
         assert!(!group.has_member("b") && group.has_member("a"));
-        let a4 = group.heartbeat(beat("a", a3.member_epoch, &owned_a), &topics, &no_regex, 45_010, String::new());
+        let a4 = group.heartbeat(
+            beat("a", a3.member_epoch, &owned_a),
+            &topics,
+            &no_regex,
+            45_010,
+            String::new(),
+            &mut Vec::new(),
+        );
         assert_eq!(a4.assignment.map(|s| s.len()), Some(6));
         // A stale epoch is fenced.
-        let stale =
-            group.heartbeat(beat("a", a3.member_epoch - 1, &owned_a), &topics, &no_regex, 45_020, String::new());
+        let stale = group.heartbeat(
+            beat("a", a3.member_epoch - 1, &owned_a),
+            &topics,
+            &no_regex,
+            45_020,
+            String::new(),
+            &mut Vec::new(),
+        );
         assert_eq!(stale.error, Some(ResponseError::FencedMemberEpoch));
     }
 

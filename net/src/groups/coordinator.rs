@@ -1,15 +1,19 @@
 //! One `__consumer_offsets` partition's coordinator state, sans IO: the
 //! groups whose ids hash to this partition, their members and their
 //! committed offsets. Rebuilt at load by replaying the partition's records
-//! ([`Coordinator::replay`]); changed by the group protocols, whose records
-//! the driver (`groups::driver`) appends before applying commits. Owned by
-//! the shard that owns the partition.
+//! ([`Coordinator::replay`]); changed by the group protocols. Operations
+//! that must be durable return the records to append (an offset commit,
+//! a deletion, an expiry); the driver (`groups::service`) appends them and
+//! only then applies them with [`Coordinator::replay`]. Owned by the shard
+//! that owns the partition.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use super::classic::{ClassicGroup, ClassicLimits};
-use super::consumer::{ConsumerGroup, ConsumerLimits};
-use super::records::{OffsetValue, OffsetsRecord};
+use kafka_protocol::ResponseError;
+
+use crate::groups::classic::{ClassicGroup, ClassicLimits};
+use crate::groups::consumer::{ConsumerGroup, ConsumerLimits};
+use crate::groups::records::{OffsetValue, OffsetsRecord};
 
 /// The protocol a group runs.
 #[derive(Debug, Clone)]
@@ -69,11 +73,24 @@ impl Group {
     }
 }
 
+/// One partition's commit as an OffsetCommit or TxnOffsetCommit carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitAsked {
+    /// Partition.
+    pub partition: i32,
+    /// Offset to commit.
+    pub offset: i64,
+    /// Leader epoch (-1 when the version has none).
+    pub leader_epoch: i32,
+    /// Client metadata.
+    pub metadata: Option<String>,
+}
+
 /// The groups of one `__consumer_offsets` partition.
 #[derive(Debug)]
 pub struct Coordinator {
     /// Groups by id.
-    pub groups: HashMap<String, Group>,
+    pub groups: BTreeMap<String, Group>,
     /// Classic protocol limits.
     pub classic_limits: ClassicLimits,
     /// KIP-848 limits.
@@ -83,7 +100,7 @@ pub struct Coordinator {
 impl Coordinator {
     /// No groups yet.
     pub fn new(classic_limits: ClassicLimits, consumer_limits: ConsumerLimits) -> Self {
-        Coordinator { groups: HashMap::new(), classic_limits, consumer_limits }
+        Coordinator { groups: BTreeMap::new(), classic_limits, consumer_limits }
     }
 
     /// The group, created empty (classic, no members) when missing.
@@ -95,6 +112,167 @@ impl Coordinator {
             empty_since_ms: Some(now_wall_ms),
             pending: BTreeMap::new(),
         })
+    }
+
+    /// The classic group `id` for a JoinGroup, created when missing; an
+    /// empty KIP-848 group turns classic (keeping its epoch as the
+    /// generation), as in Kafka; a KIP-848 group with members refuses.
+    pub fn classic_for_join(&mut self, id: &str, now_ms: i64) -> Result<&mut ClassicGroup, ResponseError> {
+        let limits = self.classic_limits;
+        let group = self.group_or_create(id, now_ms);
+        if let Protocol::Consumer(consumer) = &group.protocol {
+            if !consumer.is_empty() {
+                return Err(ResponseError::InconsistentGroupProtocol);
+            }
+            let mut classic = ClassicGroup::new(limits);
+            classic.restore_generation(consumer.epoch());
+            group.protocol = Protocol::Classic(classic);
+        }
+        match &mut group.protocol {
+            Protocol::Classic(classic) => Ok(classic),
+            Protocol::Consumer(_) => Err(ResponseError::InconsistentGroupProtocol),
+        }
+    }
+
+    /// The KIP-848 group `id` for a ConsumerGroupHeartbeat, created when
+    /// missing; an empty classic group turns KIP-848 (its generation
+    /// becomes the epoch); a classic group with members is not found.
+    pub fn consumer_for_heartbeat(&mut self, id: &str, now_ms: i64) -> Result<&mut ConsumerGroup, ResponseError> {
+        let limits = self.consumer_limits.clone();
+        let group = self.group_or_create(id, now_ms);
+        if let Protocol::Classic(classic) = &group.protocol {
+            if !classic.is_empty() {
+                return Err(ResponseError::GroupIdNotFound);
+            }
+            let mut fresh = ConsumerGroup::new(limits);
+            fresh.restore_epoch(classic.generation());
+            group.protocol = Protocol::Consumer(fresh);
+        }
+        match &mut group.protocol {
+            Protocol::Consumer(consumer) => Ok(consumer),
+            Protocol::Classic(_) => Err(ResponseError::GroupIdNotFound),
+        }
+    }
+
+    /// After a membership change: notes when group `id` became empty (the
+    /// offsets expiry clock starts then) or that it is not empty any more.
+    pub fn note_membership(&mut self, id: &str, now_ms: i64) {
+        if let Some(group) = self.groups.get_mut(id) {
+            if group.is_empty() {
+                group.empty_since_ms.get_or_insert(now_ms);
+            } else {
+                group.empty_since_ms = None;
+            }
+        }
+    }
+
+    /// Whether `member_id` of group `id` may commit offsets at
+    /// `generation` (a classic generation or a KIP-848 member epoch).
+    /// `consumer_groups_allowed` is false for OffsetCommit versions before
+    /// 9, which a KIP-848 group accepts only as a simple commit.
+    pub fn check_commit(
+        &mut self,
+        id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        consumer_groups_allowed: bool,
+        now_ms: i64,
+    ) -> Result<(), ResponseError> {
+        let group = self.group_or_create(id, now_ms);
+        match &mut group.protocol {
+            Protocol::Classic(g) => g.check_commit(member_id, instance_id, generation, now_ms as u64),
+            Protocol::Consumer(g) => {
+                let simple = generation < 0 && member_id.is_empty() && g.is_empty();
+                if !consumer_groups_allowed && !simple {
+                    return Err(ResponseError::UnsupportedVersion);
+                }
+                g.check_member_epoch(member_id, generation)
+            }
+        }
+    }
+
+    /// Validates each asked commit of `group` (the partition exists, the
+    /// metadata fits) and builds the records of the valid ones. Returns, per
+    /// topic and partition, the error code (0: to be written) and the
+    /// records to append.
+    pub fn plan_commit(
+        group: &str,
+        asked: &[(String, Vec<CommitAsked>)],
+        max_metadata: usize,
+        exists: &dyn Fn(&str, i32) -> bool,
+        now_ms: i64,
+    ) -> (Vec<Vec<i16>>, Vec<OffsetsRecord>) {
+        let mut records = Vec::new();
+        let codes = asked
+            .iter()
+            .map(|(topic, partitions)| {
+                partitions
+                    .iter()
+                    .map(|p| {
+                        let metadata = p.metadata.clone().unwrap_or_default();
+                        if !exists(topic, p.partition) {
+                            return ResponseError::UnknownTopicOrPartition.code();
+                        }
+                        if metadata.len() > max_metadata {
+                            return ResponseError::OffsetMetadataTooLarge.code();
+                        }
+                        records.push(OffsetsRecord::Offset {
+                            group: group.to_string(),
+                            topic: topic.clone(),
+                            partition: p.partition,
+                            value: Some(OffsetValue {
+                                offset: p.offset,
+                                leader_epoch: p.leader_epoch,
+                                metadata,
+                                commit_timestamp: now_ms,
+                            }),
+                        });
+                        0
+                    })
+                    .collect()
+            })
+            .collect();
+        (codes, records)
+    }
+
+    /// The records deleting empty group `id` and its offsets.
+    pub fn plan_delete_group(&self, id: &str) -> Result<Vec<OffsetsRecord>, ResponseError> {
+        let group = self.groups.get(id).ok_or(ResponseError::GroupIdNotFound)?;
+        if !group.is_empty() {
+            return Err(ResponseError::NonEmptyGroup);
+        }
+        let mut records: Vec<OffsetsRecord> = group
+            .offsets
+            .keys()
+            .map(|(t, p)| OffsetsRecord::Offset { group: id.to_string(), topic: t.clone(), partition: *p, value: None })
+            .collect();
+        records.push(match group.protocol {
+            Protocol::Classic(_) => OffsetsRecord::Group { group: id.to_string(), value: None },
+            Protocol::Consumer(_) => OffsetsRecord::ConsumerGroupEpoch { group: id.to_string(), epoch: None },
+        });
+        Ok(records)
+    }
+
+    /// Asserts every group's invariants (debug builds).
+    pub fn check_invariants(&self) {
+        for group in self.groups.values() {
+            match &group.protocol {
+                Protocol::Classic(g) => g.check_invariants(),
+                Protocol::Consumer(g) => g.check_invariants(),
+            }
+        }
+    }
+
+    /// The earliest deadline of any group's timers.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.groups
+            .values()
+            .filter_map(|g| match &g.protocol {
+                Protocol::Classic(g) => g.next_deadline(),
+                Protocol::Consumer(g) => g.next_deadline(),
+            })
+            .min()
     }
 
     /// Records an offset committed in producer `producer_id`'s open
@@ -221,7 +399,7 @@ mod tests {
         c.replay(commit("new", 0, 7, 900), 900);
         let expired = c.expired_offsets(1000, 500);
         assert_eq!(expired.len(), 1, "{expired:?}");
-        assert_eq!(super::super::records::group_of(&expired[0]), "old");
+        assert_eq!(crate::groups::records::group_of(&expired[0]), "old");
         for record in expired {
             c.replay(record, 1000);
         }

@@ -6,7 +6,7 @@
 //! (`txn::mod`) persists, writes markers and completes. States and errors
 //! follow Kafka's `TransactionCoordinator`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::ResponseError;
 
@@ -109,6 +109,8 @@ pub enum InitPlan {
     Ready(TxnMeta),
     /// Abort the open transaction first (fencing its producer), then ask again.
     AbortFirst(Completion, TxnMeta),
+    /// A fresh producer id is needed: allocate one, then ask again with it.
+    NeedsProducerId,
 }
 
 /// Largest epoch before a producer id is replaced.
@@ -118,7 +120,7 @@ const MAX_EPOCH: i16 = i16::MAX - 1;
 #[derive(Debug, Default)]
 pub struct TxnCoordinator {
     /// Metadata by transactional id.
-    pub txns: HashMap<String, TxnMeta>,
+    pub txns: BTreeMap<String, TxnMeta>,
 }
 
 /// Kafka's answer to an old epoch: PRODUCER_FENCED from the versions that
@@ -144,6 +146,16 @@ impl TxnCoordinator {
         }
     }
 
+    /// Asserts what every transition must leave true (debug builds).
+    pub fn check_invariants(&self) {
+        for (id, meta) in &self.txns {
+            let open = matches!(meta.status, TxnStatus::Ongoing) || meta.status.preparing();
+            debug_assert!(meta.epoch >= 0 && meta.producer_id >= 0, "{id}: a valid producer id and epoch");
+            debug_assert!(open || meta.partitions.is_empty(), "{id}: only an open transaction has partitions");
+            debug_assert!(meta.status != TxnStatus::Ongoing || meta.start_ms >= 0, "{id}: an open transaction started");
+        }
+    }
+
     /// Transactions left half-way (Prepare*) by a crash: to complete.
     pub fn unfinished(&self) -> Vec<Completion> {
         self.txns
@@ -153,22 +165,25 @@ impl TxnCoordinator {
             .collect()
     }
 
-    /// InitProducerId with a transactional id. `allocate` gives a new
-    /// producer id; `expected` is the (id, epoch) a v3+ client says it has.
+    /// InitProducerId with a transactional id. `fresh_id` is a newly
+    /// allocated producer id, when the caller has one (the answer
+    /// [`InitPlan::NeedsProducerId`] asks for it); `expected` is the
+    /// (id, epoch) a v3+ client says it has.
     pub fn init(
         &self,
         transactional_id: &str,
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
         now_ms: i64,
-        allocate: &mut dyn FnMut() -> Result<i64, ResponseError>,
+        fresh_id: Option<i64>,
     ) -> Result<InitPlan, ResponseError> {
         let Some(current) = self.txns.get(transactional_id) else {
             if expected.is_some() {
                 return Err(ResponseError::InvalidProducerIdMapping);
             }
+            let Some(producer_id) = fresh_id else { return Ok(InitPlan::NeedsProducerId) };
             return Ok(InitPlan::Ready(TxnMeta {
-                producer_id: allocate()?,
+                producer_id,
                 epoch: 0,
                 timeout_ms,
                 status: TxnStatus::Empty,
@@ -198,7 +213,8 @@ impl TxnCoordinator {
         }
         let mut next = current.clone();
         if current.epoch >= MAX_EPOCH {
-            next.producer_id = allocate()?;
+            let Some(producer_id) = fresh_id else { return Ok(InitPlan::NeedsProducerId) };
+            next.producer_id = producer_id;
             next.epoch = 0;
         } else {
             next.epoch += 1;
@@ -303,6 +319,15 @@ impl TxnCoordinator {
             .collect()
     }
 
+    /// When the earliest open transaction times out (ms), if any.
+    pub fn next_timeout_ms(&self) -> Option<i64> {
+        self.txns
+            .values()
+            .filter(|m| m.status == TxnStatus::Ongoing && m.start_ms >= 0)
+            .map(|m| m.start_ms + i64::from(m.timeout_ms))
+            .min()
+    }
+
     /// Open transactions past their timeout: abort them at a bumped epoch
     /// (fencing the producer), as Kafka does.
     pub fn timed_out(&self, now_ms: i64) -> Vec<(TxnMeta, Completion)> {
@@ -350,12 +375,8 @@ mod tests {
     #[test]
     fn a_transaction_runs_commits_and_fences_older_epochs() {
         let mut c = TxnCoordinator::default();
-        let mut next = 100;
-        let mut alloc = || {
-            next += 1;
-            Ok(next)
-        };
-        let InitPlan::Ready(meta) = c.init("t", 60_000, None, 0, &mut alloc).unwrap() else { panic!() };
+        assert_eq!(c.init("t", 60_000, None, 0, None), Ok(InitPlan::NeedsProducerId));
+        let InitPlan::Ready(meta) = c.init("t", 60_000, None, 0, Some(101)).unwrap() else { panic!() };
         assert_eq!((meta.producer_id, meta.epoch), (101, 0));
         apply(&mut c, "t", meta);
         let parts = [("a".to_string(), 0), ("b".to_string(), 1)];
@@ -373,7 +394,7 @@ mod tests {
         assert_eq!(c.end("t", 101, 0, true, 5, true), Ok(None), "a retried commit succeeds");
         assert_eq!(c.end("t", 101, 0, false, 5, true), Err(ResponseError::InvalidTxnState));
         // A new incarnation bumps the epoch; the old one is fenced.
-        let InitPlan::Ready(bumped) = c.init("t", 60_000, None, 6, &mut alloc).unwrap() else { panic!() };
+        let InitPlan::Ready(bumped) = c.init("t", 60_000, None, 6, None).unwrap() else { panic!() };
         assert_eq!(bumped.epoch, 1);
         apply(&mut c, "t", bumped);
         assert_eq!(c.add_partitions("t", 101, 0, &parts, 7, true), Err(ResponseError::ProducerFenced));
@@ -384,8 +405,7 @@ mod tests {
     #[test]
     fn init_over_an_open_transaction_aborts_it_and_timeouts_abort() {
         let mut c = TxnCoordinator::default();
-        let mut alloc = || Ok(7);
-        let InitPlan::Ready(meta) = c.init("t", 1000, None, 0, &mut alloc).unwrap() else { panic!() };
+        let InitPlan::Ready(meta) = c.init("t", 1000, None, 0, Some(7)).unwrap() else { panic!() };
         apply(&mut c, "t", meta);
         let ongoing = c.add_partitions("t", 7, 0, &[("a".into(), 0)], 10, true).unwrap().unwrap();
         apply(&mut c, "t", ongoing);
@@ -394,7 +414,7 @@ mod tests {
         assert_eq!(expired.len(), 1);
         assert!(!expired[0].1.commit);
         assert_eq!(expired[0].1.epoch, 1, "the timed-out producer is fenced");
-        match c.init("t", 1000, None, 20, &mut alloc).unwrap() {
+        match c.init("t", 1000, None, 20, None).unwrap() {
             InitPlan::AbortFirst(abort, preparing) => {
                 assert!(!abort.commit);
                 assert_eq!(preparing.status, TxnStatus::PrepareEpochFence);

@@ -8,14 +8,16 @@ use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 
 use super::super::Context;
-use super::{on_coordinator, partition_exists, s};
-use crate::broker::BrokerShared;
+use super::{on_coordinator, s};
 use crate::groups::consumer::TopicsView;
-use crate::groups::coordinator::{Group, Protocol};
+use crate::groups::coordinator::{Coordinator, Group, Protocol};
 use crate::groups::records::OffsetsRecord;
-use crate::groups::{self, wall_ms, OFFSETS_TOPIC};
+use crate::groups::OFFSETS_TOPIC;
+use crate::route::scatter;
+use crate::shard::BrokerShared;
 
 /// Summary of one group for ListGroups.
+#[derive(Debug, Clone)]
 struct Listed {
     id: String,
     protocol_type: String,
@@ -23,39 +25,34 @@ struct Listed {
     kind: &'static str,
 }
 
-/// Every group on every shard.
+/// Every group on every shard, one message per shard.
 async fn all_groups(context: &Context) -> Vec<Listed> {
     let Some(topic) = context.shared.topics.image().topics.get(OFFSETS_TOPIC).cloned() else { return Vec::new() };
-    let mut out = Vec::new();
-    for shard in 0..context.shared.shards {
-        let partitions: Vec<i32> = topic
-            .partition_shards
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| context.shared.shard_of(&topic.partition_shards, *i as i32) == Some(shard))
-            .map(|(i, _)| i as i32)
-            .collect();
-        let listed = context
-            .mesh
-            .call(shard, move |state| async move {
-                let mut listed = Vec::new();
-                for p in partitions {
-                    let Ok(c) = groups::coordinator(&state, p).await else { continue };
-                    for (id, g) in c.borrow().groups.iter() {
-                        listed.push(Listed {
-                            id: id.clone(),
-                            protocol_type: g.protocol_type(),
-                            state: g.state_name(),
-                            kind: g.type_name(),
-                        });
-                    }
-                }
-                listed
-            })
-            .await;
-        out.extend(listed.unwrap_or_default());
-    }
-    out
+    let items = (0..topic.partition_shards.len() as i32)
+        .map(|index| (context.shared.shard_of(&topic.partition_shards, index), index))
+        .collect();
+    let listed = scatter(&context.mesh, items, Vec::new(), |state, indexes| async move {
+        let mut out = Vec::with_capacity(indexes.len());
+        for index in indexes {
+            let log = state.partitions.get(OFFSETS_TOPIC, index);
+            out.push(state.groups.inspect(index, log, list_coordinator).await.unwrap_or_default());
+        }
+        out
+    })
+    .await;
+    listed.into_iter().flatten().collect()
+}
+
+fn list_coordinator(c: &Coordinator) -> Vec<Listed> {
+    c.groups
+        .iter()
+        .map(|(id, g)| Listed {
+            id: id.clone(),
+            protocol_type: g.protocol_type(),
+            state: g.state_name(),
+            kind: g.type_name(),
+        })
+        .collect()
 }
 
 /// ListGroups (v4: state filter, v5: type filter).
@@ -94,59 +91,8 @@ pub async fn describe_groups(
     let mut response = DescribeGroupsResponse::default();
     for group_id in request.groups {
         let id = group_id.to_string();
-        let result = on_coordinator(context, &id.clone(), move |state, partition, _| async move {
-            let coordinator = groups::coordinator(&state, partition).await?;
-            let c = coordinator.borrow();
-            let mut described = describe_groups_response::DescribedGroup::default();
-            described.group_id = GroupId(s(id.clone()));
-            described.authorized_operations = i32::MIN;
-            match c.groups.get(&id) {
-                None => described.group_state = s("Dead"),
-                Some(g) => {
-                    described.group_state = s(g.state_name());
-                    described.protocol_type = s(g.protocol_type());
-                    match &g.protocol {
-                        Protocol::Classic(classic) => {
-                            described.protocol_data = s(classic.protocol().unwrap_or_default());
-                            let stable = matches!(classic.state(), crate::groups::classic::State::Stable);
-                            described.members = classic
-                                .members()
-                                .map(|m| {
-                                    let mut member = describe_groups_response::DescribedGroupMember::default();
-                                    member.member_id = s(m.member_id.clone());
-                                    if version >= 4 {
-                                        member.group_instance_id = m.instance_id.clone().map(s);
-                                    }
-                                    member.client_id = s(m.client_id.clone());
-                                    member.client_host = s(m.client_host.clone());
-                                    member.member_metadata = m.metadata(classic.protocol());
-                                    if stable {
-                                        member.member_assignment = m.assignment.clone();
-                                    }
-                                    member
-                                })
-                                .collect();
-                        }
-                        Protocol::Consumer(consumer) => {
-                            described.protocol_data = s(consumer.assignor());
-                            described.members = consumer
-                                .members()
-                                .map(|m| {
-                                    let mut member = describe_groups_response::DescribedGroupMember::default();
-                                    member.member_id = s(m.member_id.clone());
-                                    if version >= 4 {
-                                        member.group_instance_id = m.instance_id.clone().map(s);
-                                    }
-                                    member.client_id = s(m.client_id.clone());
-                                    member.client_host = s(m.client_host.clone());
-                                    member
-                                })
-                                .collect();
-                        }
-                    }
-                }
-            }
-            Ok::<_, ResponseError>(described)
+        let result = on_coordinator(context, &id.clone(), move |state, index, log, _| async move {
+            state.groups.inspect(index, log, |c| describe_group(c, &id, version)).await
         })
         .await
         .and_then(|r| r);
@@ -166,38 +112,68 @@ pub async fn describe_groups(
     response
 }
 
+/// DescribeGroups' answer for group `id` of coordinator `c`.
+fn describe_group(c: &Coordinator, id: &str, version: i16) -> describe_groups_response::DescribedGroup {
+    let mut described = describe_groups_response::DescribedGroup::default();
+    described.group_id = GroupId(s(id.to_string()));
+    described.authorized_operations = i32::MIN;
+    match c.groups.get(id) {
+        None => described.group_state = s("Dead"),
+        Some(g) => {
+            described.group_state = s(g.state_name());
+            described.protocol_type = s(g.protocol_type());
+            match &g.protocol {
+                Protocol::Classic(classic) => {
+                    described.protocol_data = s(classic.protocol().unwrap_or_default());
+                    let stable = matches!(classic.state(), crate::groups::classic::State::Stable);
+                    described.members = classic
+                        .members()
+                        .map(|m| {
+                            let mut member = describe_groups_response::DescribedGroupMember::default();
+                            member.member_id = s(m.member_id.clone());
+                            if version >= 4 {
+                                member.group_instance_id = m.instance_id.clone().map(s);
+                            }
+                            member.client_id = s(m.client_id.clone());
+                            member.client_host = s(m.client_host.clone());
+                            member.member_metadata = m.metadata(classic.protocol());
+                            if stable {
+                                member.member_assignment = m.assignment.clone();
+                            }
+                            member
+                        })
+                        .collect();
+                }
+                Protocol::Consumer(consumer) => {
+                    described.protocol_data = s(consumer.assignor());
+                    described.members = consumer
+                        .members()
+                        .map(|m| {
+                            let mut member = describe_groups_response::DescribedGroupMember::default();
+                            member.member_id = s(m.member_id.clone());
+                            if version >= 4 {
+                                member.group_instance_id = m.instance_id.clone().map(s);
+                            }
+                            member.client_id = s(m.client_id.clone());
+                            member.client_host = s(m.client_host.clone());
+                            member
+                        })
+                        .collect();
+                }
+            }
+        }
+    }
+    described
+}
+
 /// DeleteGroups: only empty groups; their offsets go too.
 pub async fn delete_groups(context: &Context, request: DeleteGroupsRequest, _version: i16) -> DeleteGroupsResponse {
     let mut response = DeleteGroupsResponse::default();
     for group_id in request.groups_names {
         let id = group_id.to_string();
-        let result = on_coordinator(context, &id.clone(), move |state, partition, _| async move {
-            let coordinator = groups::coordinator(&state, partition).await?;
-            let records = {
-                let c = coordinator.borrow();
-                let group = c.groups.get(&id).ok_or(ResponseError::GroupIdNotFound)?;
-                if !group.is_empty() {
-                    return Err(ResponseError::NonEmptyGroup);
-                }
-                let mut records: Vec<OffsetsRecord> = group
-                    .offsets
-                    .keys()
-                    .map(|(t, p)| OffsetsRecord::Offset {
-                        group: id.clone(),
-                        topic: t.clone(),
-                        partition: *p,
-                        value: None,
-                    })
-                    .collect();
-                records.push(match group.protocol {
-                    Protocol::Classic(_) => OffsetsRecord::Group { group: id.clone(), value: None },
-                    Protocol::Consumer(_) => OffsetsRecord::ConsumerGroupEpoch { group: id.clone(), epoch: None },
-                });
-                records
-            };
-            groups::append(&state, partition, &records).await?;
-            coordinator.borrow_mut().groups.remove(&id);
-            Ok(())
+        let result = on_coordinator(context, &id.clone(), move |state, index, log, _| async move {
+            let planned = state.groups.append_planned(index, log, |c| Ok(((), c.plan_delete_group(&id)?))).await;
+            planned
         })
         .await
         .and_then(|r| r);
@@ -220,46 +196,8 @@ pub async fn offset_delete(context: &Context, request: OffsetDeleteRequest, _ver
         .collect();
     let id = group_id.clone();
     let list = asked.clone();
-    let result = on_coordinator(context, &group_id, move |state, partition, shared| async move {
-        let coordinator = groups::coordinator(&state, partition).await?;
-        let (codes, records) = {
-            let c = coordinator.borrow();
-            let group = c.groups.get(&id).ok_or(ResponseError::GroupIdNotFound)?;
-            let subscribed = subscribed_topics(group, &shared);
-            let mut records = Vec::new();
-            let codes: Vec<Vec<i16>> = list
-                .iter()
-                .map(|(topic, parts)| {
-                    parts
-                        .iter()
-                        .map(|p| {
-                            if !partition_exists(&shared, topic, *p) {
-                                ResponseError::UnknownTopicOrPartition.code()
-                            } else if subscribed.contains(topic.as_str()) {
-                                ResponseError::GroupSubscribedToTopic.code()
-                            } else {
-                                if group.offsets.contains_key(&(topic.to_string(), *p)) {
-                                    records.push(OffsetsRecord::Offset {
-                                        group: id.clone(),
-                                        topic: topic.to_string(),
-                                        partition: *p,
-                                        value: None,
-                                    });
-                                }
-                                0
-                            }
-                        })
-                        .collect()
-                })
-                .collect();
-            (codes, records)
-        };
-        groups::append(&state, partition, &records).await?;
-        let mut c = coordinator.borrow_mut();
-        for record in records {
-            c.replay(record, wall_ms());
-        }
-        Ok(codes)
+    let result = on_coordinator(context, &group_id, move |state, index, log, shared| async move {
+        state.groups.append_planned(index, log, |c| plan_offset_delete(c, &id, &list, &shared)).await
     })
     .await
     .and_then(|r| r);
@@ -289,6 +227,45 @@ pub async fn offset_delete(context: &Context, request: OffsetDeleteRequest, _ver
         }
     }
     response
+}
+
+/// OffsetDelete's plan for group `id`: per asked partition its error code,
+/// and the tombstones of the committed offsets to delete.
+fn plan_offset_delete(
+    c: &Coordinator,
+    id: &str,
+    asked: &[(TopicName, Vec<i32>)],
+    shared: &BrokerShared,
+) -> Result<(Vec<Vec<i16>>, Vec<OffsetsRecord>), ResponseError> {
+    let group = c.groups.get(id).ok_or(ResponseError::GroupIdNotFound)?;
+    let subscribed = subscribed_topics(group, shared);
+    let mut records = Vec::new();
+    let codes: Vec<Vec<i16>> = asked
+        .iter()
+        .map(|(topic, parts)| {
+            parts
+                .iter()
+                .map(|p| {
+                    if !shared.partition_exists(topic, *p) {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    } else if subscribed.contains(topic.as_str()) {
+                        ResponseError::GroupSubscribedToTopic.code()
+                    } else {
+                        if group.offsets.contains_key(&(topic.to_string(), *p)) {
+                            records.push(OffsetsRecord::Offset {
+                                group: id.to_string(),
+                                topic: topic.to_string(),
+                                partition: *p,
+                                value: None,
+                            });
+                        }
+                        0
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Ok((codes, records))
 }
 
 /// Topics a group's members consume: from the consumer protocol's

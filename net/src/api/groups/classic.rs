@@ -6,9 +6,8 @@ use kafka_protocol::ResponseError;
 
 use super::super::Context;
 use super::{client_host, on_coordinator, s};
-use crate::groups::classic::{ClassicGroup, Join};
-use crate::groups::coordinator::Protocol;
-use crate::groups::{self, wall_ms};
+use crate::groups::classic::Join;
+use crate::groups::service::SyncAsk;
 
 /// JoinGroup: waits until the rebalance completes.
 pub async fn join_group(
@@ -35,34 +34,8 @@ pub async fn join_group(
         Err(ResponseError::InvalidGroupId)
     } else {
         let id = group_id.clone();
-        on_coordinator(context, &group_id, move |state, partition, _| async move {
-            let coordinator = groups::coordinator(&state, partition).await?;
-            let token = state.groups.token();
-            let rx = state.groups.wait_join(token);
-            let effects = {
-                let mut c = coordinator.borrow_mut();
-                let limits = c.classic_limits;
-                let group = c.group_or_create(&id, wall_ms());
-                if let Protocol::Consumer(consumer) = &group.protocol {
-                    // An empty KIP-848 group may turn classic, as in Kafka.
-                    if !consumer.is_empty() {
-                        return Err(ResponseError::InconsistentGroupProtocol);
-                    }
-                    let mut classic = ClassicGroup::new(limits);
-                    classic.restore_generation(consumer.epoch());
-                    group.protocol = Protocol::Classic(classic);
-                }
-                let Protocol::Classic(classic) = &mut group.protocol else { unreachable!("converted above") };
-                let mut effects = Vec::new();
-                let random = uuid::Uuid::new_v4().as_u64_pair().0;
-                classic.join(Join { token, ..join }, state.groups.now(), random, &mut effects);
-                if !classic.is_empty() {
-                    group.empty_since_ms = None;
-                }
-                effects
-            };
-            groups::run_effects(&state, partition, &id, effects);
-            rx.await.map_err(|_| ResponseError::CoordinatorNotAvailable)
+        on_coordinator(context, &group_id, move |state, index, log, _| async move {
+            state.groups.join(index, log, &id, join).await
         })
         .await
         .and_then(|r| r)
@@ -113,36 +86,17 @@ pub async fn join_group(
 /// SyncGroup: followers wait for the leader's assignment.
 pub async fn sync_group(context: &Context, request: SyncGroupRequest, version: i16) -> SyncGroupResponse {
     let group_id = request.group_id.0.to_string();
+    let ask = SyncAsk {
+        member_id: request.member_id.to_string(),
+        instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+        generation: request.generation_id,
+        protocol_type: if version >= 5 { request.protocol_type.as_ref().map(|t| t.to_string()) } else { None },
+        protocol_name: if version >= 5 { request.protocol_name.as_ref().map(|n| n.to_string()) } else { None },
+        assignments: request.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect(),
+    };
     let id = group_id.clone();
-    let reply = on_coordinator(context, &group_id, move |state, partition, _| async move {
-        let coordinator = groups::coordinator(&state, partition).await?;
-        let token = state.groups.token();
-        let rx = state.groups.wait_sync(token);
-        let effects = {
-            let mut c = coordinator.borrow_mut();
-            let Some(group) = c.groups.get_mut(&id) else { return Err(ResponseError::UnknownMemberId) };
-            let Protocol::Classic(classic) = &mut group.protocol else {
-                return Err(ResponseError::InconsistentGroupProtocol);
-            };
-            let mut effects = Vec::new();
-            let assignments =
-                request.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
-            classic.sync(
-                token,
-                &request.member_id,
-                request.group_instance_id.as_deref(),
-                request.generation_id,
-                if version >= 5 { request.protocol_type.as_deref() } else { None },
-                if version >= 5 { request.protocol_name.as_deref() } else { None },
-                assignments,
-                state.groups.now(),
-                wall_ms(),
-                &mut effects,
-            );
-            effects
-        };
-        groups::run_effects(&state, partition, &id, effects);
-        rx.await.map_err(|_| ResponseError::CoordinatorNotAvailable)
+    let reply = on_coordinator(context, &group_id, move |state, index, log, _| async move {
+        state.groups.sync(index, log, &id, ask).await
     })
     .await
     .and_then(|r| r);
@@ -165,19 +119,9 @@ pub async fn sync_group(context: &Context, request: SyncGroupRequest, version: i
 pub async fn heartbeat(context: &Context, request: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
     let group_id = request.group_id.0.to_string();
     let id = group_id.clone();
-    let result = on_coordinator(context, &group_id, move |state, partition, _| async move {
-        let coordinator = groups::coordinator(&state, partition).await?;
-        let mut c = coordinator.borrow_mut();
-        let Some(group) = c.groups.get_mut(&id) else { return Err(ResponseError::UnknownMemberId) };
-        match &mut group.protocol {
-            Protocol::Classic(classic) => classic.heartbeat(
-                &request.member_id,
-                request.group_instance_id.as_deref(),
-                request.generation_id,
-                state.groups.now(),
-            ),
-            Protocol::Consumer(_) => Err(ResponseError::UnknownMemberId),
-        }
+    let result = on_coordinator(context, &group_id, move |state, index, log, _| async move {
+        let instance = request.group_instance_id.as_deref();
+        state.groups.heartbeat(index, log, &id, &request.member_id, instance, request.generation_id).await
     })
     .await
     .and_then(|r| r);
@@ -200,25 +144,8 @@ pub async fn leave_group(context: &Context, request: LeaveGroupRequest, version:
     };
     let id = group_id.clone();
     let list = leaving.clone();
-    let result = on_coordinator(context, &group_id, move |state, partition, _| async move {
-        let coordinator = groups::coordinator(&state, partition).await?;
-        let (results, effects) = {
-            let mut c = coordinator.borrow_mut();
-            let Some(group) = c.groups.get_mut(&id) else { return Err(ResponseError::UnknownMemberId) };
-            let Protocol::Classic(classic) = &mut group.protocol else { return Err(ResponseError::UnknownMemberId) };
-            let mut effects = Vec::new();
-            let now = state.groups.now();
-            let results: Vec<Option<ResponseError>> = list
-                .iter()
-                .map(|(member, instance)| classic.leave(member, instance.as_deref(), now, &mut effects).err())
-                .collect();
-            if classic.is_empty() && group.empty_since_ms.is_none() {
-                group.empty_since_ms = Some(wall_ms());
-            }
-            (results, effects)
-        };
-        groups::run_effects(&state, partition, &id, effects);
-        Ok(results)
+    let result = on_coordinator(context, &group_id, move |state, index, log, _| async move {
+        state.groups.leave(index, log, &id, &list).await
     })
     .await
     .and_then(|r| r);

@@ -8,9 +8,8 @@ use kafka_protocol::ResponseError;
 use super::super::Context;
 use super::admin::{regex_matches, topics_view};
 use super::{client_host, on_coordinator, s};
-use crate::groups::consumer::{self, ConsumerGroup};
+use crate::groups::consumer;
 use crate::groups::coordinator::Protocol;
-use crate::groups::{self, wall_ms};
 
 /// ConsumerGroupHeartbeat (KIP-848).
 pub async fn consumer_group_heartbeat(
@@ -59,31 +58,9 @@ pub async fn consumer_group_heartbeat(
         client_host: client_host(context),
     };
     let id = group_id.clone();
-    let result = on_coordinator(context, &group_id, move |state, partition, shared| async move {
-        let coordinator = groups::coordinator(&state, partition).await?;
-        let mut c = coordinator.borrow_mut();
-        let limits = c.consumer_limits.clone();
-        let group = c.group_or_create(&id, wall_ms());
-        if let Protocol::Classic(classic) = &group.protocol {
-            if !classic.is_empty() {
-                return Err(ResponseError::GroupIdNotFound);
-            }
-            let mut fresh = ConsumerGroup::new(limits);
-            fresh.restore_epoch(classic.generation());
-            group.protocol = Protocol::Consumer(fresh);
-        }
-        let Protocol::Consumer(g) = &mut group.protocol else { unreachable!("converted above") };
+    let result = on_coordinator(context, &group_id, move |state, index, log, shared| async move {
         let topics = topics_view(&shared);
-        let reply =
-            g.heartbeat(heartbeat, &topics, &regex_matches, state.groups.now(), uuid::Uuid::new_v4().to_string());
-        let empty = g.is_empty();
-        if empty && group.empty_since_ms.is_none() {
-            group.empty_since_ms = Some(wall_ms());
-        } else if !empty {
-            group.empty_since_ms = None;
-        }
-        groups::persist_consumer_epochs(&state, partition, &mut c);
-        Ok(reply)
+        state.groups.consumer_heartbeat(index, log, &id, heartbeat, &topics, &regex_matches).await
     })
     .await
     .and_then(|r| r);
@@ -126,60 +103,8 @@ pub async fn consumer_group_describe(
     let mut response = ConsumerGroupDescribeResponse::default();
     for group_id in request.group_ids {
         let id = group_id.to_string();
-        let result = on_coordinator(context, &id.clone(), move |state, partition, shared| async move {
-            let coordinator = groups::coordinator(&state, partition).await?;
-            let c = coordinator.borrow();
-            let group = c.groups.get(&id).ok_or(ResponseError::GroupIdNotFound)?;
-            let Protocol::Consumer(g) = &group.protocol else { return Err(ResponseError::GroupIdNotFound) };
-            let names: BTreeMap<uuid::Uuid, String> =
-                shared.topics.image().topics.values().map(|t| (t.id, t.name.clone())).collect();
-            let assignment = |set: &BTreeSet<(uuid::Uuid, i32)>| {
-                let mut by_topic: BTreeMap<uuid::Uuid, Vec<i32>> = BTreeMap::new();
-                for (t, p) in set {
-                    by_topic.entry(*t).or_default().push(*p);
-                }
-                let mut a = consumer_group_describe_response::Assignment::default();
-                a.topic_partitions = by_topic
-                    .into_iter()
-                    .map(|(topic_id, partitions)| {
-                        let mut tp = consumer_group_describe_response::TopicPartitions::default();
-                        tp.topic_id = topic_id;
-                        tp.topic_name = TopicName(s(names.get(&topic_id).cloned().unwrap_or_default()));
-                        tp.partitions = partitions;
-                        tp
-                    })
-                    .collect();
-                a
-            };
-            let mut described = consumer_group_describe_response::DescribedGroup::default();
-            described.group_id = GroupId(s(id.clone()));
-            described.group_state = s(g.state_name());
-            described.group_epoch = g.epoch();
-            described.assignment_epoch = g.assignment_epoch();
-            described.assignor_name = s(g.assignor());
-            described.authorized_operations = i32::MIN;
-            described.members = g
-                .members()
-                .map(|m| {
-                    let mut member = consumer_group_describe_response::Member::default();
-                    member.member_id = s(m.member_id.clone());
-                    member.instance_id = m.instance_id.clone().map(s);
-                    member.rack_id = m.rack_id.clone().map(s);
-                    member.member_epoch = m.epoch;
-                    member.client_id = s(m.client_id.clone());
-                    member.client_host = s(m.client_host.clone());
-                    member.subscribed_topic_names =
-                        m.subscribed_names.iter().map(|n| TopicName(s(n.clone()))).collect();
-                    member.subscribed_topic_regex = m.subscribed_regex.clone().map(s);
-                    member.assignment = assignment(&m.assigned);
-                    member.target_assignment = assignment(&g.target_of(&m.member_id));
-                    if version >= 1 {
-                        member.member_type = 1;
-                    }
-                    member
-                })
-                .collect();
-            Ok(described)
+        let result = on_coordinator(context, &id.clone(), move |state, index, log, shared| async move {
+            state.groups.inspect(index, log, |c| describe_consumer_group(c, &id, &shared, version)).await?
         })
         .await
         .and_then(|r| r);
@@ -192,4 +117,63 @@ pub async fn consumer_group_describe(
         }));
     }
     response
+}
+
+/// ConsumerGroupDescribe's answer for one group of coordinator `c`.
+fn describe_consumer_group(
+    c: &crate::groups::coordinator::Coordinator,
+    id: &str,
+    shared: &crate::shard::BrokerShared,
+    version: i16,
+) -> Result<consumer_group_describe_response::DescribedGroup, ResponseError> {
+    let group = c.groups.get(id).ok_or(ResponseError::GroupIdNotFound)?;
+    let Protocol::Consumer(g) = &group.protocol else { return Err(ResponseError::GroupIdNotFound) };
+    let names: BTreeMap<uuid::Uuid, String> =
+        shared.topics.image().topics.values().map(|t| (t.id, t.name.clone())).collect();
+    let assignment = |set: &BTreeSet<(uuid::Uuid, i32)>| {
+        let mut by_topic: BTreeMap<uuid::Uuid, Vec<i32>> = BTreeMap::new();
+        for (t, p) in set {
+            by_topic.entry(*t).or_default().push(*p);
+        }
+        let mut a = consumer_group_describe_response::Assignment::default();
+        a.topic_partitions = by_topic
+            .into_iter()
+            .map(|(topic_id, partitions)| {
+                let mut tp = consumer_group_describe_response::TopicPartitions::default();
+                tp.topic_id = topic_id;
+                tp.topic_name = TopicName(s(names.get(&topic_id).cloned().unwrap_or_default()));
+                tp.partitions = partitions;
+                tp
+            })
+            .collect();
+        a
+    };
+    let mut described = consumer_group_describe_response::DescribedGroup::default();
+    described.group_id = GroupId(s(id.to_string()));
+    described.group_state = s(g.state_name());
+    described.group_epoch = g.epoch();
+    described.assignment_epoch = g.assignment_epoch();
+    described.assignor_name = s(g.assignor());
+    described.authorized_operations = i32::MIN;
+    described.members = g
+        .members()
+        .map(|m| {
+            let mut member = consumer_group_describe_response::Member::default();
+            member.member_id = s(m.member_id.clone());
+            member.instance_id = m.instance_id.clone().map(s);
+            member.rack_id = m.rack_id.clone().map(s);
+            member.member_epoch = m.epoch;
+            member.client_id = s(m.client_id.clone());
+            member.client_host = s(m.client_host.clone());
+            member.subscribed_topic_names = m.subscribed_names.iter().map(|n| TopicName(s(n.clone()))).collect();
+            member.subscribed_topic_regex = m.subscribed_regex.clone().map(s);
+            member.assignment = assignment(&m.assigned);
+            member.target_assignment = assignment(&g.target_of(&m.member_id));
+            if version >= 1 {
+                member.member_type = 1;
+            }
+            member
+        })
+        .collect();
+    Ok(described)
 }

@@ -14,7 +14,6 @@ mod offsets;
 pub use admin::{delete_groups, describe_groups, list_groups, offset_delete};
 pub use classic::{heartbeat, join_group, leave_group, sync_group};
 pub use consumer::{consumer_group_describe, consumer_group_heartbeat};
-pub(super) use offsets::{commit_records, fail_unwritten, CommitAsked};
 pub use offsets::{offset_commit, offset_fetch};
 
 use std::collections::BTreeMap;
@@ -26,11 +25,14 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use shardline_engine::RealDisk;
+
 use super::Context;
-use crate::broker::BrokerShared;
+use crate::groups::coordinator::CommitAsked;
 use crate::groups::records::partition_for;
 use crate::groups::OFFSETS_TOPIC;
-use crate::partitions::ShardPartitions;
+use crate::registry::Replica;
+use crate::shard::{BrokerShared, ShardState};
 use crate::topics::TopicInfo;
 
 pub(super) fn s(text: impl Into<String>) -> StrBytes {
@@ -67,23 +69,47 @@ pub async fn offsets_topic(context: &Context) -> Result<Arc<TopicInfo>, Response
 }
 
 /// Runs `work` on the shard coordinating `group`, with its offsets
-/// partition.
+/// partition's index and replica there.
 pub(super) async fn on_coordinator<R, F, Fut>(context: &Context, group: &str, work: F) -> Result<R, ResponseError>
 where
     R: Send + 'static,
-    F: FnOnce(Rc<ShardPartitions>, i32, Arc<BrokerShared>) -> Fut + Send + 'static,
+    F: FnOnce(Rc<ShardState>, i32, Option<Rc<Replica<RealDisk>>>, Arc<BrokerShared>) -> Fut + Send + 'static,
     Fut: Future<Output = R> + 'static,
 {
     let topic = offsets_topic(context).await?;
-    let partition = partition_for(group, topic.partition_shards.len() as i32);
+    let index = partition_for(group, topic.partition_shards.len() as i32);
     let shard =
-        context.shared.shard_of(&topic.partition_shards, partition).ok_or(ResponseError::CoordinatorNotAvailable)?;
+        context.shared.shard_of(&topic.partition_shards, index).ok_or(ResponseError::CoordinatorNotAvailable)?;
     let shared = context.shared.clone();
     context
         .mesh
-        .call(shard, move |state| work(state, partition, shared))
+        .call(shard, move |state| {
+            let log = state.partitions.get(OFFSETS_TOPIC, index);
+            work(state, index, log, shared)
+        })
         .await
         .map_err(|_| ResponseError::CoordinatorNotAvailable)
+}
+
+/// The commits an OffsetCommit or TxnOffsetCommit asks for, per topic:
+/// (partition, offset, leader epoch, metadata).
+pub(in crate::api) fn asked_commits(
+    topics: impl Iterator<Item = (String, Vec<(i32, i64, i32, Option<String>)>)>,
+) -> Vec<(String, Vec<CommitAsked>)> {
+    topics
+        .map(|(topic, partitions)| {
+            let asked = partitions
+                .into_iter()
+                .map(|(partition, offset, leader_epoch, metadata)| CommitAsked {
+                    partition,
+                    offset,
+                    leader_epoch,
+                    metadata,
+                })
+                .collect();
+            (topic, asked)
+        })
+        .collect()
 }
 
 /// FindCoordinator: this node coordinates every group.
@@ -138,14 +164,4 @@ pub async fn find_coordinator(
 
 pub(super) fn client_host(context: &Context) -> String {
     format!("/{}", context.peer.ip())
-}
-
-/// Where a topic partition stands for offset validation.
-pub(super) fn partition_exists(shared: &BrokerShared, topic: &str, partition: i32) -> bool {
-    shared
-        .topics
-        .image()
-        .topics
-        .get(topic)
-        .is_some_and(|t| partition >= 0 && (partition as usize) < t.partition_shards.len())
 }

@@ -1,7 +1,7 @@
 //! Starting and stopping the broker: shards (one pinned executor per core),
-//! a SO_REUSEPORT listener per shard, partition logs opened on their owning
-//! shards, retention in the background, and a clean shutdown that answers
-//! in-flight requests and closes every log.
+//! a SO_REUSEPORT listener per shard, partitions opened on their owning
+//! shards, the background timers, and a clean shutdown that answers
+//! in-flight requests and closes every partition.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -9,41 +9,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use compio::net::TcpListener;
+use shardline_engine::runtime::clock::{system_clock, timeout};
 use shardline_engine::runtime::mesh::Mesh;
 use shardline_engine::runtime::pool::ShardPool;
+use shardline_engine::RealDisk;
 
 use crate::config::BrokerConfig;
-use crate::connection::serve_connection;
-use crate::partitions::ShardPartitions;
+use crate::producer_ids::ProducerIdBlocks;
+use crate::server::connection::serve_connection;
+use crate::server::timers::spawn_timers;
+use crate::shard::{BrokerShared, ShardState, PRODUCER_ID_SHARD};
 use crate::topics::{log_config_for, TopicStore};
-
-/// What every shard shares: configuration, topic metadata, cluster id.
-#[derive(Debug)]
-pub struct BrokerShared {
-    /// Configuration.
-    pub config: Arc<BrokerConfig>,
-    /// Topics.
-    pub topics: TopicStore,
-    /// Cluster id from `meta.properties`.
-    pub cluster_id: String,
-    /// Advertised host and port.
-    pub advertised: (String, i32),
-    /// Number of shards.
-    pub shards: usize,
-    /// Idempotent producer ids.
-    pub producer_ids: crate::producer_ids::ProducerIds,
-}
-
-impl BrokerShared {
-    /// The shard owning partition `index` of a topic placed as `placement`.
-    pub fn shard_of(&self, placement: &[usize], index: i32) -> Option<usize> {
-        usize::try_from(index).ok().and_then(|i| placement.get(i)).map(|shard| shard % self.shards)
-    }
-}
 
 /// A running broker.
 pub struct Broker {
-    pool: ShardPool<ShardPartitions>,
+    pool: ShardPool<ShardState>,
     shared: Arc<BrokerShared>,
     /// The address the listeners bound (useful with port 0).
     pub local_addr: SocketAddr,
@@ -123,9 +103,7 @@ impl Broker {
         let first = reuseport_listener(config.listen_addr()?)?;
         let local_addr = first.local_addr()?;
         let config = Arc::new(config);
-        let producer_ids = crate::producer_ids::ProducerIds::open(&config.data_dir)?;
-        let shared =
-            Arc::new(BrokerShared { config: config.clone(), topics, cluster_id, advertised, shards, producer_ids });
+        let shared = Arc::new(BrokerShared { config: config.clone(), topics, cluster_id, advertised, shards });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let first = std::sync::Mutex::new(Some(first));
         let shared_for_shards = shared.clone();
@@ -133,11 +111,13 @@ impl Broker {
             shards,
             {
                 let config = config.clone();
+                // Each shard's random choices (session and member ids) are
+                // seeded here, from the system's randomness.
                 move |shard| {
-                    ShardPartitions::new(shard, config.clone(), shardline_engine::runtime::clock::system_clock())
+                    ShardState::new(shard, config.clone(), system_clock(), uuid::Uuid::new_v4().as_u64_pair().0)
                 }
             },
-            move |shard, state: Rc<ShardPartitions>, mesh: Mesh<ShardPartitions>| {
+            move |shard, state: Rc<ShardState>, mesh: Mesh<ShardState>| {
                 let shared = shared_for_shards.clone();
                 let ready = ready_tx.clone();
                 let listener = if shard == 0 { first.lock().ok().and_then(|mut f| f.take()) } else { None };
@@ -153,10 +133,7 @@ impl Broker {
                             return;
                         }
                     };
-                    spawn_retention(state.clone());
-                    crate::groups::spawn_timers(state.clone());
-                    spawn_producer_snapshots(state.clone());
-                    crate::txn::spawn_timers(state.clone(), shared.clone(), mesh.clone());
+                    spawn_timers(&state, &shared, &mesh);
                     accept_loop(listener, shared, state, mesh).await;
                 }
             },
@@ -187,13 +164,14 @@ impl Broker {
         let mesh = self.pool.mesh().clone();
         let closes: Vec<_> = (0..mesh.shards())
             .map(|shard| {
-                mesh.call(shard, |state: Rc<ShardPartitions>| async move {
+                mesh.call(shard, |state: Rc<ShardState>| async move {
                     state.shutting_down.set(true);
-                    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                    while state.in_flight.get() > 0 && std::time::Instant::now() < deadline {
-                        let _ = compio::time::timeout(Duration::from_millis(100), state.idle.listen()).await;
+                    // Bounded: in-flight requests get 30 s to be answered.
+                    let deadline_ms = state.clock.now_ms() + 30_000;
+                    while state.in_flight.get() > 0 && state.clock.now_ms() < deadline_ms {
+                        let _ = timeout(&*state.clock, Duration::from_millis(100), state.idle.listen()).await;
                     }
-                    state.close_all().await;
+                    state.partitions.close_all().await;
                 })
             })
             .collect();
@@ -204,11 +182,12 @@ impl Broker {
     }
 }
 
-/// Opens the partitions this shard owns, then binds its listener.
+/// Opens the partitions this shard owns (and, on the allocating shard, the
+/// producer id blocks), then binds its listener.
 async fn start_shard(
     shard: usize,
     shared: &BrokerShared,
-    state: &ShardPartitions,
+    state: &ShardState,
     listener: Option<std::net::TcpListener>,
     local_addr: SocketAddr,
 ) -> Result<TcpListener, Box<dyn std::error::Error>> {
@@ -217,9 +196,13 @@ async fn start_shard(
         let (log_config, ack) = log_config_for(&shared.config, &topic.configs)?;
         for (index, _) in topic.partition_shards.iter().enumerate() {
             if shared.shard_of(&topic.partition_shards, index as i32) == Some(shard) {
-                state.open(&topic.name, index as i32, log_config.clone(), ack).await?;
+                state.partitions.open(&topic.name, index as i32, log_config.clone(), ack).await?;
             }
         }
+    }
+    if shard == PRODUCER_ID_SHARD {
+        let blocks = ProducerIdBlocks::open(RealDisk, &shared.config.data_dir).await?;
+        *state.id_blocks.borrow_mut() = Some(Rc::new(blocks));
     }
     let std_listener = match listener {
         Some(listener) => listener,
@@ -228,12 +211,7 @@ async fn start_shard(
     Ok(TcpListener::from_std(std_listener)?)
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<BrokerShared>,
-    state: Rc<ShardPartitions>,
-    mesh: Mesh<ShardPartitions>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<BrokerShared>, state: Rc<ShardState>, mesh: Mesh<ShardState>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -246,38 +224,10 @@ async fn accept_loop(
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
-                compio::time::sleep(Duration::from_millis(50)).await;
+                state.clock.sleep(Duration::from_millis(50)).await;
             }
         }
     }
-}
-
-fn spawn_producer_snapshots(state: Rc<ShardPartitions>) {
-    let interval = Duration::from_millis(state.config.producer_snapshot_interval_ms);
-    compio::runtime::spawn(async move {
-        loop {
-            compio::time::sleep(interval).await;
-            if state.shutting_down.get() {
-                return;
-            }
-            state.snapshot_producers().await;
-        }
-    })
-    .detach();
-}
-
-fn spawn_retention(state: Rc<ShardPartitions>) {
-    let interval = Duration::from_millis(state.config.retention_check_interval_ms.max(100));
-    compio::runtime::spawn(async move {
-        loop {
-            compio::time::sleep(interval).await;
-            if state.shutting_down.get() {
-                return;
-            }
-            state.apply_retention().await;
-        }
-    })
-    .detach();
 }
 
 /// Removes `<topic>-<n>` directories of topics no longer in the metadata

@@ -15,9 +15,8 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use shardline_engine::runtime::mesh::Mesh;
 
 use crate::api::{self, Context};
-use crate::broker::BrokerShared;
-use crate::frame::{read_frame, write_frame, FrameError};
-use crate::partitions::ShardPartitions;
+use crate::server::frame::{read_frame, write_frame, FrameError};
+use crate::shard::{BrokerShared, ShardState};
 
 /// Why a connection is closed without an answer.
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +37,8 @@ pub async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<BrokerShared>,
-    state: Rc<ShardPartitions>,
-    mesh: Mesh<ShardPartitions>,
+    state: Rc<ShardState>,
+    mesh: Mesh<ShardState>,
 ) {
     let context = Context { shared: shared.clone(), state: state.clone(), mesh, peer };
     loop {

@@ -1,0 +1,657 @@
+//! The group coordinator service of one shard: the coordinators of the
+//! `__consumer_offsets` partitions this shard owns, and the IO around their
+//! sans-IO state machines. It loads a partition's groups by replaying its
+//! records, carries out the effects the state machines return (answers to
+//! waiting JoinGroup and SyncGroup requests, records to append, timers to
+//! arm), appends offset commits durably before they are acknowledged, and
+//! runs the session, rebalance and offset-expiry timers when asked.
+//!
+//! It reaches a partition only through the [`Replica`] its caller hands
+//! it, never through the shard's registry, so the simulator drives the
+//! same service over partitions on the fault disk. Time comes from the
+//! shard's clock and member ids from a seeded generator. Lives on its
+//! shard (`Rc`, no locks).
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::channel::oneshot;
+use kafka_protocol::ResponseError;
+use shardline_engine::format::batch::build::{batch, set_producer, TestRecord};
+use shardline_engine::format::batch::{BatchHeader, ATTR_TRANSACTIONAL};
+use shardline_engine::format::records::for_each_key_value;
+use shardline_engine::partition::producer_state::{marker_type, MARKER_COMMIT};
+use shardline_engine::partition::{AppendOrigin, PartitionError, WalkError};
+use shardline_engine::runtime::clock::{timeout, SharedClock};
+use shardline_engine::runtime::event::LocalEvent;
+use shardline_engine::runtime::spawn::spawn_local;
+use shardline_engine::Disk;
+
+use crate::groups::classic::{ClassicLimits, Join};
+use crate::groups::consumer::{ConsumerLimits, Heartbeat, HeartbeatReply, TopicsView};
+use crate::groups::coordinator::{CommitAsked, Coordinator, Protocol};
+use crate::groups::effect::{Effect, JoinReply, SyncReply, Token};
+use crate::groups::records::{self, OffsetsRecord};
+use crate::registry::Replica;
+
+/// How long a coordinator's own append may wait for durability.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the group coordinators are configured with.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// Classic protocol limits.
+    pub classic: ClassicLimits,
+    /// KIP-848 limits.
+    pub consumer: ConsumerLimits,
+    /// `offset.metadata.max.bytes`.
+    pub offset_metadata_max_bytes: usize,
+    /// `offsets.retention.minutes`, in ms.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: i64,
+}
+
+/// A SyncGroup request, decoded.
+#[derive(Debug, Clone)]
+pub struct SyncAsk {
+    /// Member id.
+    pub member_id: String,
+    /// Static instance id.
+    pub instance_id: Option<String>,
+    /// Generation.
+    pub generation: i32,
+    /// Protocol type (v5+).
+    pub protocol_type: Option<String>,
+    /// Protocol name (v5+).
+    pub protocol_name: Option<String>,
+    /// The leader's assignments.
+    pub assignments: Vec<(String, bytes::Bytes)>,
+}
+
+/// An OffsetCommit or TxnOffsetCommit, decoded.
+#[derive(Debug, Clone)]
+pub struct CommitAsk {
+    /// Group id.
+    pub group_id: String,
+    /// Member id (empty for a simple commit).
+    pub member_id: String,
+    /// Static instance id.
+    pub instance_id: Option<String>,
+    /// Generation or member epoch (-1 for a simple commit).
+    pub generation: i32,
+    /// Whether the member must be checked (TxnOffsetCommit before v3 does
+    /// not check it).
+    pub check_member: bool,
+    /// Whether a KIP-848 group's member may commit (OffsetCommit v9+).
+    pub consumer_groups_allowed: bool,
+    /// The offsets, per topic.
+    pub offsets: Vec<(String, Vec<CommitAsked>)>,
+}
+
+enum Waiter {
+    Join(oneshot::Sender<JoinReply>),
+    Sync(oneshot::Sender<SyncReply>),
+}
+
+struct Loaded<D: Disk> {
+    coordinator: Rc<RefCell<Coordinator>>,
+    log: Rc<Replica<D>>,
+}
+
+impl<D: Disk> Clone for Loaded<D> {
+    fn clone(&self) -> Self {
+        Loaded { coordinator: self.coordinator.clone(), log: self.log.clone() }
+    }
+}
+
+enum Slot<D: Disk> {
+    Loading,
+    Ready(Loaded<D>),
+}
+
+/// One shard's group coordinators. See the module documentation.
+pub struct GroupService<D: Disk> {
+    config: GroupConfig,
+    clock: SharedClock,
+    slots: RefCell<BTreeMap<i32, Slot<D>>>,
+    waiters: RefCell<BTreeMap<Token, Waiter>>,
+    next_token: Cell<Token>,
+    random: Cell<u64>,
+    /// The earliest deadline a state machine asked to be woken at.
+    armed_ms: Cell<Option<i64>>,
+    /// Fired when a deadline earlier than the armed one is armed.
+    rearmed: LocalEvent,
+    last_expiry_ms: Cell<i64>,
+}
+
+fn storage_error(error: &PartitionError) -> ResponseError {
+    match error {
+        PartitionError::BatchTooLarge { .. } => ResponseError::InvalidCommitOffsetSize,
+        PartitionError::NotAvailable => ResponseError::NotCoordinator,
+        _ => ResponseError::CoordinatorNotAvailable,
+    }
+}
+
+fn encode_records(records: &[OffsetsRecord]) -> Vec<TestRecord> {
+    records
+        .iter()
+        .map(|r| {
+            let (key, value) = records::encode(r);
+            TestRecord { key: Some(key.to_vec()), value: value.map(|v| v.to_vec()), timestamp_delta: 0 }
+        })
+        .collect()
+}
+
+impl<D: Disk> GroupService<D> {
+    /// No coordinators loaded yet. `seed` seeds the member-id generator.
+    pub fn new(config: GroupConfig, clock: SharedClock, seed: u64) -> Self {
+        let now = clock.now_ms();
+        GroupService {
+            config,
+            clock,
+            slots: RefCell::new(BTreeMap::new()),
+            waiters: RefCell::new(BTreeMap::new()),
+            next_token: Cell::new(1),
+            random: Cell::new(seed | 1),
+            armed_ms: Cell::new(None),
+            rearmed: LocalEvent::default(),
+            last_expiry_ms: Cell::new(now),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The next value of the seeded generator (xorshift64*).
+    fn random(&self) -> u64 {
+        let mut x = self.random.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.random.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn token(&self) -> Token {
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        token
+    }
+
+    /// The coordinator of offsets partition `index` (whose replica on this
+    /// shard is `log`), loading it on first use. Errors are Kafka's:
+    /// NOT_COORDINATOR when this shard does not hold the partition,
+    /// COORDINATOR_LOAD_IN_PROGRESS while another request loads it.
+    async fn loaded(&self, index: i32, log: Option<Rc<Replica<D>>>) -> Result<Loaded<D>, ResponseError> {
+        match self.slots.borrow().get(&index) {
+            Some(Slot::Ready(loaded)) => return Ok(loaded.clone()),
+            Some(Slot::Loading) => return Err(ResponseError::CoordinatorLoadInProgress),
+            None => {}
+        }
+        let log = log.ok_or(ResponseError::NotCoordinator)?;
+        self.slots.borrow_mut().insert(index, Slot::Loading);
+        match self.load(&log).await {
+            Ok(coordinator) => {
+                coordinator.check_invariants();
+                let loaded = Loaded { coordinator: Rc::new(RefCell::new(coordinator)), log };
+                self.slots.borrow_mut().insert(index, Slot::Ready(loaded.clone()));
+                self.rearm(loaded.coordinator.borrow().next_deadline().map(|d| d as i64));
+                Ok(loaded)
+            }
+            Err(error) => {
+                self.slots.borrow_mut().remove(&index);
+                tracing::error!(index, ?error, "loading group coordinator failed");
+                Err(ResponseError::CoordinatorNotAvailable)
+            }
+        }
+    }
+
+    /// Replays a `__consumer_offsets` partition into a coordinator.
+    async fn load(&self, log: &Replica<D>) -> Result<Coordinator, WalkError<ResponseError>> {
+        let mut coordinator = Coordinator::new(self.config.classic, self.config.consumer.clone());
+        let now = self.now_ms();
+        let mut count = 0usize;
+        let visit = |header: &BatchHeader, batch: &[u8]| {
+            if header.is_control() {
+                if let Some(kind) = marker_type(batch) {
+                    coordinator.complete_transaction(header.producer_id, kind == MARKER_COMMIT);
+                }
+                return Ok(());
+            }
+            for_each_key_value(batch, header, |kv| {
+                let Some(record) = kv.key.and_then(|key| records::decode(key, kv.value)) else { return };
+                if header.is_transactional() {
+                    coordinator.replay_pending(header.producer_id, record, now);
+                } else {
+                    coordinator.replay(record, now);
+                }
+                count += 1;
+            })
+            .map_err(|_| ResponseError::CorruptMessage)
+        };
+        log.partition.for_each_batch(visit).await?;
+        tracing::info!(records = count, groups = coordinator.groups.len(), "loaded group coordinator");
+        Ok(coordinator)
+    }
+
+    /// Appends `records` to the offsets partition and waits until they are
+    /// as durable as acks=all asks; errors as Kafka maps commit failures.
+    async fn append(
+        &self,
+        log: &Replica<D>,
+        records: &[OffsetsRecord],
+        txn: Option<(i64, i16)>,
+    ) -> Result<(), ResponseError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let now = self.now_ms();
+        let mut bytes = batch(now, &encode_records(records));
+        if let Some((producer_id, epoch)) = txn {
+            set_producer(&mut bytes, producer_id, epoch, -1, ATTR_TRANSACTIONAL);
+        }
+        let partition = &log.partition;
+        let appended = partition
+            .append_as_leader(BytesMut::from(&bytes[..]), AppendOrigin::Coordinator, 0, now)
+            .await
+            .map_err(|e| storage_error(&e))?;
+        match timeout(&*self.clock, APPEND_TIMEOUT, partition.wait_until(appended.end_offset(), log.acks_all)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(storage_error(&error)),
+            Err(_) => Err(ResponseError::CoordinatorNotAvailable),
+        }
+    }
+
+    /// Carries out group `group`'s effects: answers waiting requests, writes
+    /// metadata records in the background, arms the group's timer.
+    fn run_effects(&self, loaded: &Loaded<D>, group: &str, effects: Vec<Effect>) {
+        let mut persist = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Join(token, reply) => {
+                    if let Some(Waiter::Join(tx)) = self.waiters.borrow_mut().remove(&token) {
+                        let _ = tx.send(reply);
+                    }
+                }
+                Effect::Sync(token, reply) => {
+                    if let Some(Waiter::Sync(tx)) = self.waiters.borrow_mut().remove(&token) {
+                        let _ = tx.send(reply);
+                    }
+                }
+                Effect::PersistGroup(value) => {
+                    persist.push(OffsetsRecord::Group { group: group.to_string(), value: Some(value) })
+                }
+                Effect::PersistEpoch(epoch) => {
+                    persist.push(OffsetsRecord::ConsumerGroupEpoch { group: group.to_string(), epoch: Some(epoch) })
+                }
+            }
+        }
+        if !persist.is_empty() {
+            let log = loaded.log.clone();
+            let clock = self.clock.clone();
+            spawn_local(async move {
+                let now = clock.now_ms();
+                let bytes = BytesMut::from(&batch(now, &encode_records(&persist))[..]);
+                let appended = log.partition.append_as_leader(bytes, AppendOrigin::Coordinator, 0, now).await;
+                let waited = match appended {
+                    Ok(appended) => log.partition.wait_until(appended.end_offset(), log.acks_all).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = waited {
+                    tracing::warn!(%error, "writing group metadata failed");
+                }
+            });
+        }
+        let coordinator = loaded.coordinator.borrow();
+        if cfg!(debug_assertions) {
+            coordinator.check_invariants();
+        }
+        let deadline = coordinator.groups.get(group).and_then(|g| match &g.protocol {
+            Protocol::Classic(g) => g.next_deadline(),
+            Protocol::Consumer(g) => g.next_deadline(),
+        });
+        self.rearm(deadline.map(|d| d as i64));
+    }
+
+    /// Arms the timer at `deadline_ms` if that is earlier than the armed one.
+    fn rearm(&self, deadline_ms: Option<i64>) {
+        let Some(deadline_ms) = deadline_ms else { return };
+        if self.armed_ms.get().is_none_or(|armed| deadline_ms < armed) {
+            self.armed_ms.set(Some(deadline_ms));
+            self.rearmed.notify_all();
+        }
+    }
+
+    /// When [`tick`](Self::tick) next has work: the earliest armed group
+    /// deadline, or the next offsets-expiry check.
+    pub fn next_deadline_ms(&self) -> i64 {
+        let expiry = self.last_expiry_ms.get() + self.config.offsets_retention_check_interval_ms;
+        self.armed_ms.get().map_or(expiry, |armed| armed.min(expiry))
+    }
+
+    /// Waits until a deadline earlier than the one armed is armed.
+    pub async fn rearmed(&self) {
+        self.rearmed.listen().await
+    }
+
+    /// JoinGroup: answered once the rebalance completes.
+    pub async fn join(
+        &self,
+        index: i32,
+        log: Option<Rc<Replica<D>>>,
+        group_id: &str,
+        join: Join,
+    ) -> Result<JoinReply, ResponseError> {
+        let loaded = self.loaded(index, log).await?;
+        let token = self.token();
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().insert(token, Waiter::Join(tx));
+        let now = self.now_ms();
+        let random = self.random();
+        let effects = {
+            let mut c = loaded.coordinator.borrow_mut();
+            let classic = match c.classic_for_join(group_id, now) {
+                Ok(classic) => classic,
+                Err(error) => {
+                    self.waiters.borrow_mut().remove(&token);
+                    return Err(error);
+                }
+            };
+            let mut effects = Vec::new();
+            classic.join(Join { token, ..join }, now as u64, random, &mut effects);
+            c.note_membership(group_id, now);
+            effects
+        };
+        self.run_effects(&loaded, group_id, effects);
+        rx.await.map_err(|_| ResponseError::CoordinatorNotAvailable)
+    }
+
+    /// SyncGroup: followers wait for the leader's assignment.
+    pub async fn sync(
+        &self,
+        index: i32,
+        log: Option<Rc<Replica<D>>>,
+        group_id: &str,
+        ask: SyncAsk,
+    ) -> Result<SyncReply, ResponseError> {
+        let loaded = self.loaded(index, log).await?;
+        let token = self.token();
+        let now = self.now_ms() as u64;
+        let effects = {
+            let mut c = loaded.coordinator.borrow_mut();
+            let Some(group) = c.groups.get_mut(group_id) else { return Err(ResponseError::UnknownMemberId) };
+            let Protocol::Classic(classic) = &mut group.protocol else {
+                return Err(ResponseError::InconsistentGroupProtocol);
+            };
+            let mut effects = Vec::new();
+            classic.sync(
+                token,
+                &ask.member_id,
+                ask.instance_id.as_deref(),
+                ask.generation,
+                ask.protocol_type.as_deref(),
+                ask.protocol_name.as_deref(),
+                ask.assignments,
+                now,
+                &mut effects,
+            );
+            effects
+        };
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().insert(token, Waiter::Sync(tx));
+        self.run_effects(&loaded, group_id, effects);
+        rx.await.map_err(|_| ResponseError::CoordinatorNotAvailable)
+    }
+
+    /// Heartbeat of a classic member.
+    pub async fn heartbeat(
+        &self,
+        index: i32,
+        log: Option<Rc<Replica<D>>>,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        let loaded = self.loaded(index, log).await?;
+        let now = self.now_ms() as u64;
+        let result = {
+            let mut c = loaded.coordinator.borrow_mut();
+            let Some(group) = c.groups.get_mut(group_id) else { return Err(ResponseError::UnknownMemberId) };
+            match &mut group.protocol {
+                Protocol::Classic(classic) => classic.heartbeat(member_id, instance_id, generation, now),
+                Protocol::Consumer(_) => Err(ResponseError::UnknownMemberId),
+            }
+        };
+        self.run_effects(&loaded, group_id, Vec::new());
+        result
+    }
+
+    /// LeaveGroup for each (member id, instance id): each member's error.
+    pub async fn leave(
+        &self,
+        index: i32,
+        log: Option<Rc<Replica<D>>>,
+        group_id: &str,
+        leaving: &[(String, Option<String>)],
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let loaded = self.loaded(index, log).await?;
+        let now = self.now_ms();
+        let (results, effects) = {
+            let mut c = loaded.coordinator.borrow_mut();
+            let Some(group) = c.groups.get_mut(group_id) else { return Err(ResponseError::UnknownMemberId) };
+            let Protocol::Classic(classic) = &mut group.protocol else { return Err(ResponseError::UnknownMemberId) };
+            let mut effects = Vec::new();
+            let results = leaving
+                .iter()
+                .map(|(member, instance)| classic.leave(member, instance.as_deref(), now as u64, &mut effects).err())
+                .collect();
+            c.note_membership(group_id, now);
+            (results, effects)
+        };
+        self.run_effects(&loaded, group_id, effects);
+        Ok(results)
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848) over the assignable `topics`;
+    /// `matches(regex, topic)` evaluates subscription regexes.
+    pub async fn consumer_heartbeat(
+        &self,
+        index: i32,
+        log: Option<Rc<Replica<D>>>,
+        group_id: &str,
+        heartbeat: Heartbeat,
+        topics: &TopicsView,
+        matches: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<HeartbeatReply, ResponseError> {
+        let loaded = self.loaded(index, log).await?;
+        let now = self.now_ms();
+        let new_member_id = uuid::Uuid::from_u64_pair(self.random(), self.random()).to_string();
+        let (reply, effects) = {
+            let mut c = loaded.coordinator.borrow_mut();
+            let group = c.consumer_for_heartbeat(group_id, now)?;
+            let mut effects = Vec::new();
+            let reply = group.heartbeat(heartbeat, topics, matches, now as u64, new_member_id, &mut effects);
+            c.note_membership(group_id, now);
+            (reply, effects)
+        };
+        self.run_effects(&loaded, group_id, effects);
+        Ok(reply)
+    }
+
+    /// OffsetCommit (or, with `txn`, TxnOffsetCommit inside producer
+    /// (id, epoch)'s transaction): the member is checked, each partition
+    /// validated (`exists`), and the valid commits appended durably before
+    /// they apply. Returns each partition's error code.
+    pub async fn commit_offsets(
+        &self,
+        index: i32,
+        log: Option<Rc<Replica<D>>>,
+        ask: CommitAsk,
+        txn: Option<(i64, i16)>,
+        exists: &dyn Fn(&str, i32) -> bool,
+    ) -> Result<Vec<Vec<i16>>, ResponseError> {
+        let loaded = self.loaded(index, log).await?;
+        let now = self.now_ms();
+        if ask.check_member {
+            let mut c = loaded.coordinator.borrow_mut();
+            c.check_commit(
+                &ask.group_id,
+                &ask.member_id,
+                ask.instance_id.as_deref(),
+                ask.generation,
+                ask.consumer_groups_allowed,
+                now,
+            )?;
+        }
+        let max_metadata = self.config.offset_metadata_max_bytes;
+        let (mut codes, records) = Coordinator::plan_commit(&ask.group_id, &ask.offsets, max_metadata, exists, now);
+        match self.append(&loaded.log, &records, txn).await {
+            Ok(()) => {
+                let mut c = loaded.coordinator.borrow_mut();
+                for record in records {
+                    match txn {
+                        Some((producer_id, _)) => c.replay_pending(producer_id, record, now),
+                        None => c.replay(record, now),
+                    }
+                }
+            }
+            Err(error) => {
+                // The write of the valid commits failed: they get its error.
+                for code in codes.iter_mut().flatten().filter(|c| **c == 0) {
+                    *code = error.code();
+                }
+            }
+        }
+        Ok(codes)
+    }
+
+    /// Plans records to append with `plan` (which may refuse), appends them
+    /// durably, then applies them: DeleteGroups and OffsetDelete.
+    pub async fn append_planned<R>(
+        &self,
+        index: i32,
+        log: Option<Rc<Replica<D>>>,
+        plan: impl FnOnce(&Coordinator) -> Result<(R, Vec<OffsetsRecord>), ResponseError>,
+    ) -> Result<R, ResponseError> {
+        let loaded = self.loaded(index, log).await?;
+        let (answer, records) = plan(&loaded.coordinator.borrow())?;
+        self.append(&loaded.log, &records, None).await?;
+        let now = self.now_ms();
+        let mut c = loaded.coordinator.borrow_mut();
+        for record in records {
+            c.replay(record, now);
+        }
+        if cfg!(debug_assertions) {
+            c.check_invariants();
+        }
+        Ok(answer)
+    }
+
+    /// Reads the coordinator of `index` with `read` (OffsetFetch, the
+    /// describe and list APIs).
+    pub async fn inspect<R>(
+        &self,
+        index: i32,
+        log: Option<Rc<Replica<D>>>,
+        read: impl FnOnce(&Coordinator) -> R,
+    ) -> Result<R, ResponseError> {
+        let loaded = self.loaded(index, log).await?;
+        let coordinator = loaded.coordinator.borrow();
+        Ok(read(&coordinator))
+    }
+
+    /// A transaction marker was written to offsets partition `index`:
+    /// applies (commit) or drops (abort) the producer's pending offsets.
+    pub async fn complete_transaction(
+        &self,
+        index: i32,
+        log: Option<Rc<Replica<D>>>,
+        producer_id: i64,
+        commit: bool,
+    ) -> Result<(), ResponseError> {
+        let loaded = self.loaded(index, log).await?;
+        loaded.coordinator.borrow_mut().complete_transaction(producer_id, commit);
+        Ok(())
+    }
+
+    /// Indexes of the coordinators loaded on this shard.
+    pub fn loaded_indexes(&self) -> Vec<i32> {
+        self.slots.borrow().iter().filter(|(_, s)| matches!(s, Slot::Ready(_))).map(|(i, _)| *i).collect()
+    }
+
+    /// Forgets every coordinator (the offsets topic was deleted, or the
+    /// simulator crashed the node). Waiting requests are dropped.
+    pub fn unload_all(&self) {
+        self.slots.borrow_mut().clear();
+        self.waiters.borrow_mut().clear();
+        self.armed_ms.set(None);
+    }
+
+    /// Runs the timers that are due: session and rebalance deadlines of
+    /// every group, and, every `offsets.retention.check.interval.ms`, the
+    /// expiry of offsets of groups empty for `offsets.retention.minutes`.
+    pub async fn tick(&self) {
+        let now = self.now_ms();
+        self.armed_ms.set(None);
+        let loaded: Vec<Loaded<D>> = self
+            .slots
+            .borrow()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Ready(loaded) => Some(loaded.clone()),
+                Slot::Loading => None,
+            })
+            .collect();
+        for coordinator in &loaded {
+            let mut due = Vec::new();
+            {
+                let mut c = coordinator.coordinator.borrow_mut();
+                let ids: Vec<String> = c.groups.keys().cloned().collect();
+                for id in ids {
+                    let Some(group) = c.groups.get_mut(&id) else { continue };
+                    let mut effects = Vec::new();
+                    match &mut group.protocol {
+                        Protocol::Classic(g) => g.tick(now as u64, &mut effects),
+                        Protocol::Consumer(g) => {
+                            g.tick(now as u64, &mut effects);
+                        }
+                    }
+                    c.note_membership(&id, now);
+                    due.push((id, effects));
+                }
+            }
+            for (id, effects) in due {
+                self.run_effects(coordinator, &id, effects);
+            }
+            self.rearm(coordinator.coordinator.borrow().next_deadline().map(|d| d as i64));
+        }
+        let interval = self.config.offsets_retention_check_interval_ms;
+        if now - self.last_expiry_ms.get() >= interval {
+            self.last_expiry_ms.set(now);
+            for coordinator in &loaded {
+                self.expire_offsets(coordinator, now).await;
+            }
+        }
+    }
+
+    async fn expire_offsets(&self, loaded: &Loaded<D>, now: i64) {
+        let expired = loaded.coordinator.borrow().expired_offsets(now, self.config.offsets_retention_ms);
+        if expired.is_empty() {
+            return;
+        }
+        if self.append(&loaded.log, &expired, None).await.is_ok() {
+            let mut c = loaded.coordinator.borrow_mut();
+            for record in expired {
+                c.replay(record, now);
+            }
+            // A group with neither members nor offsets is gone.
+            c.groups.retain(|_, g| !(g.is_empty() && g.offsets.is_empty()));
+        }
+    }
+}

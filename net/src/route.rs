@@ -1,0 +1,139 @@
+//! How work reaches the shard that owns it: per-shard scatter (one mesh
+//! message per shard, however many partitions it owns; the caller's own
+//! shard runs its part directly), and the mesh-backed implementations of
+//! the outward interfaces the transaction service uses: markers written
+//! on whichever shards hold a transaction's partitions, and producer id
+//! blocks from the allocating shard.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use shardline_engine::partition::TxnMarker;
+use shardline_engine::runtime::mesh::Mesh;
+
+use crate::producer_ids::{BlockRequest, ProducerIdError};
+use crate::shard::{BrokerShared, ShardState, PRODUCER_ID_SHARD};
+use crate::txn::coordinator::Completion;
+use crate::txn::markers::write_local_markers;
+use crate::txn::service::{LocalResult, MarkerWriter, ProducerIdSource};
+
+/// Runs `work` once on each shard that owns some of `items` (each item
+/// tagged with its owning shard, or `None` when nobody owns it), with all
+/// of that shard's items, and returns one result per item in the items'
+/// order. Items nobody owns, and items of a shard that stopped, get
+/// `fallback`.
+pub async fn scatter<T, R, F, Fut>(
+    mesh: &Mesh<ShardState>,
+    items: Vec<(Option<usize>, T)>,
+    fallback: R,
+    work: F,
+) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Clone + Send + 'static,
+    F: Fn(Rc<ShardState>, Vec<T>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Vec<R>> + 'static,
+{
+    let count = items.len();
+    let mut by_shard: BTreeMap<usize, (Vec<usize>, Vec<T>)> = BTreeMap::new();
+    for (position, (shard, item)) in items.into_iter().enumerate() {
+        if let Some(shard) = shard {
+            let entry = by_shard.entry(shard).or_default();
+            entry.0.push(position);
+            entry.1.push(item);
+        }
+    }
+    let calls = by_shard.into_iter().map(|(shard, (positions, items))| {
+        let work = work.clone();
+        async move { (positions, mesh.call(shard, move |state| work(state, items)).await) }
+    });
+    let mut results = vec![fallback.clone(); count];
+    for (positions, answered) in futures::future::join_all(calls).await {
+        if let Ok(answers) = answered {
+            assert_eq!(answers.len(), positions.len(), "one answer per item");
+            for (position, answer) in positions.into_iter().zip(answers) {
+                results[position] = answer;
+            }
+        }
+    }
+    results
+}
+
+/// Writes markers on the shards that hold a transaction's partitions.
+pub struct MeshMarkers {
+    /// Topic placement.
+    pub shared: Arc<BrokerShared>,
+    /// Every shard.
+    pub mesh: Mesh<ShardState>,
+}
+
+impl MarkerWriter for MeshMarkers {
+    fn write_markers<'a>(&'a self, completion: &'a Completion) -> LocalResult<'a, ()> {
+        Box::pin(async move {
+            let marker = TxnMarker {
+                producer_id: completion.producer_id,
+                producer_epoch: completion.epoch,
+                commit: completion.commit,
+                coordinator_epoch: 0,
+            };
+            // A partition deleted since it joined the transaction needs no marker.
+            let items: Vec<(Option<usize>, (String, i32))> = completion
+                .partitions
+                .iter()
+                .filter_map(|(topic, p)| {
+                    self.shared.shard_of_partition(topic, *p).map(|s| (Some(s), (topic.clone(), *p)))
+                })
+                .collect();
+            let written = scatter(
+                &self.mesh,
+                items,
+                Err(ResponseError::CoordinatorNotAvailable),
+                move |state, partitions| async move {
+                    let now = state.clock.now_ms();
+                    let result = write_local_markers(&state.partitions, &state.groups, &partitions, marker, now).await;
+                    vec![result; partitions.len()]
+                },
+            )
+            .await;
+            written.into_iter().collect::<Result<Vec<()>, ResponseError>>().map(|_| ())
+        })
+    }
+}
+
+/// Producer ids from this shard's pool, refilled from the allocating shard.
+pub struct MeshProducerIds {
+    /// This shard.
+    pub state: Rc<ShardState>,
+    /// Every shard.
+    pub mesh: Mesh<ShardState>,
+}
+
+impl ProducerIdSource for MeshProducerIds {
+    fn allocate(&self) -> LocalResult<'_, i64> {
+        Box::pin(async move {
+            let mesh = self.mesh.clone();
+            let refill = move || -> BlockRequest<'static> {
+                Box::pin(async move {
+                    let block = mesh
+                        .call(PRODUCER_ID_SHARD, |state| async move {
+                            let blocks = state.id_blocks.borrow().clone();
+                            match blocks {
+                                Some(blocks) => blocks.next_block().await.map_err(|e| e.to_string()),
+                                None => Err("the producer id allocator is not open".to_string()),
+                            }
+                        })
+                        .await
+                        .map_err(|_| ProducerIdError::Unreachable)?;
+                    block.map_err(|message| ProducerIdError::Io(std::io::Error::other(message)))
+                })
+            };
+            self.state.producer_ids.allocate(refill).await.map_err(|error| {
+                tracing::error!(%error, "allocating a producer id");
+                ResponseError::CoordinatorNotAvailable
+            })
+        })
+    }
+}

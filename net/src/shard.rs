@@ -1,0 +1,135 @@
+//! What a shard owns and what every shard shares. [`ShardState`] lives on
+//! its shard (`Rc`, never crosses cores): its partition registry, the
+//! fetch sessions of its connections, the group and transaction
+//! coordinator services of the internal partitions it owns, its producer
+//! ids, and its lifecycle flags. [`BrokerShared`] is read by all shards:
+//! configuration, topic metadata, cluster id, advertised address.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use shardline_engine::runtime::clock::SharedClock;
+use shardline_engine::runtime::event::LocalEvent;
+use shardline_engine::RealDisk;
+
+use crate::config::BrokerConfig;
+use crate::fetch_sessions::FetchSessions;
+use crate::groups::classic::ClassicLimits;
+use crate::groups::consumer::ConsumerLimits;
+use crate::groups::service::{GroupConfig, GroupService};
+use crate::producer_ids::{ProducerIdBlocks, ProducerIdPool};
+use crate::registry::PartitionRegistry;
+use crate::topics::TopicStore;
+use crate::txn::service::TxnService;
+
+/// What every shard shares: configuration, topic metadata, cluster id.
+#[derive(Debug)]
+pub struct BrokerShared {
+    /// Configuration.
+    pub config: Arc<BrokerConfig>,
+    /// Topics.
+    pub topics: TopicStore,
+    /// Cluster id from `meta.properties`.
+    pub cluster_id: String,
+    /// Advertised host and port.
+    pub advertised: (String, i32),
+    /// Number of shards.
+    pub shards: usize,
+}
+
+impl BrokerShared {
+    /// The shard owning partition `index` of a topic placed as `placement`.
+    pub fn shard_of(&self, placement: &[usize], index: i32) -> Option<usize> {
+        usize::try_from(index).ok().and_then(|i| placement.get(i)).map(|shard| shard % self.shards)
+    }
+
+    /// The shard owning `topic`/`index`, if the topic and partition exist.
+    pub fn shard_of_partition(&self, topic: &str, index: i32) -> Option<usize> {
+        let image = self.topics.image();
+        self.shard_of(&image.topics.get(topic)?.partition_shards, index)
+    }
+
+    /// Whether `topic` has partition `index`.
+    pub fn partition_exists(&self, topic: &str, index: i32) -> bool {
+        self.shard_of_partition(topic, index).is_some()
+    }
+}
+
+/// The shard that hands out producer id blocks.
+pub const PRODUCER_ID_SHARD: usize = 0;
+
+/// Group coordinator settings from the broker configuration.
+pub fn group_config(config: &BrokerConfig) -> GroupConfig {
+    GroupConfig {
+        classic: ClassicLimits {
+            min_session_timeout_ms: config.group_min_session_timeout_ms,
+            max_session_timeout_ms: config.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            max_size: config.group_max_size,
+        },
+        consumer: ConsumerLimits {
+            session_timeout_ms: config.group_consumer_session_timeout_ms,
+            heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
+            max_size: config.group_max_size,
+        },
+        offset_metadata_max_bytes: config.offset_metadata_max_bytes,
+        offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
+        offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms.max(1000) as i64,
+    }
+}
+
+/// One shard's state. See the module documentation.
+pub struct ShardState {
+    /// This shard's index.
+    pub shard: usize,
+    /// Broker configuration.
+    pub config: Arc<BrokerConfig>,
+    /// This shard's clock.
+    pub clock: SharedClock,
+    /// The partitions this shard holds.
+    pub partitions: PartitionRegistry<RealDisk>,
+    /// Incremental fetch sessions of this shard's connections.
+    pub fetch_sessions: RefCell<FetchSessions>,
+    /// Group coordinators of this shard's `__consumer_offsets` partitions.
+    pub groups: GroupService<RealDisk>,
+    /// Transaction coordinators of this shard's `__transaction_state` partitions.
+    pub txns: TxnService<RealDisk>,
+    /// This shard's producer ids.
+    pub producer_ids: ProducerIdPool,
+    /// The producer id block allocator (on [`PRODUCER_ID_SHARD`] once started).
+    pub id_blocks: RefCell<Option<Rc<ProducerIdBlocks<RealDisk>>>>,
+    /// Set once shutdown starts: connections stop reading new requests.
+    pub shutting_down: Cell<bool>,
+    /// Requests being handled by this shard's connections.
+    pub in_flight: Cell<usize>,
+    /// Fired when `in_flight` drops to zero.
+    pub idle: LocalEvent,
+}
+
+impl ShardState {
+    /// Empty state for `shard`; `seed` seeds its random choices (fetch
+    /// session ids, member ids).
+    pub fn new(shard: usize, config: Arc<BrokerConfig>, clock: SharedClock, seed: u64) -> Self {
+        let partitions =
+            PartitionRegistry::new(RealDisk, config.data_dir.clone(), clock.clone(), config.batch_cache_bytes);
+        let sessions =
+            FetchSessions::new(config.max_incremental_fetch_session_cache_slots, shard, config.shard_count(), seed);
+        let groups = GroupService::new(group_config(&config), clock.clone(), seed.rotate_left(17));
+        let txns = TxnService::new(clock.clone(), config.transactional_id_expiration_ms);
+        ShardState {
+            shard,
+            config,
+            clock,
+            partitions,
+            fetch_sessions: RefCell::new(sessions),
+            groups,
+            txns,
+            producer_ids: ProducerIdPool::default(),
+            id_blocks: RefCell::new(None),
+            shutting_down: Cell::new(false),
+            in_flight: Cell::new(0),
+            idle: LocalEvent::default(),
+        }
+    }
+}
