@@ -33,9 +33,20 @@ if cargo clippy --version >/dev/null 2>&1; then
   cargo clippy --workspace --all-targets --quiet -- -D warnings
 fi
 
-log "cargo test (workspace): engine, broker, and end-to-end tests with librdkafka and raw sockets"
 mkdir -p target
 failed_suites=()
+
+log "layers: no import cycle in engine/ or net/; no clock read outside the runtime's clock"
+python3 scripts/import_cycles.py engine/src net/src || failed_suites+=(import-cycles)
+clock_reads=$(grep -rnE 'SystemTime::now|Instant::now' engine/src net/src --include='*.rs' |
+  grep -v '^engine/src/runtime/clock.rs:' || true)
+if [ -n "$clock_reads" ]; then
+  echo "direct clock reads (time must come from the injected clock):"
+  echo "$clock_reads"
+  failed_suites+=(clock-reads)
+fi
+
+log "cargo test (workspace): engine, simulator (SHARDLINE_SIM_SEEDS raises the seeds), broker, and end-to-end tests with librdkafka and raw sockets"
 set +e
 cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
 [ "${PIPESTATUS[0]}" -eq 0 ] || failed_suites+=(cargo)

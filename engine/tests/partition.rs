@@ -98,23 +98,33 @@ fn transactions_bound_the_last_stable_offset_and_aborts_are_listed() {
         assert_eq!(bases(&committed), vec![0]);
         assert_eq!(committed.visible_end, 1);
         let abort = TxnMarker { producer_id: 20, producer_epoch: 0, commit: false, coordinator_epoch: 0 };
-        let marker = partition.write_marker(abort, 3, 2_000).await.expect("marker").expect("written");
+        let marker = partition.write_marker(abort, 3, 2_000).await.expect("marker");
         assert_eq!(marker.base_offset, 5);
-        assert!(partition.write_marker(abort, 3, 2_000).await.expect("again").is_none(), "never twice");
+        // A repeated marker (a retried completion) closes nothing more.
+        let again = partition.write_marker(abort, 3, 2_000).await.expect("again");
+        assert_eq!(again.base_offset, 6);
         assert_eq!(partition.last_stable_offset(), 3, "21 is still open");
         let commit = TxnMarker { producer_id: 21, producer_epoch: 0, commit: true, coordinator_epoch: 0 };
-        let marker = partition.write_marker(commit, 3, 2_000).await.expect("marker").expect("written");
+        let marker = partition.write_marker(commit, 3, 2_000).await.expect("marker");
         partition.wait_until(marker.end_offset(), Durability::Durable).await.expect("durable");
-        assert_eq!(partition.last_stable_offset(), 7);
+        assert_eq!(partition.last_stable_offset(), 8);
         let read = partition.read(0, 1 << 20, Isolation::ReadCommitted).await.expect("read");
         let aborted: Vec<(i64, i64)> = read.aborted.iter().map(|a| (a.producer_id, a.first_offset)).collect();
         assert_eq!(aborted, vec![(20, 1)]);
+        // A fencing abort reaches a partition where the producer wrote
+        // nothing: its old epoch cannot start a transaction here any more.
+        let fence = TxnMarker { producer_id: 22, producer_epoch: 1, commit: false, coordinator_epoch: 0 };
+        let marker = partition.write_marker(fence, 3, 2_000).await.expect("marker");
+        partition.wait_until(marker.end_offset(), Durability::Durable).await.expect("durable");
+        let zombie = client_append(&partition, transactional_batch(4, 22, 0, 0)).await;
+        assert!(matches!(zombie, Err(PartitionError::ProducerFenced { producer_id: 22, epoch: 0 })), "{zombie:?}");
+        assert_eq!(partition.last_stable_offset(), 9, "nothing is left open");
         // The state survives a power loss: rebuilt from the log.
         drop(partition);
         let crashed = disk.crash();
         let reopened = open(&crashed, LEADER).await;
-        assert_eq!(reopened.offsets().log_end, 7);
-        assert_eq!(reopened.last_stable_offset(), 7);
+        assert_eq!(reopened.offsets().log_end, 9);
+        assert_eq!(reopened.last_stable_offset(), 9);
         let read = reopened.read(0, 1 << 20, Isolation::ReadCommitted).await.expect("read");
         assert_eq!(read.aborted.len(), 1);
     });

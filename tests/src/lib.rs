@@ -1,7 +1,10 @@
 //! Test support: the real `shardline` binary started as a child process on
-//! a free loopback port with its own data directory, and a minimal raw
-//! Kafka protocol client for requests no client library sends (bad input,
-//! exact error codes). Used by the end-to-end tests in `tests/tests/`.
+//! a free loopback port with its own data directory, a minimal raw Kafka
+//! protocol client for requests no client library sends (bad input, exact
+//! error codes), and the deterministic simulator ([`sim`]). Used by the
+//! tests in `tests/tests/`.
+
+pub mod sim;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

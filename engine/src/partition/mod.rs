@@ -46,7 +46,8 @@ pub enum AppendOrigin {
     /// sequence numbers and epoch.
     Client,
     /// A coordinator writing its own records (offset commits, transaction
-    /// metadata, offsets inside a transaction): no sequence check.
+    /// metadata, offsets inside a transaction): no sequence check, but a
+    /// producer's batch is still refused at an epoch older than its own.
     Coordinator,
 }
 
@@ -220,9 +221,17 @@ impl<D: Disk> Partition<D> {
         }
         self.log.make_room(&valid, now_ms).await?;
         // From here to the append nothing awaits: the check holds.
-        if header.producer_id >= 0 && origin == AppendOrigin::Client {
-            if let Some(duplicate) = self.check_sequence(&header)? {
-                return Ok(duplicate);
+        if header.producer_id >= 0 {
+            match origin {
+                AppendOrigin::Client => {
+                    if let Some(duplicate) = self.check_sequence(&header)? {
+                        return Ok(duplicate);
+                    }
+                }
+                // A coordinator's batch in a transaction (offsets) skips the
+                // sequence check but not the epoch: a fenced producer's
+                // commits must not land.
+                AppendOrigin::Coordinator => self.check_epoch(&header)?,
             }
         }
         let info = self.log.append_valid(valid, Placement::Leader { leader_epoch })?;
@@ -248,6 +257,18 @@ impl<D: Disk> Partition<D> {
             log_start: info.log_start,
             duplicate: false,
         })
+    }
+
+    /// Refuses a batch whose producer epoch is older than the producer's.
+    fn check_epoch(&self, header: &BatchHeader) -> PartitionResult<()> {
+        let current = self.producers.borrow().epoch_of(header.producer_id);
+        if current.is_some_and(|current| header.producer_epoch < current) {
+            return Err(PartitionError::ProducerFenced {
+                producer_id: header.producer_id,
+                epoch: header.producer_epoch,
+            });
+        }
+        Ok(())
     }
 
     /// The outcome for an idempotent batch: `Some` for a retry (already in
@@ -308,34 +329,29 @@ impl<D: Disk> Partition<D> {
         Ok(())
     }
 
-    /// Writes a commit or abort marker for the producer's open transaction
-    /// here, as the leader. `None` when the producer has no open
-    /// transaction here (nothing was produced in it, or the marker is
-    /// already written): a marker is never written twice.
-    pub async fn write_marker(
-        &self,
-        marker: TxnMarker,
-        leader_epoch: i32,
-        now_ms: i64,
-    ) -> PartitionResult<Option<Appended>> {
+    /// Writes a commit or abort marker for the producer, as the leader. As
+    /// in Kafka the marker is written whether or not the producer has an
+    /// open transaction here: it closes the open one if there is one, and
+    /// in every case makes the marker's epoch the producer's epoch on this
+    /// partition, durably, so a fenced producer (a transaction aborted by
+    /// its coordinator with an epoch bump) cannot start a new transaction
+    /// here with its old epoch. A repeated marker changes nothing else.
+    pub async fn write_marker(&self, marker: TxnMarker, leader_epoch: i32, now_ms: i64) -> PartitionResult<Appended> {
         let TxnMarker { producer_id, producer_epoch, commit, coordinator_epoch } = marker;
         let bytes = marker_batch(producer_id, producer_epoch, commit, coordinator_epoch, now_ms);
         let valid = self.log.validate(BytesMut::from(&bytes[..]))?;
         self.log.make_room(&valid, now_ms).await?;
-        if !self.producers.borrow().has_ongoing(producer_id) {
-            return Ok(None);
-        }
         let info = self.log.append_valid(valid, Placement::Leader { leader_epoch })?;
         let mut producers = self.producers.borrow_mut();
-        let closed = producers.complete(producer_id, info.base_offset, commit);
-        assert!(closed, "the open transaction was checked just before");
+        producers.complete(producer_id, info.base_offset, commit);
         producers.bump_epoch(producer_id, producer_epoch, info.base_offset, now_ms);
-        Ok(Some(Appended {
+        debug_assert!(!producers.has_ongoing(producer_id), "a marker closes the producer's transaction");
+        Ok(Appended {
             base_offset: info.base_offset,
             last_offset: info.last_offset,
             log_start: info.log_start,
             duplicate: false,
-        }))
+        })
     }
 
     /// Reads whole batches from the one containing `offset`, below what

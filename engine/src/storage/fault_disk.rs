@@ -4,7 +4,9 @@
 //!
 //! [`FaultDisk::crash`] returns the disk as a machine would find it after a
 //! power loss: every synced byte, plus a seeded random subset of the unsynced
-//! operations, the last kept write possibly torn at a 4 KiB boundary.
+//! operations, the last kept write possibly torn at a 4 KiB boundary;
+//! [`FaultDisk::crash_process`] as it is after kill -9 (every issued write
+//! kept).
 //! Directory operations (create, rename, remove) are treated as durable at
 //! once. fdatasync and writes can be made to fail with EIO. Used from one
 //! thread; cloning shares the same disk.
@@ -147,6 +149,30 @@ impl FaultDisk {
             }
             inodes.push(Inode { current: image.clone(), durable: image, pending: Vec::new() });
         }
+        let state = State {
+            names: old.names.clone(),
+            dirs: old.dirs.clone(),
+            inodes,
+            rng: old.next_random() | 1,
+            faults: FaultConfig::default(),
+            syncs: 0,
+            writes: 0,
+            bytes_read: 0,
+        };
+        FaultDisk { state: Rc::new(RefCell::new(state)) }
+    }
+
+    /// The disk after the process was killed (kill -9) now: every write
+    /// issued so far survives, synced or not, as it would in the page
+    /// cache. Handles to the old disk stay usable but no longer affect the
+    /// new one.
+    pub fn crash_process(&self) -> FaultDisk {
+        let mut old = self.state.borrow_mut();
+        let inodes = old
+            .inodes
+            .iter()
+            .map(|inode| Inode { current: inode.current.clone(), durable: inode.current.clone(), pending: Vec::new() })
+            .collect();
         let state = State {
             names: old.names.clone(),
             dirs: old.dirs.clone(),

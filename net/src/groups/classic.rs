@@ -523,7 +523,10 @@ impl ClassicGroup {
             self.remove_member(&id);
         }
         self.pending.clear();
+        let previous_generation = self.generation;
         self.generation += 1;
+        debug_assert!(self.generation > previous_generation, "every rebalance is a new generation");
+        debug_assert!(self.members.values().all(|m| m.awaiting_join.is_some()), "only rejoined members stay");
         if self.members.is_empty() {
             self.state = State::Empty;
             self.protocol = None;
@@ -535,6 +538,10 @@ impl ClassicGroup {
         if !self.leader.as_ref().is_some_and(|l| self.members.contains_key(l)) {
             self.leader = self.members.values().min_by_key(|m| m.joined_order).map(|m| m.member_id.clone());
         }
+        debug_assert!(
+            self.leader.as_ref().is_some_and(|l| self.members.contains_key(l)),
+            "a completed join has a leader among its members"
+        );
         self.state = State::CompletingRebalance;
         let waiting: Vec<(String, Token, bool)> = self
             .members
@@ -543,8 +550,10 @@ impl ClassicGroup {
             .collect();
         for (id, token, _) in waiting {
             let reply = self.join_reply(&id, false);
+            debug_assert!(reply.error.is_none() && reply.generation == self.generation);
             effects.push(Effect::Join(token, reply));
         }
+        debug_assert!(self.members.values().all(|m| m.awaiting_join.is_none()), "every waiting join is answered");
     }
 
     fn join_reply(&self, member_id: &str, skip_assignment: bool) -> JoinReply {

@@ -560,6 +560,7 @@ impl ConsumerGroup {
         let kept: BTreeSet<TopicPartition> = member.assigned.intersection(&target).copied().collect();
         let revoke: BTreeSet<TopicPartition> = member.assigned.difference(&target).copied().collect();
         if !revoke.is_empty() {
+            debug_assert!(kept.is_disjoint(&revoke));
             member.assigned = kept;
             member.revoking = revoke;
             member.revoke_deadline = Some(now + member.rebalance_timeout_ms.max(0) as u64);
@@ -567,12 +568,15 @@ impl ConsumerGroup {
         }
         let free: BTreeSet<TopicPartition> =
             target.difference(&member.assigned).filter(|p| !others.contains(p)).copied().collect();
+        debug_assert!(free.is_disjoint(&others), "a partition another member still owns is never given");
         let before = (member.epoch, member.assigned.len());
         member.assigned.extend(free);
         if member.epoch != assignment_epoch {
             member.previous_epoch = member.epoch;
             member.epoch = assignment_epoch;
         }
+        debug_assert!(member.assigned.is_subset(&target), "a reconciled member owns only its target");
+        debug_assert!(member.revoking.is_empty(), "nothing is left to revoke once the epoch moves");
         before != (member.epoch, member.assigned.len())
     }
 }

@@ -232,7 +232,12 @@ impl Coordinator {
                     })
                     .collect()
             })
-            .collect();
+            .collect::<Vec<Vec<i16>>>();
+        debug_assert_eq!(
+            codes.iter().flatten().filter(|c| **c == 0).count(),
+            records.len(),
+            "one record per valid commit"
+        );
         (codes, records)
     }
 

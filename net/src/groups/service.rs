@@ -131,6 +131,8 @@ pub struct GroupService<D: Disk> {
 fn storage_error(error: &PartitionError) -> ResponseError {
     match error {
         PartitionError::BatchTooLarge { .. } => ResponseError::InvalidCommitOffsetSize,
+        // TxnOffsetCommit from a producer its coordinator fenced.
+        PartitionError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
         PartitionError::NotAvailable => ResponseError::NotCoordinator,
         _ => ResponseError::CoordinatorNotAvailable,
     }

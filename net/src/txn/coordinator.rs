@@ -224,6 +224,10 @@ impl TxnCoordinator {
         next.partitions.clear();
         next.last_update_ms = now_ms;
         next.start_ms = -1;
+        debug_assert!(
+            next.producer_id != current.producer_id || next.epoch > current.epoch,
+            "a new incarnation fences the old one"
+        );
         Ok(InitPlan::Ready(next))
     }
 
@@ -273,6 +277,7 @@ impl TxnCoordinator {
         next.status = TxnStatus::Ongoing;
         next.partitions.extend(partitions.iter().cloned());
         next.last_update_ms = now_ms;
+        debug_assert!(partitions.iter().all(|p| next.partitions.contains(p)) && next.start_ms >= 0);
         Ok(Some(next))
     }
 
@@ -293,7 +298,10 @@ impl TxnCoordinator {
                 let mut prepare = meta.clone();
                 prepare.status = if commit { TxnStatus::PrepareCommit } else { TxnStatus::PrepareAbort };
                 prepare.last_update_ms = now_ms;
-                Ok(Some((prepare, completion(transactional_id, meta, commit, meta.epoch, now_ms))))
+                let completion = completion(transactional_id, meta, commit, meta.epoch, now_ms);
+                debug_assert_eq!(completion.partitions, meta.partitions, "markers go to every partition added");
+                debug_assert!(completion.complete.partitions.is_empty() && completion.complete.start_ms == -1);
+                Ok(Some((prepare, completion)))
             }
             (TxnStatus::CompleteCommit, true) | (TxnStatus::CompleteAbort, false) => Ok(None),
             (TxnStatus::PrepareCommit, true) | (TxnStatus::PrepareAbort, false) => {
@@ -337,6 +345,7 @@ impl TxnCoordinator {
             .filter(|(_, m)| now_ms - m.start_ms > i64::from(m.timeout_ms))
             .map(|(id, m)| {
                 let epoch = m.epoch.saturating_add(1).min(MAX_EPOCH);
+                debug_assert!(epoch > m.epoch || m.epoch == MAX_EPOCH, "a timeout abort fences the producer");
                 let mut prepare = m.clone();
                 prepare.status = TxnStatus::PrepareEpochFence;
                 prepare.epoch = epoch;
