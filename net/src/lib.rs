@@ -10,7 +10,8 @@
 //!   (per-shard scatter over the mesh);
 //! - [`shard`]: what one shard owns and what all share;
 //! - [`groups`] and [`txn`]: the group and transaction coordinators
-//!   (sans-IO state machines and the services that drive them);
+//!   (sans-IO state machines and the services that drive them), and what
+//!   their services share ([`coordinators`]);
 //! - [`registry`], [`fetch_sessions`], [`topics`], [`producer_ids`],
 //!   [`config`]: the per-shard partition registry and the broker's
 //!   metadata and settings.
@@ -22,6 +23,7 @@
 
 pub mod api;
 pub mod config;
+pub mod coordinators;
 pub mod fetch_sessions;
 pub mod groups;
 pub mod producer_ids;

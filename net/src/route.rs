@@ -62,6 +62,34 @@ where
     results
 }
 
+/// Runs `work` once on each shard owning partitions of internal topic
+/// `topic` (one message per shard), with those partitions' indexes, and
+/// returns everything the shards answered. Empty when the topic does not
+/// exist yet.
+pub async fn scatter_topic<R, F, Fut>(shared: &BrokerShared, mesh: &Mesh<ShardState>, topic: &str, work: F) -> Vec<R>
+where
+    R: Clone + Send + 'static,
+    F: Fn(Rc<ShardState>, i32) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Vec<R>> + 'static,
+{
+    let Some(info) = shared.topics.image().topics.get(topic).cloned() else { return Vec::new() };
+    let items = (0..info.partition_shards.len() as i32)
+        .map(|index| (shared.shard_of(&info.partition_shards, index), index))
+        .collect();
+    let answers = scatter(mesh, items, Vec::new(), move |state, indexes| {
+        let work = work.clone();
+        async move {
+            let mut out = Vec::with_capacity(indexes.len());
+            for index in indexes {
+                out.push(work(state.clone(), index).await);
+            }
+            out
+        }
+    })
+    .await;
+    answers.into_iter().flatten().collect()
+}
+
 /// Writes markers on the shards that hold a transaction's partitions.
 pub struct MeshMarkers {
     /// Topic placement.

@@ -149,6 +149,12 @@ impl FaultDisk {
             }
             inodes.push(Inode { current: image.clone(), durable: image, pending: Vec::new() });
         }
+        Self::successor(&mut old, inodes)
+    }
+
+    /// The disk that follows a crash of `old`: the same names, these file
+    /// images, no faults.
+    fn successor(old: &mut State, inodes: Vec<Inode>) -> FaultDisk {
         let state = State {
             names: old.names.clone(),
             dirs: old.dirs.clone(),
@@ -173,17 +179,7 @@ impl FaultDisk {
             .iter()
             .map(|inode| Inode { current: inode.current.clone(), durable: inode.current.clone(), pending: Vec::new() })
             .collect();
-        let state = State {
-            names: old.names.clone(),
-            dirs: old.dirs.clone(),
-            inodes,
-            rng: old.next_random() | 1,
-            faults: FaultConfig::default(),
-            syncs: 0,
-            writes: 0,
-            bytes_read: 0,
-        };
-        FaultDisk { state: Rc::new(RefCell::new(state)) }
+        Self::successor(&mut old, inodes)
     }
 
     /// The current (page cache) content of a file, for tests.

@@ -20,11 +20,11 @@ use shardline_engine::RealDisk;
 
 use super::groups::{asked_commits, internal_topic, offsets_topic, on_coordinator, s};
 use super::Context;
+use crate::coordinators::CoordinatorLog;
 use crate::groups::records::partition_for;
 use crate::groups::service::CommitAsk;
 use crate::groups::OFFSETS_TOPIC;
-use crate::registry::Replica;
-use crate::route::{scatter, MeshMarkers, MeshProducerIds};
+use crate::route::{scatter, scatter_topic, MeshMarkers, MeshProducerIds};
 use crate::shard::{BrokerShared, ShardState};
 use crate::topics::TopicInfo;
 use crate::txn::service::Listed;
@@ -36,13 +36,11 @@ pub async fn transaction_topic(context: &Context) -> Result<Arc<TopicInfo>, Resp
 }
 
 /// Runs `work` on the shard coordinating `transactional_id`, with its
-/// `__transaction_state` partition index and replica there.
+/// `__transaction_state` partition there.
 async fn on_txn_coordinator<R, F, Fut>(context: &Context, transactional_id: &str, work: F) -> Result<R, ResponseError>
 where
     R: Send + 'static,
-    F: FnOnce(Rc<ShardState>, i32, Option<Rc<Replica<RealDisk>>>, Arc<BrokerShared>, Mesh<ShardState>) -> Fut
-        + Send
-        + 'static,
+    F: FnOnce(Rc<ShardState>, CoordinatorLog<RealDisk>, Arc<BrokerShared>, Mesh<ShardState>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<R, ResponseError>> + 'static,
 {
     let topic = transaction_topic(context).await?;
@@ -53,8 +51,8 @@ where
     context
         .mesh
         .call(shard, move |state| {
-            let log = state.partitions.get(TXN_TOPIC, index);
-            work(state, index, log, shared, mesh)
+            let at = CoordinatorLog::of(&state.partitions, TXN_TOPIC, index);
+            work(state, at, shared, mesh)
         })
         .await
         .map_err(|_| ResponseError::CoordinatorNotAvailable)?
@@ -73,10 +71,10 @@ pub async fn init_transactional(
         return Err(ResponseError::InvalidTransactionTimeout);
     }
     let id = transactional_id.clone();
-    on_txn_coordinator(context, &transactional_id, move |state, index, log, shared, mesh| async move {
+    on_txn_coordinator(context, &transactional_id, move |state, at, shared, mesh| async move {
         let ids = MeshProducerIds { state: state.clone(), mesh: mesh.clone() };
         let markers = MeshMarkers { shared, mesh };
-        state.txns.init_producer(index, log, &id, timeout_ms, expected, &ids, &markers).await
+        state.txns.init_producer(at, &id, timeout_ms, expected, &ids, &markers).await
     })
     .await
 }
@@ -99,8 +97,8 @@ pub async fn add_partitions(
         Err(ResponseError::OperationNotAttempted)
     } else {
         let (txn_id, partitions) = (id.clone(), asked.clone());
-        on_txn_coordinator(context, &id, move |state, index, log, _, _| async move {
-            state.txns.add_partitions(index, log, &txn_id, producer_id, epoch, &partitions, version >= 2).await
+        on_txn_coordinator(context, &id, move |state, at, _, _| async move {
+            state.txns.add_partitions(at, &txn_id, producer_id, epoch, &partitions, version >= 2).await
         })
         .await
     };
@@ -141,9 +139,9 @@ pub async fn add_offsets(context: &Context, request: AddOffsetsToTxnRequest, ver
             let id = request.transactional_id.to_string();
             let (producer_id, epoch) = (request.producer_id.0, request.producer_epoch);
             let txn_id = id.clone();
-            on_txn_coordinator(context, &id, move |state, index, log, _, _| async move {
+            on_txn_coordinator(context, &id, move |state, at, _, _| async move {
                 let partitions = std::slice::from_ref(&offsets_partition);
-                state.txns.add_partitions(index, log, &txn_id, producer_id, epoch, partitions, version >= 2).await
+                state.txns.add_partitions(at, &txn_id, producer_id, epoch, partitions, version >= 2).await
             })
             .await
         }
@@ -157,9 +155,9 @@ pub async fn end_txn(context: &Context, request: EndTxnRequest, version: i16) ->
     let id = request.transactional_id.to_string();
     let (producer_id, epoch, commit) = (request.producer_id.0, request.producer_epoch, request.committed);
     let txn_id = id.clone();
-    let result = on_txn_coordinator(context, &id, move |state, index, log, shared, mesh| async move {
+    let result = on_txn_coordinator(context, &id, move |state, at, shared, mesh| async move {
         let markers = MeshMarkers { shared, mesh };
-        state.txns.end(index, log, &txn_id, producer_id, epoch, commit, version >= 2, &markers).await
+        state.txns.end(at, &txn_id, producer_id, epoch, commit, version >= 2, &markers).await
     })
     .await;
     let mut response = EndTxnResponse::default();
@@ -198,9 +196,9 @@ pub async fn txn_offset_commit(
     };
     let txn = Some((request.producer_id.0, request.producer_epoch));
     let result: Result<Vec<Vec<i16>>, ResponseError> =
-        on_coordinator(context, &group_id, move |state, index, log, shared| async move {
+        on_coordinator(context, &group_id, move |state, at, shared| async move {
             let exists = |topic: &str, p: i32| shared.partition_exists(topic, p);
-            state.groups.commit_offsets(index, log, ask, txn, &exists).await
+            state.groups.commit_offsets(at, ask, txn, &exists).await
         })
         .await
         .and_then(|r| r);
@@ -232,20 +230,11 @@ pub async fn txn_offset_commit(
 
 /// Every transactional id of every coordinator, one message per shard.
 async fn all_transactions(context: &Context) -> Vec<Listed> {
-    let Some(topic) = context.shared.topics.image().topics.get(TXN_TOPIC).cloned() else { return Vec::new() };
-    let items = (0..topic.partition_shards.len() as i32)
-        .map(|index| (context.shared.shard_of(&topic.partition_shards, index), index))
-        .collect();
-    let listed = scatter(&context.mesh, items, Vec::new(), |state, indexes| async move {
-        let mut out = Vec::with_capacity(indexes.len());
-        for index in indexes {
-            let log = state.partitions.get(TXN_TOPIC, index);
-            out.push(state.txns.list(index, log).await.unwrap_or_default());
-        }
-        out
+    scatter_topic(&context.shared, &context.mesh, TXN_TOPIC, |state, index| async move {
+        let at = CoordinatorLog::of(&state.partitions, TXN_TOPIC, index);
+        state.txns.list(at).await.unwrap_or_default()
     })
-    .await;
-    listed.into_iter().flatten().collect()
+    .await
 }
 
 /// ListTransactions (v0–1: state, producer id and duration filters).

@@ -14,7 +14,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -30,6 +29,7 @@ use shardline_engine::runtime::event::LocalEvent;
 use shardline_engine::runtime::spawn::spawn_local;
 use shardline_engine::Disk;
 
+use crate::coordinators::{CoordinatorLog, Coordinators};
 use crate::groups::classic::{ClassicLimits, Join};
 use crate::groups::consumer::{ConsumerLimits, Heartbeat, HeartbeatReply, TopicsView};
 use crate::groups::coordinator::{CommitAsked, Coordinator, Protocol};
@@ -97,27 +97,13 @@ enum Waiter {
     Sync(oneshot::Sender<SyncReply>),
 }
 
-struct Loaded<D: Disk> {
-    coordinator: Rc<RefCell<Coordinator>>,
-    log: Rc<Replica<D>>,
-}
-
-impl<D: Disk> Clone for Loaded<D> {
-    fn clone(&self) -> Self {
-        Loaded { coordinator: self.coordinator.clone(), log: self.log.clone() }
-    }
-}
-
-enum Slot<D: Disk> {
-    Loading,
-    Ready(Loaded<D>),
-}
+type Loaded<D> = crate::coordinators::Loaded<Coordinator, D>;
 
 /// One shard's group coordinators. See the module documentation.
 pub struct GroupService<D: Disk> {
     config: GroupConfig,
     clock: SharedClock,
-    slots: RefCell<BTreeMap<i32, Slot<D>>>,
+    coordinators: Coordinators<Coordinator, D>,
     waiters: RefCell<BTreeMap<Token, Waiter>>,
     next_token: Cell<Token>,
     random: Cell<u64>,
@@ -155,7 +141,7 @@ impl<D: Disk> GroupService<D> {
         GroupService {
             config,
             clock,
-            slots: RefCell::new(BTreeMap::new()),
+            coordinators: Coordinators::default(),
             waiters: RefCell::new(BTreeMap::new()),
             next_token: Cell::new(1),
             random: Cell::new(seed | 1),
@@ -185,32 +171,16 @@ impl<D: Disk> GroupService<D> {
         token
     }
 
-    /// The coordinator of offsets partition `index` (whose replica on this
-    /// shard is `log`), loading it on first use. Errors are Kafka's:
-    /// NOT_COORDINATOR when this shard does not hold the partition,
-    /// COORDINATOR_LOAD_IN_PROGRESS while another request loads it.
-    async fn loaded(&self, index: i32, log: Option<Rc<Replica<D>>>) -> Result<Loaded<D>, ResponseError> {
-        match self.slots.borrow().get(&index) {
-            Some(Slot::Ready(loaded)) => return Ok(loaded.clone()),
-            Some(Slot::Loading) => return Err(ResponseError::CoordinatorLoadInProgress),
-            None => {}
-        }
-        let log = log.ok_or(ResponseError::NotCoordinator)?;
-        self.slots.borrow_mut().insert(index, Slot::Loading);
-        match self.load(&log).await {
-            Ok(coordinator) => {
+    /// The coordinator of offsets partition `at`, loaded on first use.
+    async fn loaded(&self, at: CoordinatorLog<D>) -> Result<Loaded<D>, ResponseError> {
+        self.coordinators
+            .get_or_load(at, |log| async move {
+                let coordinator = self.load(&log).await?;
                 coordinator.check_invariants();
-                let loaded = Loaded { coordinator: Rc::new(RefCell::new(coordinator)), log };
-                self.slots.borrow_mut().insert(index, Slot::Ready(loaded.clone()));
-                self.rearm(loaded.coordinator.borrow().next_deadline().map(|d| d as i64));
-                Ok(loaded)
-            }
-            Err(error) => {
-                self.slots.borrow_mut().remove(&index);
-                tracing::error!(index, ?error, "loading group coordinator failed");
-                Err(ResponseError::CoordinatorNotAvailable)
-            }
-        }
+                self.rearm(coordinator.next_deadline().map(|d| d as i64));
+                Ok::<_, WalkError<ResponseError>>(coordinator)
+            })
+            .await
     }
 
     /// Replays a `__consumer_offsets` partition into a coordinator.
@@ -309,7 +279,7 @@ impl<D: Disk> GroupService<D> {
                 }
             });
         }
-        let coordinator = loaded.coordinator.borrow();
+        let coordinator = loaded.state.borrow();
         if cfg!(debug_assertions) {
             coordinator.check_invariants();
         }
@@ -342,21 +312,15 @@ impl<D: Disk> GroupService<D> {
     }
 
     /// JoinGroup: answered once the rebalance completes.
-    pub async fn join(
-        &self,
-        index: i32,
-        log: Option<Rc<Replica<D>>>,
-        group_id: &str,
-        join: Join,
-    ) -> Result<JoinReply, ResponseError> {
-        let loaded = self.loaded(index, log).await?;
+    pub async fn join(&self, at: CoordinatorLog<D>, group_id: &str, join: Join) -> Result<JoinReply, ResponseError> {
+        let loaded = self.loaded(at).await?;
         let token = self.token();
         let (tx, rx) = oneshot::channel();
         self.waiters.borrow_mut().insert(token, Waiter::Join(tx));
         let now = self.now_ms();
         let random = self.random();
         let effects = {
-            let mut c = loaded.coordinator.borrow_mut();
+            let mut c = loaded.state.borrow_mut();
             let classic = match c.classic_for_join(group_id, now) {
                 Ok(classic) => classic,
                 Err(error) => {
@@ -374,18 +338,12 @@ impl<D: Disk> GroupService<D> {
     }
 
     /// SyncGroup: followers wait for the leader's assignment.
-    pub async fn sync(
-        &self,
-        index: i32,
-        log: Option<Rc<Replica<D>>>,
-        group_id: &str,
-        ask: SyncAsk,
-    ) -> Result<SyncReply, ResponseError> {
-        let loaded = self.loaded(index, log).await?;
+    pub async fn sync(&self, at: CoordinatorLog<D>, group_id: &str, ask: SyncAsk) -> Result<SyncReply, ResponseError> {
+        let loaded = self.loaded(at).await?;
         let token = self.token();
         let now = self.now_ms() as u64;
         let effects = {
-            let mut c = loaded.coordinator.borrow_mut();
+            let mut c = loaded.state.borrow_mut();
             let Some(group) = c.groups.get_mut(group_id) else { return Err(ResponseError::UnknownMemberId) };
             let Protocol::Classic(classic) = &mut group.protocol else {
                 return Err(ResponseError::InconsistentGroupProtocol);
@@ -413,17 +371,16 @@ impl<D: Disk> GroupService<D> {
     /// Heartbeat of a classic member.
     pub async fn heartbeat(
         &self,
-        index: i32,
-        log: Option<Rc<Replica<D>>>,
+        at: CoordinatorLog<D>,
         group_id: &str,
         member_id: &str,
         instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), ResponseError> {
-        let loaded = self.loaded(index, log).await?;
+        let loaded = self.loaded(at).await?;
         let now = self.now_ms() as u64;
         let result = {
-            let mut c = loaded.coordinator.borrow_mut();
+            let mut c = loaded.state.borrow_mut();
             let Some(group) = c.groups.get_mut(group_id) else { return Err(ResponseError::UnknownMemberId) };
             match &mut group.protocol {
                 Protocol::Classic(classic) => classic.heartbeat(member_id, instance_id, generation, now),
@@ -437,15 +394,14 @@ impl<D: Disk> GroupService<D> {
     /// LeaveGroup for each (member id, instance id): each member's error.
     pub async fn leave(
         &self,
-        index: i32,
-        log: Option<Rc<Replica<D>>>,
+        at: CoordinatorLog<D>,
         group_id: &str,
         leaving: &[(String, Option<String>)],
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
-        let loaded = self.loaded(index, log).await?;
+        let loaded = self.loaded(at).await?;
         let now = self.now_ms();
         let (results, effects) = {
-            let mut c = loaded.coordinator.borrow_mut();
+            let mut c = loaded.state.borrow_mut();
             let Some(group) = c.groups.get_mut(group_id) else { return Err(ResponseError::UnknownMemberId) };
             let Protocol::Classic(classic) = &mut group.protocol else { return Err(ResponseError::UnknownMemberId) };
             let mut effects = Vec::new();
@@ -464,18 +420,17 @@ impl<D: Disk> GroupService<D> {
     /// `matches(regex, topic)` evaluates subscription regexes.
     pub async fn consumer_heartbeat(
         &self,
-        index: i32,
-        log: Option<Rc<Replica<D>>>,
+        at: CoordinatorLog<D>,
         group_id: &str,
         heartbeat: Heartbeat,
         topics: &TopicsView,
         matches: &dyn Fn(&str, &str) -> bool,
     ) -> Result<HeartbeatReply, ResponseError> {
-        let loaded = self.loaded(index, log).await?;
+        let loaded = self.loaded(at).await?;
         let now = self.now_ms();
         let new_member_id = uuid::Uuid::from_u64_pair(self.random(), self.random()).to_string();
         let (reply, effects) = {
-            let mut c = loaded.coordinator.borrow_mut();
+            let mut c = loaded.state.borrow_mut();
             let group = c.consumer_for_heartbeat(group_id, now)?;
             let mut effects = Vec::new();
             let reply = group.heartbeat(heartbeat, topics, matches, now as u64, new_member_id, &mut effects);
@@ -492,16 +447,15 @@ impl<D: Disk> GroupService<D> {
     /// they apply. Returns each partition's error code.
     pub async fn commit_offsets(
         &self,
-        index: i32,
-        log: Option<Rc<Replica<D>>>,
+        at: CoordinatorLog<D>,
         ask: CommitAsk,
         txn: Option<(i64, i16)>,
         exists: &dyn Fn(&str, i32) -> bool,
     ) -> Result<Vec<Vec<i16>>, ResponseError> {
-        let loaded = self.loaded(index, log).await?;
+        let loaded = self.loaded(at).await?;
         let now = self.now_ms();
         if ask.check_member {
-            let mut c = loaded.coordinator.borrow_mut();
+            let mut c = loaded.state.borrow_mut();
             c.check_commit(
                 &ask.group_id,
                 &ask.member_id,
@@ -515,7 +469,7 @@ impl<D: Disk> GroupService<D> {
         let (mut codes, records) = Coordinator::plan_commit(&ask.group_id, &ask.offsets, max_metadata, exists, now);
         match self.append(&loaded.log, &records, txn).await {
             Ok(()) => {
-                let mut c = loaded.coordinator.borrow_mut();
+                let mut c = loaded.state.borrow_mut();
                 for record in records {
                     match txn {
                         Some((producer_id, _)) => c.replay_pending(producer_id, record, now),
@@ -537,15 +491,14 @@ impl<D: Disk> GroupService<D> {
     /// durably, then applies them: DeleteGroups and OffsetDelete.
     pub async fn append_planned<R>(
         &self,
-        index: i32,
-        log: Option<Rc<Replica<D>>>,
+        at: CoordinatorLog<D>,
         plan: impl FnOnce(&Coordinator) -> Result<(R, Vec<OffsetsRecord>), ResponseError>,
     ) -> Result<R, ResponseError> {
-        let loaded = self.loaded(index, log).await?;
-        let (answer, records) = plan(&loaded.coordinator.borrow())?;
+        let loaded = self.loaded(at).await?;
+        let (answer, records) = plan(&loaded.state.borrow())?;
         self.append(&loaded.log, &records, None).await?;
         let now = self.now_ms();
-        let mut c = loaded.coordinator.borrow_mut();
+        let mut c = loaded.state.borrow_mut();
         for record in records {
             c.replay(record, now);
         }
@@ -559,12 +512,11 @@ impl<D: Disk> GroupService<D> {
     /// describe and list APIs).
     pub async fn inspect<R>(
         &self,
-        index: i32,
-        log: Option<Rc<Replica<D>>>,
+        at: CoordinatorLog<D>,
         read: impl FnOnce(&Coordinator) -> R,
     ) -> Result<R, ResponseError> {
-        let loaded = self.loaded(index, log).await?;
-        let coordinator = loaded.coordinator.borrow();
+        let loaded = self.loaded(at).await?;
+        let coordinator = loaded.state.borrow();
         Ok(read(&coordinator))
     }
 
@@ -572,25 +524,24 @@ impl<D: Disk> GroupService<D> {
     /// applies (commit) or drops (abort) the producer's pending offsets.
     pub async fn complete_transaction(
         &self,
-        index: i32,
-        log: Option<Rc<Replica<D>>>,
+        at: CoordinatorLog<D>,
         producer_id: i64,
         commit: bool,
     ) -> Result<(), ResponseError> {
-        let loaded = self.loaded(index, log).await?;
-        loaded.coordinator.borrow_mut().complete_transaction(producer_id, commit);
+        let loaded = self.loaded(at).await?;
+        loaded.state.borrow_mut().complete_transaction(producer_id, commit);
         Ok(())
     }
 
     /// Indexes of the coordinators loaded on this shard.
     pub fn loaded_indexes(&self) -> Vec<i32> {
-        self.slots.borrow().iter().filter(|(_, s)| matches!(s, Slot::Ready(_))).map(|(i, _)| *i).collect()
+        self.coordinators.all().into_iter().map(|(index, _)| index).collect()
     }
 
     /// Forgets every coordinator (the offsets topic was deleted, or the
     /// simulator crashed the node). Waiting requests are dropped.
     pub fn unload_all(&self) {
-        self.slots.borrow_mut().clear();
+        self.coordinators.clear();
         self.waiters.borrow_mut().clear();
         self.armed_ms.set(None);
     }
@@ -601,19 +552,11 @@ impl<D: Disk> GroupService<D> {
     pub async fn tick(&self) {
         let now = self.now_ms();
         self.armed_ms.set(None);
-        let loaded: Vec<Loaded<D>> = self
-            .slots
-            .borrow()
-            .values()
-            .filter_map(|s| match s {
-                Slot::Ready(loaded) => Some(loaded.clone()),
-                Slot::Loading => None,
-            })
-            .collect();
+        let loaded: Vec<Loaded<D>> = self.coordinators.all().into_iter().map(|(_, loaded)| loaded).collect();
         for coordinator in &loaded {
             let mut due = Vec::new();
             {
-                let mut c = coordinator.coordinator.borrow_mut();
+                let mut c = coordinator.state.borrow_mut();
                 let ids: Vec<String> = c.groups.keys().cloned().collect();
                 for id in ids {
                     let Some(group) = c.groups.get_mut(&id) else { continue };
@@ -631,7 +574,7 @@ impl<D: Disk> GroupService<D> {
             for (id, effects) in due {
                 self.run_effects(coordinator, &id, effects);
             }
-            self.rearm(coordinator.coordinator.borrow().next_deadline().map(|d| d as i64));
+            self.rearm(coordinator.state.borrow().next_deadline().map(|d| d as i64));
         }
         let interval = self.config.offsets_retention_check_interval_ms;
         if now - self.last_expiry_ms.get() >= interval {
@@ -643,12 +586,12 @@ impl<D: Disk> GroupService<D> {
     }
 
     async fn expire_offsets(&self, loaded: &Loaded<D>, now: i64) {
-        let expired = loaded.coordinator.borrow().expired_offsets(now, self.config.offsets_retention_ms);
+        let expired = loaded.state.borrow().expired_offsets(now, self.config.offsets_retention_ms);
         if expired.is_empty() {
             return;
         }
         if self.append(&loaded.log, &expired, None).await.is_ok() {
-            let mut c = loaded.coordinator.borrow_mut();
+            let mut c = loaded.state.borrow_mut();
             for record in expired {
                 c.replay(record, now);
             }

@@ -15,6 +15,7 @@ use kafka_protocol::ResponseError;
 use shardline_engine::partition::{Durability, TxnMarker};
 use shardline_engine::Disk;
 
+use crate::coordinators::CoordinatorLog;
 use crate::groups::service::GroupService;
 use crate::groups::OFFSETS_TOPIC;
 use crate::registry::PartitionRegistry;
@@ -40,7 +41,8 @@ pub async fn write_local_markers<D: Disk>(
             .await
             .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
         if topic == OFFSETS_TOPIC {
-            groups.complete_transaction(*index, Some(replica.clone()), marker.producer_id, marker.commit).await?;
+            let at = CoordinatorLog { index: *index, replica: Some(replica.clone()) };
+            groups.complete_transaction(at, marker.producer_id, marker.commit).await?;
         }
     }
     Ok(())

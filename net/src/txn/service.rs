@@ -13,10 +13,9 @@
 //! simulator drives it unchanged. Lives on its shard (`Rc`, no locks).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -28,6 +27,7 @@ use shardline_engine::partition::{AppendOrigin, WalkError};
 use shardline_engine::runtime::clock::{timeout, SharedClock};
 use shardline_engine::Disk;
 
+use crate::coordinators::{CoordinatorLog, Coordinators};
 use crate::registry::Replica;
 use crate::txn::coordinator::{Completion, InitPlan, TxnCoordinator, TxnMeta};
 use crate::txn::records;
@@ -67,28 +67,14 @@ pub struct Listed {
     pub meta: TxnMeta,
 }
 
-enum Slot<D: Disk> {
-    Loading,
-    Ready(Loaded<D>),
-}
-
-struct Loaded<D: Disk> {
-    coordinator: Rc<RefCell<TxnCoordinator>>,
-    log: Rc<Replica<D>>,
-}
-
-impl<D: Disk> Clone for Loaded<D> {
-    fn clone(&self) -> Self {
-        Loaded { coordinator: self.coordinator.clone(), log: self.log.clone() }
-    }
-}
+type Loaded<D> = crate::coordinators::Loaded<TxnCoordinator, D>;
 
 /// One shard's transaction coordinators. See the module documentation.
 pub struct TxnService<D: Disk> {
     clock: SharedClock,
     /// `transactional.id.expiration.ms`.
     id_expiration_ms: i64,
-    slots: RefCell<BTreeMap<i32, Slot<D>>>,
+    coordinators: Coordinators<TxnCoordinator, D>,
     /// Transactional ids whose markers are being written.
     completing: RefCell<BTreeSet<String>>,
     last_expiry_check_ms: Cell<i64>,
@@ -101,7 +87,7 @@ impl<D: Disk> TxnService<D> {
         TxnService {
             clock,
             id_expiration_ms,
-            slots: RefCell::new(BTreeMap::new()),
+            coordinators: Coordinators::default(),
             completing: RefCell::new(BTreeSet::new()),
             last_expiry_check_ms: Cell::new(now),
         }
@@ -111,28 +97,17 @@ impl<D: Disk> TxnService<D> {
         self.clock.now_ms()
     }
 
-    async fn loaded(&self, index: i32, log: Option<Rc<Replica<D>>>) -> Result<Loaded<D>, ResponseError> {
-        match self.slots.borrow().get(&index) {
-            Some(Slot::Ready(loaded)) => return Ok(loaded.clone()),
-            Some(Slot::Loading) => return Err(ResponseError::CoordinatorLoadInProgress),
-            None => {}
-        }
-        let log = log.ok_or(ResponseError::NotCoordinator)?;
-        self.slots.borrow_mut().insert(index, Slot::Loading);
-        match load(&log).await {
-            Ok(coordinator) => {
+    /// The coordinator of `__transaction_state` partition `at`, loaded on
+    /// first use.
+    async fn loaded(&self, at: CoordinatorLog<D>) -> Result<Loaded<D>, ResponseError> {
+        self.coordinators
+            .get_or_load(at, |log| async move {
+                let coordinator = load(&log).await?;
                 coordinator.check_invariants();
-                tracing::info!(index, ids = coordinator.txns.len(), "loaded transaction coordinator");
-                let loaded = Loaded { coordinator: Rc::new(RefCell::new(coordinator)), log };
-                self.slots.borrow_mut().insert(index, Slot::Ready(loaded.clone()));
-                Ok(loaded)
-            }
-            Err(error) => {
-                self.slots.borrow_mut().remove(&index);
-                tracing::error!(index, ?error, "loading transaction coordinator failed");
-                Err(ResponseError::CoordinatorNotAvailable)
-            }
-        }
+                tracing::info!(ids = coordinator.txns.len(), "loaded transaction coordinator");
+                Ok::<_, WalkError<ResponseError>>(coordinator)
+            })
+            .await
     }
 
     /// Writes `meta` for `transactional_id` (None: a tombstone forgetting
@@ -157,7 +132,7 @@ impl<D: Disk> TxnService<D> {
         };
         match timeout(&*self.clock, APPEND_TIMEOUT, written).await {
             Ok(Ok(())) => {
-                let mut coordinator = loaded.coordinator.borrow_mut();
+                let mut coordinator = loaded.state.borrow_mut();
                 coordinator.replay(transactional_id.to_string(), meta);
                 if cfg!(debug_assertions) {
                     coordinator.check_invariants();
@@ -198,20 +173,18 @@ impl<D: Disk> TxnService<D> {
     #[allow(clippy::too_many_arguments)]
     pub async fn init_producer(
         &self,
-        index: i32,
-        log: Option<Rc<Replica<D>>>,
+        at: CoordinatorLog<D>,
         transactional_id: &str,
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
         ids: &dyn ProducerIdSource,
         markers: &dyn MarkerWriter,
     ) -> Result<(i64, i16), ResponseError> {
-        let loaded = self.loaded(index, log).await?;
+        let loaded = self.loaded(at).await?;
         let mut fresh_id = None;
         // At most: allocate an id, abort an open transaction, then answer.
         for _ in 0..4 {
-            let plan =
-                loaded.coordinator.borrow().init(transactional_id, timeout_ms, expected, self.now_ms(), fresh_id)?;
+            let plan = loaded.state.borrow().init(transactional_id, timeout_ms, expected, self.now_ms(), fresh_id)?;
             match plan {
                 InitPlan::NeedsProducerId => fresh_id = Some(ids.allocate().await?),
                 InitPlan::Ready(meta) => {
@@ -233,16 +206,15 @@ impl<D: Disk> TxnService<D> {
     #[allow(clippy::too_many_arguments)]
     pub async fn add_partitions(
         &self,
-        index: i32,
-        log: Option<Rc<Replica<D>>>,
+        at: CoordinatorLog<D>,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
         partitions: &[(String, i32)],
         new_fenced_code: bool,
     ) -> Result<(), ResponseError> {
-        let loaded = self.loaded(index, log).await?;
-        let next = loaded.coordinator.borrow().add_partitions(
+        let loaded = self.loaded(at).await?;
+        let next = loaded.state.borrow().add_partitions(
             transactional_id,
             producer_id,
             epoch,
@@ -260,8 +232,7 @@ impl<D: Disk> TxnService<D> {
     #[allow(clippy::too_many_arguments)]
     pub async fn end(
         &self,
-        index: i32,
-        log: Option<Rc<Replica<D>>>,
+        at: CoordinatorLog<D>,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
@@ -269,15 +240,9 @@ impl<D: Disk> TxnService<D> {
         new_fenced_code: bool,
         markers: &dyn MarkerWriter,
     ) -> Result<(), ResponseError> {
-        let loaded = self.loaded(index, log).await?;
-        let decided = loaded.coordinator.borrow().end(
-            transactional_id,
-            producer_id,
-            epoch,
-            commit,
-            self.now_ms(),
-            new_fenced_code,
-        )?;
+        let loaded = self.loaded(at).await?;
+        let decided =
+            loaded.state.borrow().end(transactional_id, producer_id, epoch, commit, self.now_ms(), new_fenced_code)?;
         if let Some((prepare, completion)) = decided {
             self.write(&loaded, transactional_id, Some(prepare)).await?;
             self.complete(&loaded, completion, markers).await?;
@@ -286,28 +251,21 @@ impl<D: Disk> TxnService<D> {
     }
 
     /// Every transactional id of coordinator `index`.
-    pub async fn list(&self, index: i32, log: Option<Rc<Replica<D>>>) -> Result<Vec<Listed>, ResponseError> {
-        let loaded = self.loaded(index, log).await?;
-        let coordinator = loaded.coordinator.borrow();
+    pub async fn list(&self, at: CoordinatorLog<D>) -> Result<Vec<Listed>, ResponseError> {
+        let loaded = self.loaded(at).await?;
+        let coordinator = loaded.state.borrow();
         Ok(coordinator.txns.iter().map(|(id, meta)| Listed { id: id.clone(), meta: meta.clone() }).collect())
     }
 
     /// Forgets every coordinator (the topic was deleted, or the simulator
     /// crashed the node).
     pub fn unload_all(&self) {
-        self.slots.borrow_mut().clear();
+        self.coordinators.clear();
         self.completing.borrow_mut().clear();
     }
 
     fn all_loaded(&self) -> Vec<Loaded<D>> {
-        self.slots
-            .borrow()
-            .values()
-            .filter_map(|s| match s {
-                Slot::Ready(loaded) => Some(loaded.clone()),
-                Slot::Loading => None,
-            })
-            .collect()
+        self.coordinators.all().into_iter().map(|(_, loaded)| loaded).collect()
     }
 
     /// When [`tick`](Self::tick) next has work: the earliest transaction
@@ -316,7 +274,7 @@ impl<D: Disk> TxnService<D> {
         let now = self.now_ms();
         let mut next = self.last_expiry_check_ms.get() + EXPIRY_CHECK_INTERVAL_MS;
         for loaded in self.all_loaded() {
-            let coordinator = loaded.coordinator.borrow();
+            let coordinator = loaded.state.borrow();
             if !coordinator.unfinished().is_empty() {
                 next = next.min(now + TICK_INTERVAL_MS);
             }
@@ -339,14 +297,14 @@ impl<D: Disk> TxnService<D> {
         }
         for loaded in self.all_loaded() {
             if expire {
-                let expired = loaded.coordinator.borrow().expired_ids(now, self.id_expiration_ms);
+                let expired = loaded.state.borrow().expired_ids(now, self.id_expiration_ms);
                 for id in expired {
                     tracing::info!(id, "forgetting an expired transactional id");
                     let _ = self.write(&loaded, &id, None).await;
                 }
             }
             let (unfinished, timed_out) = {
-                let c = loaded.coordinator.borrow();
+                let c = loaded.state.borrow();
                 (c.unfinished(), c.timed_out(now))
             };
             for completion in unfinished {

@@ -18,9 +18,7 @@ use shardline_net::groups::coordinator::CommitAsked;
 use shardline_net::groups::effect::{JoinReply, SyncReply};
 use shardline_net::groups::records::partition_for;
 use shardline_net::groups::service::{CommitAsk, SyncAsk};
-use shardline_net::groups::OFFSETS_TOPIC;
 use shardline_net::txn::service::ProducerIdSource;
-use shardline_net::txn::TXN_TOPIC;
 
 use crate::sim::node::{SimNode, DATA_PARTITIONS, DATA_TOPIC, INTERNAL_PARTITIONS};
 use crate::sim::rng::SimRng;
@@ -225,11 +223,6 @@ pub fn offsets_partition(group: &str) -> i32 {
     partition_for(group, INTERNAL_PARTITIONS)
 }
 
-/// The `__transaction_state` partition of `id`.
-pub fn txn_partition(id: &str) -> i32 {
-    partition_for(id, INTERNAL_PARTITIONS)
-}
-
 /// The topic KIP-848 members subscribe to.
 fn topics_view() -> TopicsView {
     [(DATA_TOPIC.to_string(), (uuid::Uuid::from_u128(0xda7a), DATA_PARTITIONS))].into_iter().collect()
@@ -249,24 +242,18 @@ pub async fn run(node: Rc<SimNode>, client: Client, op: Op) -> OpResult {
             Err(error) => OpResult::Refused(error),
         },
         (Op::InitTransactional, Client::Transactional { id, .. }) => {
-            let index = txn_partition(&id);
-            let log = node.replica(TXN_TOPIC, index);
             let (ids, markers) = (node.ids(), node.markers());
-            match node.txns.init_producer(index, log, &id, TXN_TIMEOUT_MS, None, &ids, &markers).await {
+            match node.txns.init_producer(node.txn_coordinator(&id), &id, TXN_TIMEOUT_MS, None, &ids, &markers).await {
                 Ok((producer_id, epoch)) => OpResult::Transactional(producer_id, epoch),
                 Err(error) => OpResult::Refused(error),
             }
         }
         (Op::AddToTxn { partitions }, Client::Transactional { id, producer: Some((pid, epoch)), .. }) => {
-            let index = txn_partition(&id);
-            let log = node.replica(TXN_TOPIC, index);
-            done(node.txns.add_partitions(index, log, &id, pid, epoch, &partitions, true).await)
+            done(node.txns.add_partitions(node.txn_coordinator(&id), &id, pid, epoch, &partitions, true).await)
         }
         (Op::EndTxn { commit }, Client::Transactional { id, producer: Some((pid, epoch)), .. }) => {
-            let index = txn_partition(&id);
-            let log = node.replica(TXN_TOPIC, index);
             let markers = node.markers();
-            done(node.txns.end(index, log, &id, pid, epoch, commit, true, &markers).await)
+            done(node.txns.end(node.txn_coordinator(&id), &id, pid, epoch, commit, true, &markers).await)
         }
         (Op::CommitInTxn { group, partition, offset }, Client::Transactional { producer: Some(producer), .. }) => {
             commit(&node, &group, partition, offset, Some(producer)).await
@@ -279,8 +266,6 @@ pub async fn run(node: Rc<SimNode>, client: Client, op: Op) -> OpResult {
             Client::ClassicMember { group, member_id, generation, leader_of, .. },
         ) => classic(&node, op, &group, member_id, generation, leader_of).await,
         (Op::ConsumerHeartbeat { leave }, Client::ConsumerMember { group, member_id, epoch, owned }) => {
-            let index = offsets_partition(&group);
-            let log = node.replica(OFFSETS_TOPIC, index);
             let heartbeat = Heartbeat {
                 member_id,
                 member_epoch: if leave { -1 } else { epoch },
@@ -291,7 +276,8 @@ pub async fn run(node: Rc<SimNode>, client: Client, op: Op) -> OpResult {
                 client_host: "/sim".into(),
                 ..Heartbeat::default()
             };
-            match node.groups.consumer_heartbeat(index, log, &group, heartbeat, &topics_view(), &no_regex).await {
+            let at = node.offsets_coordinator(&group);
+            match node.groups.consumer_heartbeat(at, &group, heartbeat, &topics_view(), &no_regex).await {
                 Ok(reply) => OpResult::Beat(reply),
                 Err(error) => OpResult::Refused(error),
             }
@@ -326,8 +312,6 @@ async fn append(node: &SimNode, batch: SentBatch, durability: Option<Durability>
 }
 
 async fn commit(node: &SimNode, group: &str, partition: i32, offset: i64, txn: Option<(i64, i16)>) -> OpResult {
-    let index = offsets_partition(group);
-    let log = node.replica(OFFSETS_TOPIC, index);
     let ask = CommitAsk {
         group_id: group.to_string(),
         member_id: String::new(),
@@ -341,7 +325,7 @@ async fn commit(node: &SimNode, group: &str, partition: i32, offset: i64, txn: O
         )],
     };
     let exists = |topic: &str, p: i32| topic == DATA_TOPIC && (0..DATA_PARTITIONS).contains(&p);
-    match node.groups.commit_offsets(index, log, ask, txn, &exists).await {
+    match node.groups.commit_offsets(node.offsets_coordinator(group), ask, txn, &exists).await {
         Ok(codes) => OpResult::Committed(codes.into_iter().flatten().collect()),
         Err(error) => OpResult::Refused(error),
     }
@@ -355,8 +339,7 @@ async fn classic(
     generation: Option<i32>,
     members: Vec<String>,
 ) -> OpResult {
-    let index = offsets_partition(group);
-    let log = node.replica(OFFSETS_TOPIC, index);
+    let at = node.offsets_coordinator(group);
     let generation = generation.unwrap_or(-1);
     match op {
         Op::Join => {
@@ -373,7 +356,7 @@ async fn classic(
                 require_known_member_id: true,
                 supports_skip_assignment: false,
             };
-            match node.groups.join(index, log, group, join).await {
+            match node.groups.join(at, group, join).await {
                 Ok(reply) => OpResult::Joined(reply),
                 Err(error) => OpResult::Refused(error),
             }
@@ -388,13 +371,13 @@ async fn classic(
                 protocol_name: Some("range".into()),
                 assignments,
             };
-            match node.groups.sync(index, log, group, ask).await {
+            match node.groups.sync(at, group, ask).await {
                 Ok(reply) => OpResult::Synced(reply),
                 Err(error) => OpResult::Refused(error),
             }
         }
-        Op::Heartbeat => done(node.groups.heartbeat(index, log, group, &member_id, None, generation).await),
-        _ => match node.groups.leave(index, log, group, &[(member_id, None)]).await {
+        Op::Heartbeat => done(node.groups.heartbeat(at, group, &member_id, None, generation).await),
+        _ => match node.groups.leave(at, group, &[(member_id, None)]).await {
             Ok(errors) => errors.into_iter().flatten().next().map_or(OpResult::Done, OpResult::Refused),
             Err(error) => OpResult::Refused(error),
         },

@@ -379,16 +379,12 @@ async fn check_read_committed(
 /// Compares the committed offsets the node reports for every group the
 /// model knows.
 pub async fn check_commits(node: &SimNode, model: &Model) -> Result<(), String> {
-    use shardline_net::groups::records::partition_for;
-    use shardline_net::groups::OFFSETS_TOPIC;
     let groups: BTreeSet<&String> = model.commits.keys().map(|(g, _)| g).collect();
     for group in groups {
-        let index = partition_for(group, crate::sim::node::INTERNAL_PARTITIONS);
-        let log = node.replica(OFFSETS_TOPIC, index);
         let id = group.clone();
         let stored = node
             .groups
-            .inspect(index, log, move |c| {
+            .inspect(node.offsets_coordinator(group), move |c| {
                 c.groups
                     .get(&id)
                     .map(|g| g.offsets.iter().map(|((_, p), v)| (*p, v.offset)).collect::<BTreeMap<i32, i64>>())

@@ -15,8 +15,10 @@ use shardline_engine::partition::Durability;
 use shardline_engine::runtime::clock::{Clock, SharedClock};
 use shardline_engine::storage::fault_disk::FaultDisk;
 use shardline_engine::LogConfig;
+use shardline_net::coordinators::CoordinatorLog;
 use shardline_net::groups::classic::ClassicLimits;
 use shardline_net::groups::consumer::ConsumerLimits;
+use shardline_net::groups::records::partition_for;
 use shardline_net::groups::service::{GroupConfig, GroupService};
 use shardline_net::groups::OFFSETS_TOPIC;
 use shardline_net::producer_ids::{BlockRequest, ProducerIdBlocks, ProducerIdError, ProducerIdPool};
@@ -135,6 +137,16 @@ impl SimNode {
     /// The replica of `topic`/`index`.
     pub fn replica(&self, topic: &str, index: i32) -> Option<Rc<Replica<FaultDisk>>> {
         self.registry.get(topic, index)
+    }
+
+    /// Where group `group`'s coordinator lives.
+    pub fn offsets_coordinator(&self, group: &str) -> CoordinatorLog<FaultDisk> {
+        CoordinatorLog::of(&self.registry, OFFSETS_TOPIC, partition_for(group, INTERNAL_PARTITIONS))
+    }
+
+    /// Where transactional id `id`'s coordinator lives.
+    pub fn txn_coordinator(&self, id: &str) -> CoordinatorLog<FaultDisk> {
+        CoordinatorLog::of(&self.registry, TXN_TOPIC, partition_for(id, INTERNAL_PARTITIONS))
     }
 
     /// Writes transaction markers on this node's partitions.

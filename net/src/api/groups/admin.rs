@@ -9,11 +9,12 @@ use kafka_protocol::ResponseError;
 
 use super::super::Context;
 use super::{on_coordinator, s};
+use crate::coordinators::CoordinatorLog;
 use crate::groups::consumer::TopicsView;
 use crate::groups::coordinator::{Coordinator, Group, Protocol};
 use crate::groups::records::OffsetsRecord;
 use crate::groups::OFFSETS_TOPIC;
-use crate::route::scatter;
+use crate::route::scatter_topic;
 use crate::shard::BrokerShared;
 
 /// Summary of one group for ListGroups.
@@ -27,20 +28,11 @@ struct Listed {
 
 /// Every group on every shard, one message per shard.
 async fn all_groups(context: &Context) -> Vec<Listed> {
-    let Some(topic) = context.shared.topics.image().topics.get(OFFSETS_TOPIC).cloned() else { return Vec::new() };
-    let items = (0..topic.partition_shards.len() as i32)
-        .map(|index| (context.shared.shard_of(&topic.partition_shards, index), index))
-        .collect();
-    let listed = scatter(&context.mesh, items, Vec::new(), |state, indexes| async move {
-        let mut out = Vec::with_capacity(indexes.len());
-        for index in indexes {
-            let log = state.partitions.get(OFFSETS_TOPIC, index);
-            out.push(state.groups.inspect(index, log, list_coordinator).await.unwrap_or_default());
-        }
-        out
+    scatter_topic(&context.shared, &context.mesh, OFFSETS_TOPIC, |state, index| async move {
+        let at = CoordinatorLog::of(&state.partitions, OFFSETS_TOPIC, index);
+        state.groups.inspect(at, list_coordinator).await.unwrap_or_default()
     })
-    .await;
-    listed.into_iter().flatten().collect()
+    .await
 }
 
 fn list_coordinator(c: &Coordinator) -> Vec<Listed> {
@@ -91,8 +83,8 @@ pub async fn describe_groups(
     let mut response = DescribeGroupsResponse::default();
     for group_id in request.groups {
         let id = group_id.to_string();
-        let result = on_coordinator(context, &id.clone(), move |state, index, log, _| async move {
-            state.groups.inspect(index, log, |c| describe_group(c, &id, version)).await
+        let result = on_coordinator(context, &id.clone(), move |state, at, _| async move {
+            state.groups.inspect(at, |c| describe_group(c, &id, version)).await
         })
         .await
         .and_then(|r| r);
@@ -171,8 +163,8 @@ pub async fn delete_groups(context: &Context, request: DeleteGroupsRequest, _ver
     let mut response = DeleteGroupsResponse::default();
     for group_id in request.groups_names {
         let id = group_id.to_string();
-        let result = on_coordinator(context, &id.clone(), move |state, index, log, _| async move {
-            let planned = state.groups.append_planned(index, log, |c| Ok(((), c.plan_delete_group(&id)?))).await;
+        let result = on_coordinator(context, &id.clone(), move |state, at, _| async move {
+            let planned = state.groups.append_planned(at, |c| Ok(((), c.plan_delete_group(&id)?))).await;
             planned
         })
         .await
@@ -196,8 +188,8 @@ pub async fn offset_delete(context: &Context, request: OffsetDeleteRequest, _ver
         .collect();
     let id = group_id.clone();
     let list = asked.clone();
-    let result = on_coordinator(context, &group_id, move |state, index, log, shared| async move {
-        state.groups.append_planned(index, log, |c| plan_offset_delete(c, &id, &list, &shared)).await
+    let result = on_coordinator(context, &group_id, move |state, at, shared| async move {
+        state.groups.append_planned(at, |c| plan_offset_delete(c, &id, &list, &shared)).await
     })
     .await
     .and_then(|r| r);

@@ -34,11 +34,9 @@ pub async fn join_group(
         Err(ResponseError::InvalidGroupId)
     } else {
         let id = group_id.clone();
-        on_coordinator(context, &group_id, move |state, index, log, _| async move {
-            state.groups.join(index, log, &id, join).await
-        })
-        .await
-        .and_then(|r| r)
+        on_coordinator(context, &group_id, move |state, at, _| async move { state.groups.join(at, &id, join).await })
+            .await
+            .and_then(|r| r)
     };
     let mut response = JoinGroupResponse::default();
     match reply {
@@ -95,11 +93,10 @@ pub async fn sync_group(context: &Context, request: SyncGroupRequest, version: i
         assignments: request.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect(),
     };
     let id = group_id.clone();
-    let reply = on_coordinator(context, &group_id, move |state, index, log, _| async move {
-        state.groups.sync(index, log, &id, ask).await
-    })
-    .await
-    .and_then(|r| r);
+    let reply =
+        on_coordinator(context, &group_id, move |state, at, _| async move { state.groups.sync(at, &id, ask).await })
+            .await
+            .and_then(|r| r);
     let mut response = SyncGroupResponse::default();
     match reply {
         Ok(reply) => {
@@ -119,9 +116,9 @@ pub async fn sync_group(context: &Context, request: SyncGroupRequest, version: i
 pub async fn heartbeat(context: &Context, request: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
     let group_id = request.group_id.0.to_string();
     let id = group_id.clone();
-    let result = on_coordinator(context, &group_id, move |state, index, log, _| async move {
+    let result = on_coordinator(context, &group_id, move |state, at, _| async move {
         let instance = request.group_instance_id.as_deref();
-        state.groups.heartbeat(index, log, &id, &request.member_id, instance, request.generation_id).await
+        state.groups.heartbeat(at, &id, &request.member_id, instance, request.generation_id).await
     })
     .await
     .and_then(|r| r);
@@ -144,11 +141,10 @@ pub async fn leave_group(context: &Context, request: LeaveGroupRequest, version:
     };
     let id = group_id.clone();
     let list = leaving.clone();
-    let result = on_coordinator(context, &group_id, move |state, index, log, _| async move {
-        state.groups.leave(index, log, &id, &list).await
-    })
-    .await
-    .and_then(|r| r);
+    let result =
+        on_coordinator(context, &group_id, move |state, at, _| async move { state.groups.leave(at, &id, &list).await })
+            .await
+            .and_then(|r| r);
     let mut response = LeaveGroupResponse::default();
     match result {
         Ok(results) if version >= 3 => {

@@ -58,9 +58,9 @@ pub async fn consumer_group_heartbeat(
         client_host: client_host(context),
     };
     let id = group_id.clone();
-    let result = on_coordinator(context, &group_id, move |state, index, log, shared| async move {
+    let result = on_coordinator(context, &group_id, move |state, at, shared| async move {
         let topics = topics_view(&shared);
-        state.groups.consumer_heartbeat(index, log, &id, heartbeat, &topics, &regex_matches).await
+        state.groups.consumer_heartbeat(at, &id, heartbeat, &topics, &regex_matches).await
     })
     .await
     .and_then(|r| r);
@@ -103,8 +103,8 @@ pub async fn consumer_group_describe(
     let mut response = ConsumerGroupDescribeResponse::default();
     for group_id in request.group_ids {
         let id = group_id.to_string();
-        let result = on_coordinator(context, &id.clone(), move |state, index, log, shared| async move {
-            state.groups.inspect(index, log, |c| describe_consumer_group(c, &id, &shared, version)).await?
+        let result = on_coordinator(context, &id.clone(), move |state, at, shared| async move {
+            state.groups.inspect(at, |c| describe_consumer_group(c, &id, &shared, version)).await?
         })
         .await
         .and_then(|r| r);

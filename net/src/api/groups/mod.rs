@@ -28,10 +28,10 @@ use kafka_protocol::ResponseError;
 use shardline_engine::RealDisk;
 
 use super::Context;
+use crate::coordinators::CoordinatorLog;
 use crate::groups::coordinator::CommitAsked;
 use crate::groups::records::partition_for;
 use crate::groups::OFFSETS_TOPIC;
-use crate::registry::Replica;
 use crate::shard::{BrokerShared, ShardState};
 use crate::topics::TopicInfo;
 
@@ -69,11 +69,11 @@ pub async fn offsets_topic(context: &Context) -> Result<Arc<TopicInfo>, Response
 }
 
 /// Runs `work` on the shard coordinating `group`, with its offsets
-/// partition's index and replica there.
+/// partition there.
 pub(super) async fn on_coordinator<R, F, Fut>(context: &Context, group: &str, work: F) -> Result<R, ResponseError>
 where
     R: Send + 'static,
-    F: FnOnce(Rc<ShardState>, i32, Option<Rc<Replica<RealDisk>>>, Arc<BrokerShared>) -> Fut + Send + 'static,
+    F: FnOnce(Rc<ShardState>, CoordinatorLog<RealDisk>, Arc<BrokerShared>) -> Fut + Send + 'static,
     Fut: Future<Output = R> + 'static,
 {
     let topic = offsets_topic(context).await?;
@@ -84,8 +84,8 @@ where
     context
         .mesh
         .call(shard, move |state| {
-            let log = state.partitions.get(OFFSETS_TOPIC, index);
-            work(state, index, log, shared)
+            let at = CoordinatorLog::of(&state.partitions, OFFSETS_TOPIC, index);
+            work(state, at, shared)
         })
         .await
         .map_err(|_| ResponseError::CoordinatorNotAvailable)

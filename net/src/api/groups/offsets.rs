@@ -37,9 +37,9 @@ pub async fn offset_commit(context: &Context, request: OffsetCommitRequest, vers
     let result: Result<Vec<Vec<i16>>, ResponseError> = if group_id.is_empty() {
         Err(ResponseError::InvalidGroupId)
     } else {
-        on_coordinator(context, &group_id, move |state, index, log, shared| async move {
+        on_coordinator(context, &group_id, move |state, at, shared| async move {
             let exists = |topic: &str, p: i32| shared.partition_exists(topic, p);
-            state.groups.commit_offsets(index, log, ask, None, &exists).await
+            state.groups.commit_offsets(at, ask, None, &exists).await
         })
         .await
         .and_then(|r| r)
@@ -94,8 +94,8 @@ async fn fetch_group_offsets(
         return Err(ResponseError::InvalidGroupId);
     }
     let id = group_id.clone();
-    on_coordinator(context, &group_id, move |state, index, log, _| async move {
-        state.groups.inspect(index, log, |c| committed_offsets(c, &id, asked, member, require_stable)).await?
+    on_coordinator(context, &group_id, move |state, at, _| async move {
+        state.groups.inspect(at, |c| committed_offsets(c, &id, asked, member, require_stable)).await?
     })
     .await
     .and_then(|r| r)
