@@ -51,6 +51,23 @@ enum Slot<C, D: Disk> {
     Ready(Loaded<C, D>),
 }
 
+/// Clears a Loading slot whose load was dropped before it finished.
+struct PendingLoad<'a, C, D: Disk> {
+    slots: &'a RefCell<BTreeMap<i32, Slot<C, D>>>,
+    index: i32,
+    done: bool,
+}
+
+impl<C, D: Disk> Drop for PendingLoad<'_, C, D> {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Ok(mut slots) = self.slots.try_borrow_mut() {
+                slots.remove(&self.index);
+            }
+        }
+    }
+}
+
 /// One shard's coordinators of one kind. See the module documentation.
 pub struct Coordinators<C, D: Disk> {
     slots: RefCell<BTreeMap<i32, Slot<C, D>>>,
@@ -78,7 +95,11 @@ impl<C, D: Disk> Coordinators<C, D> {
         }
         let log = at.replica.ok_or(ResponseError::NotCoordinator)?;
         self.slots.borrow_mut().insert(at.index, Slot::Loading);
-        match load(log.clone()).await {
+        // If the load is dropped half-way, the slot must not stay Loading.
+        let mut pending = PendingLoad { slots: &self.slots, index: at.index, done: false };
+        let loaded = load(log.clone()).await;
+        pending.done = true;
+        match loaded {
             Ok(state) => {
                 let loaded = Loaded { state: Rc::new(RefCell::new(state)), log };
                 self.slots.borrow_mut().insert(at.index, Slot::Ready(loaded.clone()));

@@ -114,11 +114,6 @@ impl<D: Disk> PartitionRegistry<D> {
         }
     }
 
-    /// Drops every replica without closing it (the simulator's crash).
-    pub fn forget_all(&self) {
-        self.replicas.borrow_mut().clear();
-    }
-
     /// Waits until any of `watches` (topic, partition, offset) can read past
     /// its offset at `isolation` (new data since the reader last looked),
     /// or until `deadline_ms` on the shard's clock.

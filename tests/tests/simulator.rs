@@ -19,8 +19,10 @@ fn env_u64(name: &str) -> Option<u64> {
 
 fn config() -> SimConfig {
     let verbose = std::env::var("SHARDLINE_SIM_VERBOSE").is_ok_and(|v| v == "1");
-    let steps = env_u64("SHARDLINE_SIM_STEPS").unwrap_or(SimConfig::default().steps);
-    SimConfig { steps, verbose }
+    let defaults = SimConfig::default();
+    let steps = env_u64("SHARDLINE_SIM_STEPS").unwrap_or(defaults.steps);
+    let full_check_every = env_u64("SHARDLINE_SIM_FULL_CHECK_EVERY").unwrap_or(defaults.full_check_every);
+    SimConfig { steps, verbose, full_check_every }
 }
 
 #[test]

@@ -34,11 +34,6 @@ fn local_state<S: 'static>(shard: usize) -> Option<Rc<S>> {
     })
 }
 
-/// The index of the shard this thread runs, if it is one.
-pub fn current_shard() -> Option<usize> {
-    LOCAL_SHARD.with(|slot| slot.borrow().as_ref().map(|(index, _)| *index))
-}
-
 /// A closure shipped to a shard; it runs there with the shard's state.
 pub(crate) type ShardTask<S> = Box<dyn FnOnce(Rc<S>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 

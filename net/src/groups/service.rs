@@ -533,11 +533,6 @@ impl<D: Disk> GroupService<D> {
         Ok(())
     }
 
-    /// Indexes of the coordinators loaded on this shard.
-    pub fn loaded_indexes(&self) -> Vec<i32> {
-        self.coordinators.all().into_iter().map(|(index, _)| index).collect()
-    }
-
     /// Forgets every coordinator (the offsets topic was deleted, or the
     /// simulator crashed the node). Waiting requests are dropped.
     pub fn unload_all(&self) {

@@ -69,6 +69,20 @@ pub struct Listed {
 
 type Loaded<D> = crate::coordinators::Loaded<TxnCoordinator, D>;
 
+/// A transactional id whose markers are being written, until dropped.
+struct Completing<'a> {
+    set: &'a RefCell<BTreeSet<String>>,
+    id: &'a str,
+}
+
+impl Drop for Completing<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.try_borrow_mut() {
+            set.remove(self.id);
+        }
+    }
+}
+
 /// One shard's transaction coordinators. See the module documentation.
 pub struct TxnService<D: Disk> {
     clock: SharedClock,
@@ -159,12 +173,13 @@ impl<D: Disk> TxnService<D> {
         if !self.completing.borrow_mut().insert(completion.transactional_id.clone()) {
             return Err(ResponseError::ConcurrentTransactions);
         }
-        let result = match markers.write_markers(&completion).await {
+        // Removed however this ends, a dropped future included, so the
+        // timer can retry the completion.
+        let _completing = Completing { set: &self.completing, id: &completion.transactional_id };
+        match markers.write_markers(&completion).await {
             Ok(()) => self.write(loaded, &completion.transactional_id, Some(completion.complete.clone())).await,
             Err(error) => Err(error),
-        };
-        self.completing.borrow_mut().remove(&completion.transactional_id);
-        result
+        }
     }
 
     /// InitProducerId with a transactional id: a new producer id, or the

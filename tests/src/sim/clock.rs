@@ -48,11 +48,6 @@ impl SimClock {
         }
     }
 
-    /// The earliest armed timer's deadline.
-    pub fn next_timer_ms(&self) -> Option<i64> {
-        self.state.timers.borrow().keys().next().map(|(deadline, _)| *deadline)
-    }
-
     /// Forgets every armed timer (a crash: their tasks are gone).
     pub fn clear_timers(&self) {
         self.state.timers.borrow_mut().clear();

@@ -8,10 +8,9 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Wake, Waker};
 
 use shardline_engine::runtime::spawn::{set_spawner, LocalTask, Spawner};
 
@@ -39,7 +38,6 @@ struct Inner {
     tasks: RefCell<BTreeMap<TaskId, LocalTask>>,
     ready: Arc<Mutex<VecDeque<TaskId>>>,
     next_id: Cell<TaskId>,
-    polls: Cell<u64>,
 }
 
 /// The executor. Cloning shares it.
@@ -69,7 +67,6 @@ impl Executor {
                 tasks: RefCell::new(BTreeMap::new()),
                 ready: Arc::new(Mutex::new(VecDeque::new())),
                 next_id: Cell::new(1),
-                polls: Cell::new(0),
             }),
         }
     }
@@ -126,23 +123,14 @@ impl Executor {
                 self.inner.tasks.borrow_mut().insert(id, task);
             }
         }
-        self.inner.polls.set(self.inner.polls.get() + polls);
         Ok(polls)
     }
 
-    /// Whether task `id` is still running.
-    pub fn is_running(&self, id: TaskId) -> bool {
-        self.inner.tasks.borrow().contains_key(&id)
-    }
-
-    /// Tasks not finished.
-    pub fn pending(&self) -> usize {
-        self.inner.tasks.borrow().len()
-    }
-
-    /// Polls done so far.
-    pub fn total_polls(&self) -> u64 {
-        self.inner.polls.get()
+    /// Drops task `id` where it stands (a client that went away): its
+    /// future is cancelled at its current await.
+    pub fn cancel(&self, id: TaskId) -> bool {
+        let task = self.inner.tasks.borrow_mut().remove(&id);
+        task.is_some()
     }
 
     /// Drops every task (a crash: nothing in memory survives).
@@ -167,25 +155,4 @@ impl Executor {
         let value = slot.borrow_mut().take();
         value
     }
-}
-
-/// A future that is ready on its second poll (lets other tasks run).
-pub struct YieldNow(bool);
-
-impl Future for YieldNow {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
-/// Yields once to the other tasks.
-pub fn yield_now() -> YieldNow {
-    YieldNow(false)
 }

@@ -54,11 +54,15 @@ pub struct SimConfig {
     pub steps: u64,
     /// Print every trace line.
     pub verbose: bool,
+    /// Run the full checks (every acknowledged batch read back from the
+    /// log, read_committed, commits) every this many steps, besides after
+    /// every restart and at the end.
+    pub full_check_every: u64,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { steps: 250, verbose: false }
+        SimConfig { steps: 250, verbose: false, full_check_every: 1 }
     }
 }
 
@@ -111,6 +115,7 @@ impl std::fmt::Display for SimFailure {
 struct InFlight {
     client: usize,
     op: Op,
+    task: executor::TaskId,
 }
 
 type Completed = Rc<RefCell<Vec<(usize, OpResult)>>>;
@@ -340,18 +345,20 @@ impl Sim {
             let Some(op) = self.next_op(client) else { continue };
             if let Op::EndTxn { .. } = op {
                 if let Client::Transactional { txn: Some(t), .. } = &self.clients[client] {
-                    if self.model.txns[*t].outcome == Outcome::Open {
-                        self.model.txns[*t].outcome = Outcome::Ending;
+                    let record = &mut self.model.txns[*t];
+                    if record.outcome == Outcome::Open {
+                        record.outcome = Outcome::Ending;
                     }
+                    record.ending_since.get_or_insert(self.step);
                 }
             }
             let (node, snapshot, sent, completed) =
                 (self.node.clone(), self.clients[client].clone(), op.clone(), self.completed.clone());
-            self.executor.spawn(async move {
+            let task = self.executor.spawn(async move {
                 let result = clients::run(node, snapshot, sent).await;
                 completed.borrow_mut().push((client, result));
             });
-            self.busy.insert(client, InFlight { client, op });
+            self.busy.insert(client, InFlight { client, op, task });
         }
     }
 
@@ -413,6 +420,7 @@ impl Sim {
                             outcome: Outcome::Open,
                             batches: Vec::new(),
                             offsets: Vec::new(),
+                            ending_since: None,
                         });
                         *txn = Some(self.model.txns.len() - 1);
                     }
@@ -448,7 +456,7 @@ impl Sim {
             (Op::EndTxn { commit }, OpResult::Done) => {
                 if let Client::Transactional { txn, added, ending, .. } = &mut self.clients[client] {
                     if let Some(t) = txn.take() {
-                        self.model.txn_decided(t, commit);
+                        self.model.txn_decided(t, commit, self.step);
                     }
                     added.clear();
                     *ending = None;
@@ -568,7 +576,7 @@ impl Sim {
         // The open transaction of the old incarnation was aborted.
         if let Some(t) = txn.take() {
             if self.model.txns[t].outcome == Outcome::Open {
-                self.model.txn_decided(t, false);
+                self.model.txn_decided(t, false, self.step);
             }
         }
         *producer = Some((pid, epoch));
@@ -675,6 +683,17 @@ impl Sim {
             return self.crash(kind);
         }
         let roll = self.rng.below(100);
+        if roll >= 97 && !self.busy.is_empty() {
+            // A client goes away: its request is dropped where it stands.
+            let keys: Vec<usize> = self.busy.keys().copied().collect();
+            let client = keys[self.rng.below(keys.len() as u64) as usize];
+            if let Some(in_flight) = self.busy.remove(&client) {
+                self.executor.cancel(in_flight.task);
+                self.trace.line(format!("s{} c{client} cancelled {}", self.step, describe(&in_flight.op)));
+                self.lost(client, in_flight.op);
+            }
+            return Ok(());
+        }
         if roll < 4 {
             self.crash(CrashKind::PowerLoss)
         } else if roll < 7 {
@@ -747,9 +766,11 @@ impl Sim {
                 // Start over: a new incarnation aborts what is still open.
                 *producer = None;
                 if let Some(t) = txn.take() {
-                    if self.model.txns[t].outcome == Outcome::Open {
-                        self.model.txns[t].outcome = Outcome::Ending;
+                    let record = &mut self.model.txns[t];
+                    if record.outcome == Outcome::Open {
+                        record.outcome = Outcome::Ending;
                     }
+                    record.ending_since.get_or_insert(self.step);
                 }
                 added.clear();
             }
@@ -807,29 +828,76 @@ impl Sim {
         self.advance_time()?;
         self.collect()?;
         check_offsets(&self.node, &mut self.model).map_err(|message| self.fail(message))?;
+        if self.config.full_check_every > 0 && self.step.is_multiple_of(self.config.full_check_every) {
+            self.full_check(None)?;
+        }
         if self.crash_due.is_none() {
             self.node.disk.set_faults(FaultConfig::default());
         }
         Ok(())
     }
 
-    /// Lets the timers finish what is pending (transaction completions),
-    /// then checks everything once more.
+    /// Restarts the node if an I/O error left a partition refusing writes,
+    /// lets the timers finish what is pending for longer than any
+    /// transaction timeout, and checks everything once more, and that
+    /// nothing is left hanging: no transaction in a prepared state, no
+    /// partition's LSO below its HW.
     fn finish(&mut self) -> Result<(), SimFailure> {
         self.node.disk.set_faults(FaultConfig::default());
-        for _ in 0..20 {
+        self.crash_due = None;
+        if self.node.registry.all().iter().any(|(_, replica)| replica.partition.log().is_poisoned()) {
+            self.crash(CrashKind::ProcessKill)?;
+        }
+        let quiet_ms = i64::from(clients::TXN_TIMEOUT_MS) * 3;
+        for _ in 0..quiet_ms / 1_000 {
             let now = self.clock.now_ms() + 1_000;
             self.clock.advance_to(now);
             self.run_tasks()?;
             let node = self.node.clone();
             self.executor.spawn(async move {
                 let markers = node.markers();
+                // Loads every coordinator, so each one's timers run.
+                for id in ["tx-a", "tx-b"] {
+                    let _ = node.txns.list(node.txn_coordinator(id)).await;
+                }
                 node.txns.tick(&markers).await
             });
             self.run_tasks()?;
             self.collect()?;
         }
-        self.full_check(None)
+        self.full_check(None)?;
+        self.check_nothing_hangs()
+    }
+
+    fn check_nothing_hangs(&mut self) -> Result<(), SimFailure> {
+        for index in 0..DATA_PARTITIONS {
+            let Some(replica) = self.node.replica(DATA_TOPIC, index) else { continue };
+            let (lso, hw) = (replica.partition.last_stable_offset(), replica.partition.offsets().high_watermark);
+            if lso != hw {
+                return Err(self.fail(format!("data-{index}: a transaction hangs: LSO {lso}, HW {hw}")));
+            }
+        }
+        let node = self.node.clone();
+        let listed = self.executor.block_on(
+            async move {
+                let mut all = Vec::new();
+                for id in ["tx-a", "tx-b"] {
+                    all.extend(node.txns.list(node.txn_coordinator(id)).await.unwrap_or_default());
+                }
+                all
+            },
+            MAX_POLLS_PER_STEP,
+        );
+        let prepared: Vec<String> = listed
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.meta.status.name().starts_with("Prepare"))
+            .map(|t| format!("{} {}", t.id, t.meta.status.name()))
+            .collect();
+        if !prepared.is_empty() {
+            return Err(self.fail(format!("transactions left unfinished: {prepared:?}")));
+        }
+        Ok(())
     }
 
     /// Runs `work`, turning a panic (a failed assertion in the code under

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use shardline_engine::format::batch::{parse_header, BatchHeader, BatchIter};
+use shardline_engine::format::batch::{BatchHeader, BatchIter};
 use shardline_engine::partition::producer_state::{marker_type, MARKER_ABORT};
 use shardline_engine::partition::{Durability, Isolation};
 
@@ -68,6 +68,9 @@ pub struct TxnRecord {
     pub batches: Vec<(i32, i64)>,
     /// Offsets committed inside it: (group, partition, offset).
     pub offsets: Vec<(String, i32, i64)>,
+    /// The step its first EndTxn was sent (its markers may land from then
+    /// on, in any order with other transactions ending meanwhile).
+    pub ending_since: Option<u64>,
 }
 
 /// What the model knows of one group partition's committed offset.
@@ -79,6 +82,8 @@ pub struct CommitState {
     /// Values written by commits whose outcome is unknown (crash or
     /// undecided transaction): a fetch may return any of them instead.
     pub maybe: BTreeSet<i64>,
+    /// For a value from a transaction: the step its commit was answered.
+    pub decided_at: Option<u64>,
 }
 
 /// How a node went down before a recovery check.
@@ -133,6 +138,7 @@ impl Model {
         let state = self.commits.entry((group.to_string(), partition)).or_default();
         state.value = Some(value);
         state.maybe.clear();
+        state.decided_at = None;
     }
 
     /// Records a commit whose outcome is unknown.
@@ -140,21 +146,28 @@ impl Model {
         self.commits.entry((group.to_string(), partition)).or_default().maybe.insert(value);
     }
 
-    /// A transaction's end is known: its offsets apply (commit) or vanish.
-    pub fn txn_decided(&mut self, txn: usize, commit: bool) {
+    /// A transaction's end is known (at `step`): its offsets apply (commit)
+    /// or vanish. Markers of transactions ending at overlapping times land
+    /// in either order, so the value a commit replaces stays allowed when
+    /// that commit was answered after this transaction began to end.
+    pub fn txn_decided(&mut self, txn: usize, commit: bool, step: u64) {
         let record = &mut self.txns[txn];
         record.outcome = if commit { Outcome::Committed } else { Outcome::Aborted };
+        let since = record.ending_since.unwrap_or(step);
         let offsets = record.offsets.clone();
         for (group, partition, value) in offsets {
             let state = self.commits.entry((group, partition)).or_default();
-            if commit {
-                // Later commits of unknown outcome may still have landed:
-                // they stay allowed.
-                state.value = Some(value);
-                state.maybe.remove(&value);
-            } else {
-                state.maybe.remove(&value);
+            state.maybe.remove(&value);
+            if !commit {
+                continue;
             }
+            if let (Some(previous), Some(at)) = (state.value, state.decided_at) {
+                if at >= since {
+                    state.maybe.insert(previous);
+                }
+            }
+            state.value = Some(value);
+            state.decided_at = Some(step);
         }
     }
 
@@ -404,9 +417,4 @@ pub async fn check_commits(node: &SimNode, model: &Model) -> Result<(), String> 
         }
     }
     Ok(())
-}
-
-/// The header of a batch's bytes (it was built here, so it parses).
-pub fn header_of(batch: &[u8]) -> BatchHeader {
-    parse_header(batch).expect("a batch the simulator built")
 }
