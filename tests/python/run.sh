@@ -85,11 +85,12 @@ kcat_rc=${PIPESTATUS[0]}
 py_pass=$(grep -Eo '[0-9]+ passed' target/e2e-pytest.txt | tail -1 | grep -Eo '[0-9]+'); py_pass=${py_pass:-0}
 py_fail=$(( $(grep -Eo '[0-9]+ failed' target/e2e-pytest.txt | tail -1 | grep -Eo '[0-9]+' || echo 0) + \
             $(grep -Eo '[0-9]+ errors?' target/e2e-pytest.txt | tail -1 | grep -Eo '[0-9]+' || echo 0) ))
+py_skip=$(grep -Eo '[0-9]+ skipped' target/e2e-pytest.txt | tail -1 | grep -Eo '[0-9]+' || echo 0)
 k_line=$(grep -E '^kcat: [0-9]+ passed, [0-9]+ failed' target/e2e-kcat.txt | tail -1)
 k_pass=$(sed -E 's/^kcat: ([0-9]+) passed.*/\1/' <<<"${k_line:-kcat: 0 passed}")
 k_fail=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"${k_line:-x 1 failed}")
 [ "$py_rc" -ne 0 ] && [ "$py_fail" -eq 0 ] && py_fail=1   # crash, timeout, or no tests
 [ "$kcat_rc" -ne 0 ] && [ "$k_fail" -eq 0 ] && k_fail=1
 echo
-echo "e2e: $((py_pass + k_pass)) passed, $((py_fail + k_fail)) failed"
+echo "e2e: $((py_pass + k_pass)) passed, $((py_fail + k_fail)) failed, ${py_skip:-0} skipped"
 [ "$py_rc" -eq 0 ] && [ "$kcat_rc" -eq 0 ]

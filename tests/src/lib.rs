@@ -16,23 +16,33 @@ use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
-/// Path of the broker binary: `SHARDLINE_BIN`, else the workspace's
-/// `target/debug/shardline` (built by `cargo test --workspace`).
+/// Path of the broker binary the tests run: `SHARDLINE_BIN` (the test
+/// command builds it from the tree first), else the workspace's
+/// `target/debug/shardline`, built from the tree under test once per test
+/// process (cargo does nothing when it is current), so a test never runs a
+/// binary left from an earlier build.
 pub fn broker_binary() -> PathBuf {
     if let Ok(path) = std::env::var("SHARDLINE_BIN") {
         return PathBuf::from(path);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-    let binary = root.join("target/debug/shardline");
-    if !binary.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--bin", "shardline"])
-            .current_dir(&root)
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building the broker failed");
-    }
-    binary
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace_root();
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--bin", "shardline"])
+                .current_dir(&root)
+                .status()
+                .expect("cargo build");
+            assert!(status.success(), "building the broker failed");
+            root.join("target/debug/shardline")
+        })
+        .clone()
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
