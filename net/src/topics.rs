@@ -16,6 +16,8 @@ use uuid::Uuid;
 use shardline_engine::partition::Durability;
 
 use crate::config::BrokerConfig;
+use crate::groups::OFFSETS_TOPIC;
+use crate::txn::TXN_TOPIC;
 
 /// One topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +57,12 @@ pub struct TopicStore {
     image: ArcSwap<MetadataImage>,
     writer: futures::lock::Mutex<()>,
     path: PathBuf,
+}
+
+/// Whether `name` is one of the broker's internal topics (Kafka's
+/// `Topic.isInternal`): clients may not produce to, delete or grow them.
+pub fn is_internal(name: &str) -> bool {
+    name == OFFSETS_TOPIC || name == TXN_TOPIC
 }
 
 /// Why a topic name is refused (Kafka's rules).

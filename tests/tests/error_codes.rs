@@ -218,6 +218,45 @@ fn produce_and_fetch_errors() {
 }
 
 #[test]
+fn internal_topics_are_the_coordinators_own() {
+    let broker = Broker::start(&[]);
+    let mut client = RawClient::connect(&broker.address);
+    // FindCoordinator creates both internal topics.
+    for key_type in [0i8, 1] {
+        let mut find = FindCoordinatorRequest::default();
+        find.key_type = key_type;
+        find.coordinator_keys = vec![StrBytes::from_static_str("k")];
+        let response: FindCoordinatorResponse = client.call(ApiKey::FindCoordinator, 4, &find);
+        assert_eq!(response.coordinators[0].error_code, 0);
+    }
+    for topic in ["__consumer_offsets", "__transaction_state"] {
+        let refused = produce(&mut client, topic, 0, -1, simple_batch(1_000, 1, 10));
+        assert_eq!(refused.error_code, ResponseError::InvalidTopicException.code(), "{topic}: produce");
+        assert_eq!(refused.error_message.as_deref(), Some(format!("Cannot append to internal topic {topic}").as_str()));
+        let mut delete = DeleteTopicsRequest::default();
+        delete.topic_names = vec![name(topic)];
+        let response: DeleteTopicsResponse = client.call(ApiKey::DeleteTopics, 5, &delete);
+        assert_eq!(response.responses[0].error_code, ResponseError::InvalidTopicException.code(), "{topic}: delete");
+        let mut grow = CreatePartitionsRequest::default();
+        let mut t = create_partitions_request::CreatePartitionsTopic::default();
+        t.name = name(topic);
+        t.count = 60;
+        grow.topics = vec![t];
+        grow.timeout_ms = 10_000;
+        let response: CreatePartitionsResponse = client.call(ApiKey::CreatePartitions, 3, &grow);
+        assert_eq!(response.results[0].error_code, ResponseError::InvalidRequest.code(), "{topic}: grow");
+        let mut metadata = MetadataRequest::default();
+        let mut wanted = MetadataRequestTopic::default();
+        wanted.name = Some(name(topic));
+        metadata.topics = Some(vec![wanted]);
+        let response: MetadataResponse = client.call(ApiKey::Metadata, 12, &metadata);
+        assert_eq!(response.topics[0].error_code, 0);
+        assert!(response.topics[0].is_internal, "{topic} is flagged internal");
+        assert_eq!(response.topics[0].partitions.len(), 50, "{topic} was neither deleted nor grown");
+    }
+}
+
+#[test]
 fn long_poll_returns_data_that_arrives_while_waiting() {
     let broker = Broker::start(&["--shards", "2"]);
     let mut setup = RawClient::connect(&broker.address);

@@ -12,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::Context;
-use crate::topics::{default_topic_configs, log_config_for, validate_topic_name, TopicInfo, TopicStore};
+use crate::topics::{default_topic_configs, is_internal, log_config_for, validate_topic_name, TopicInfo, TopicStore};
 
 /// A refusal: Kafka error and message.
 pub type Refusal = (ResponseError, String);
@@ -216,6 +216,11 @@ pub async fn delete_topics(context: &Context, request: DeleteTopicsRequest, vers
         result.name = Some(name.clone());
         let outcome = if duplicates.contains(name.0.as_str()) {
             Err((ResponseError::InvalidRequest, format!("topic {} appears more than once", name.0.as_str())))
+        } else if is_internal(&name.0) {
+            Err((
+                ResponseError::InvalidTopicException,
+                format!("topic {} is an internal topic and is not allowed to be deleted", name.0.as_str()),
+            ))
         } else {
             delete_topic(context, &name.0).await.map(|_| ())
         };

@@ -13,7 +13,7 @@ use kafka_protocol::ResponseError;
 
 use super::admin::Refusal;
 use super::Context;
-use crate::topics::{log_config_for, TopicInfo, TopicStore};
+use crate::topics::{is_internal, log_config_for, TopicInfo, TopicStore};
 
 /// Most partitions a topic may have.
 const MAX_PARTITIONS: i32 = 100_000;
@@ -26,7 +26,7 @@ async fn grow(
     validate_only: bool,
 ) -> Result<(), Refusal> {
     let shared = &context.shared;
-    if name.starts_with("__") {
+    if is_internal(name) {
         return Err((ResponseError::InvalidRequest, format!("internal topic {name} cannot be changed")));
     }
     let _guard = shared.topics.lock().await;

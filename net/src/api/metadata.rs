@@ -11,7 +11,7 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::Context;
-use crate::topics::{validate_topic_name, TopicInfo};
+use crate::topics::{is_internal, validate_topic_name, TopicInfo};
 
 /// "Authorized operations were not requested" (Kafka's INT32_MIN).
 const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
@@ -25,7 +25,7 @@ fn topic_entry(context: &Context, topic: &TopicInfo, version: i16) -> MetadataRe
     }
     entry.topic_authorized_operations = OPERATIONS_NOT_REQUESTED;
     if version >= 1 {
-        entry.is_internal = topic.name == crate::groups::OFFSETS_TOPIC;
+        entry.is_internal = is_internal(&topic.name);
     }
     entry.partitions = (0..topic.partition_shards.len() as i32)
         .map(|index| {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use shardline_engine::partition::{AppendOrigin, Durability};
 use shardline_engine::runtime::clock::timeout;
@@ -18,6 +19,7 @@ use super::errors::partition_error;
 use super::{Answer, Context};
 use crate::route::scatter;
 use crate::shard::ShardState;
+use crate::topics::is_internal;
 
 /// What a produce to one partition answered.
 #[derive(Debug, Clone, Copy)]
@@ -25,10 +27,13 @@ struct ProduceOutcome {
     error: Option<ResponseError>,
     base_offset: i64,
     log_start: i64,
+    /// Why, in words, followed by the topic's name (Produce v8+
+    /// `error_message`).
+    message: Option<&'static str>,
 }
 
 fn failed(error: ResponseError) -> ProduceOutcome {
-    ProduceOutcome { error: Some(error), base_offset: -1, log_start: -1 }
+    ProduceOutcome { error: Some(error), base_offset: -1, log_start: -1, message: None }
 }
 
 /// One partition's part of a request, as sent to its shard.
@@ -66,7 +71,12 @@ async fn produce_here(
         }
     };
     match timeout(&*state.clock, timeout_after, wait).await {
-        Ok(Ok(())) => ProduceOutcome { error: None, base_offset: appended.base_offset, log_start: appended.log_start },
+        Ok(Ok(())) => ProduceOutcome {
+            error: None,
+            base_offset: appended.base_offset,
+            log_start: appended.log_start,
+            message: None,
+        },
         Ok(Err(error)) => failed(partition_error(&error)),
         Err(_) => failed(ResponseError::RequestTimedOut),
     }
@@ -108,6 +118,11 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
             let shard = info.and_then(|t| context.shared.shard_of(&t.partition_shards, index));
             let decided = match (valid_acks, shard, &partition.records) {
                 (false, _, _) => Ok(failed(ResponseError::InvalidRequiredAcks)),
+                // Only the coordinators write their internal topics.
+                _ if is_internal(&name) => Ok(ProduceOutcome {
+                    message: Some("Cannot append to internal topic"),
+                    ..failed(ResponseError::InvalidTopicException)
+                }),
                 (_, None, _) => Ok(failed(ResponseError::UnknownTopicOrPartition)),
                 _ if too_few_replicas => Ok(failed(ResponseError::NotEnoughReplicas)),
                 (_, Some(_), None) => Ok(failed(ResponseError::InvalidRecord)),
@@ -147,6 +162,9 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
         p.log_append_time_ms = -1;
         if version >= 5 {
             p.log_start_offset = outcome.log_start;
+        }
+        if version >= 8 {
+            p.error_message = outcome.message.map(|m| StrBytes::from_string(format!("{m} {}", topic_name.0)));
         }
         match response.responses.last_mut() {
             Some(last) if last.name == topic_name => last.partition_responses.push(p),

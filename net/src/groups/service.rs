@@ -195,7 +195,7 @@ impl<D: Disk> GroupService<D> {
                 }
                 return Ok(());
             }
-            for_each_key_value(batch, header, |kv| {
+            let walked = for_each_key_value(batch, header, |kv| {
                 let Some(record) = kv.key.and_then(|key| records::decode(key, kv.value)) else { return };
                 if header.is_transactional() {
                     coordinator.replay_pending(header.producer_id, record, now);
@@ -203,8 +203,13 @@ impl<D: Disk> GroupService<D> {
                     coordinator.replay(record, now);
                 }
                 count += 1;
-            })
-            .map_err(|_| ResponseError::CorruptMessage)
+            });
+            if let Err(error) = walked {
+                // One bad batch must not keep every group of the partition
+                // unloaded: it is skipped, loudly.
+                tracing::error!(offset = header.base_offset, %error, "skipping an undecodable batch while loading groups");
+            }
+            Ok::<(), ResponseError>(())
         };
         log.partition.for_each_batch(visit).await?;
         tracing::info!(records = count, groups = coordinator.groups.len(), "loaded group coordinator");
@@ -593,5 +598,81 @@ impl<D: Disk> GroupService<D> {
             // A group with neither members nor offsets is gone.
             c.groups.retain(|_, g| !(g.is_empty() && g.offsets.is_empty()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use shardline_engine::format::batch::{compute_crc, ATTR_COMPRESSION_MASK};
+    use shardline_engine::partition::Durability;
+    use shardline_engine::runtime::clock::system_clock;
+    use shardline_engine::storage::fault_disk::{FaultConfig, FaultDisk};
+    use shardline_engine::LogConfig;
+
+    use super::*;
+    use crate::groups::OFFSETS_TOPIC;
+    use crate::registry::PartitionRegistry;
+
+    fn config() -> GroupConfig {
+        GroupConfig {
+            classic: ClassicLimits {
+                min_session_timeout_ms: 1,
+                max_session_timeout_ms: 60_000,
+                initial_rebalance_delay_ms: 0,
+                max_size: 10,
+            },
+            consumer: ConsumerLimits { session_timeout_ms: 45_000, heartbeat_interval_ms: 5_000, max_size: 10 },
+            offset_metadata_max_bytes: 100,
+            offsets_retention_ms: i64::MAX / 2,
+            offsets_retention_check_interval_ms: 600_000,
+        }
+    }
+
+    fn commit(offset: i64) -> CommitAsk {
+        CommitAsk {
+            group_id: "g".into(),
+            member_id: String::new(),
+            instance_id: None,
+            generation: -1,
+            check_member: true,
+            consumer_groups_allowed: true,
+            offsets: vec![(
+                "t".into(),
+                vec![CommitAsked { partition: offset as i32, offset, leader_epoch: -1, metadata: None }],
+            )],
+        }
+    }
+
+    #[test]
+    fn an_undecodable_batch_is_skipped_and_the_rest_loads() {
+        compio::runtime::Runtime::new().expect("runtime").block_on(async {
+            let disk = FaultDisk::new(1, FaultConfig::default());
+            let registry = PartitionRegistry::new(disk, PathBuf::from("/data"), system_clock(), 1 << 20);
+            let replica =
+                registry.open(OFFSETS_TOPIC, 0, LogConfig::default(), Durability::Durable).await.expect("open");
+            let at = || CoordinatorLog { index: 0, replica: Some(replica.clone()) };
+            let exists = |_: &str, _: i32| true;
+            let first = GroupService::new(config(), system_clock(), 1);
+            assert_eq!(first.commit_offsets(at(), commit(1), None, &exists).await, Ok(vec![vec![0]]));
+            // A batch that claims gzip but holds garbage (its CRC is right).
+            let mut bad = batch(0, &[TestRecord { key: Some(vec![1; 8]), value: None, timestamp_delta: 0 }]);
+            bad[22] = (bad[22] & !(ATTR_COMPRESSION_MASK as u8)) | 1;
+            let crc = compute_crc(&bad);
+            bad[17..21].copy_from_slice(&crc.to_be_bytes());
+            let appended =
+                replica.partition.append_as_leader(BytesMut::from(&bad[..]), AppendOrigin::Coordinator, 0, 0);
+            let appended = appended.await.expect("the bad batch is stored");
+            replica.partition.wait_until(appended.end_offset(), Durability::Durable).await.expect("durable");
+            assert_eq!(first.commit_offsets(at(), commit(2), None, &exists).await, Ok(vec![vec![0]]));
+            // A fresh coordinator loads both commits around the bad batch.
+            let reloaded = GroupService::new(config(), system_clock(), 2);
+            let offsets = reloaded
+                .inspect(at(), |c| c.groups["g"].offsets.values().map(|v| v.offset).collect::<Vec<_>>())
+                .await
+                .expect("loads");
+            assert_eq!(offsets, vec![1, 2]);
+        });
     }
 }

@@ -345,12 +345,17 @@ async fn load<D: Disk>(log: &Replica<D>) -> Result<TxnCoordinator, WalkError<Res
         if header.is_control() {
             return Ok(());
         }
-        for_each_key_value(batch, header, |kv| {
+        let walked = for_each_key_value(batch, header, |kv| {
             if let Some(id) = kv.key.and_then(records::decode_key) {
                 coordinator.replay(id, kv.value.and_then(records::decode_value));
             }
-        })
-        .map_err(|_| ResponseError::CorruptMessage)
+        });
+        if let Err(error) = walked {
+            // One bad batch must not keep every transactional id of the
+            // partition unloaded: it is skipped, loudly.
+            tracing::error!(offset = header.base_offset, %error, "skipping an undecodable batch while loading transactions");
+        }
+        Ok::<(), ResponseError>(())
     };
     log.partition.for_each_batch(visit).await?;
     Ok(coordinator)
