@@ -182,3 +182,56 @@ fn a_broker_killed_mid_transaction_aborts_it_on_the_next_init() {
     assert_eq!(committed.len(), 21, "{committed:?}\n{}", broker.stderr());
     assert!(committed.iter().all(|v| !v.starts_with("open-")), "the open transaction was aborted");
 }
+
+#[test]
+fn an_open_transaction_times_out_after_a_restart_with_no_client() {
+    let mut broker = Broker::start(&[]);
+    {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &broker.address)
+            .set("transactional.id", "tx-orphan")
+            .set("transaction.timeout.ms", "3000")
+            .set("linger.ms", "1")
+            .create()
+            .expect("producer");
+        producer.init_transactions(T).expect("init_transactions");
+        producer.begin_transaction().expect("begin");
+        send(&producer, "orphan", (0..10).map(|i| format!("open-{i}")));
+        broker.kill9();
+    }
+    broker.restart();
+    // Nobody touches the transaction coordinator: only a read_committed
+    // view of the partition, through ListOffsets, until its LSO passes
+    // the transaction (timeout 3 s, plus the timer's and a load's time).
+    let mut client = shardline_tests::RawClient::connect(&broker.address);
+    let latest = |client: &mut shardline_tests::RawClient, isolation: i8| -> i64 {
+        use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+        use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse, TopicName};
+        let mut p = ListOffsetsPartition::default();
+        p.partition_index = 0;
+        p.timestamp = -1;
+        let mut t = ListOffsetsTopic::default();
+        t.name = TopicName(kafka_protocol::protocol::StrBytes::from_static_str("orphan"));
+        t.partitions = vec![p];
+        let mut request = ListOffsetsRequest::default();
+        request.isolation_level = isolation;
+        request.topics = vec![t];
+        let response: ListOffsetsResponse = client.call(ApiKey::ListOffsets, 7, &request);
+        response.topics[0].partitions[0].offset
+    };
+    let high_watermark = latest(&mut client, 0);
+    assert_eq!(high_watermark, 10, "the ten records are there, uncommitted");
+    let deadline = Instant::now() + Duration::from_secs(3 + 15);
+    let mut stable = latest(&mut client, 1);
+    while stable < high_watermark && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        stable = latest(&mut client, 1);
+    }
+    assert!(
+        stable > high_watermark,
+        "the LSO passed the aborted transaction and its marker: {stable}\n{}",
+        broker.stderr()
+    );
+    let committed = read_all(&broker.address, "orphan", 1, "read_committed", None);
+    assert!(committed.is_empty(), "the open transaction was aborted: {committed:?}");
+}

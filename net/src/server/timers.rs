@@ -1,7 +1,8 @@
 //! The background work of every shard, each loop bounded by the shard's
-//! shutdown flag: retention, producer snapshots, and the group and
-//! transaction coordinators' timers (woken at the deadline the state
-//! machines armed, at most a second apart).
+//! shutdown flag: loading the coordinators of its internal partitions at
+//! startup, retention, producer snapshots, and the group and transaction
+//! coordinators' timers (woken at the deadline the state machines armed,
+//! at most a second apart).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -11,18 +12,47 @@ use shardline_engine::runtime::clock::timeout;
 use shardline_engine::runtime::mesh::Mesh;
 use shardline_engine::runtime::spawn::spawn_local;
 
+use crate::coordinators::CoordinatorLog;
+use crate::groups::OFFSETS_TOPIC;
 use crate::route::MeshMarkers;
 use crate::shard::{BrokerShared, ShardState};
+use crate::txn::TXN_TOPIC;
 
 /// Longest sleep of a coordinator timer loop (so shutdown is noticed).
 const TIMER_MAX_SLEEP_MS: i64 = 1000;
 
 /// Starts this shard's background loops.
 pub fn spawn_timers(state: &Rc<ShardState>, shared: &Arc<BrokerShared>, mesh: &Mesh<ShardState>) {
+    spawn_coordinator_loads(state.clone());
     spawn_retention(state.clone());
     spawn_producer_snapshots(state.clone());
     spawn_group_timers(state.clone());
     spawn_txn_timers(state.clone(), MeshMarkers { shared: shared.clone(), mesh: mesh.clone() });
+}
+
+/// Loads the group and transaction coordinators of every internal
+/// partition this shard holds, in the background, as the broker starts: a
+/// transaction a crash left open times out, and one left between its
+/// decision and its markers completes, without waiting for a client to
+/// touch its coordinator. Requests meanwhile get
+/// COORDINATOR_LOAD_IN_PROGRESS and retry.
+fn spawn_coordinator_loads(state: Rc<ShardState>) {
+    spawn_local(async move {
+        for ((topic, index), _) in state.partitions.all() {
+            if state.shutting_down.get() {
+                return;
+            }
+            let at = CoordinatorLog::of(&state.partitions, &topic, index);
+            let loaded = match topic.as_str() {
+                OFFSETS_TOPIC => state.groups.inspect(at, |_| ()).await,
+                TXN_TOPIC => state.txns.list(at).await.map(|_| ()),
+                _ => continue,
+            };
+            if let Err(error) = loaded {
+                tracing::warn!(topic, index, ?error, "loading a coordinator at startup");
+            }
+        }
+    });
 }
 
 fn spawn_retention(state: Rc<ShardState>) {

@@ -856,10 +856,6 @@ impl Sim {
             let node = self.node.clone();
             self.executor.spawn(async move {
                 let markers = node.markers();
-                // Loads every coordinator, so each one's timers run.
-                for id in ["tx-a", "tx-b"] {
-                    let _ = node.txns.list(node.txn_coordinator(id)).await;
-                }
                 node.txns.tick(&markers).await
             });
             self.run_tasks()?;

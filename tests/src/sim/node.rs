@@ -118,7 +118,7 @@ impl SimNode {
             }
         }
         let id_blocks = ProducerIdBlocks::open(disk.clone(), &data_dir()).await.map_err(|e| e.to_string())?;
-        Ok(SimNode {
+        let node = SimNode {
             disk,
             clock,
             registry,
@@ -126,7 +126,16 @@ impl SimNode {
             txns: Rc::new(TxnService::new(shared, 7 * 24 * 3_600_000)),
             id_blocks: Rc::new(id_blocks),
             id_pool: Rc::new(ProducerIdPool::default()),
-        })
+        };
+        // As the broker does at startup: every coordinator loads now, so
+        // its timers run without a client touching it.
+        for index in 0..INTERNAL_PARTITIONS {
+            let groups = CoordinatorLog::of(&node.registry, OFFSETS_TOPIC, index);
+            node.groups.inspect(groups, |_| ()).await.map_err(|e| format!("loading groups: {e:?}"))?;
+            let txns = CoordinatorLog::of(&node.registry, TXN_TOPIC, index);
+            node.txns.list(txns).await.map_err(|e| format!("loading transactions: {e:?}"))?;
+        }
+        Ok(node)
     }
 
     /// Now on the simulated clock.
