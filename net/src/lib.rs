@@ -5,7 +5,7 @@
 //! - [`server`]: startup and shutdown, listeners, connections and framing,
 //!   the shards' background timers (runtime glue);
 //! - [`api`]: per-API handlers: decode, call a service, encode; typed
-//!   errors become Kafka error codes here;
+//!   errors become Kafka error codes through [`errors`];
 //! - [`route`]: reaching the shard that owns a partition or a coordinator
 //!   (per-shard scatter over the mesh);
 //! - [`shard`]: what one shard owns and what all share;
@@ -24,6 +24,7 @@
 pub mod api;
 pub mod config;
 pub mod coordinators;
+pub mod errors;
 pub mod fetch_sessions;
 pub mod groups;
 pub mod producer_ids;

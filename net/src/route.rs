@@ -2,8 +2,9 @@
 //! message per shard, however many partitions it owns; the caller's own
 //! shard runs its part directly), and the mesh-backed implementations of
 //! the outward interfaces the transaction service uses: markers written
-//! on whichever shards hold a transaction's partitions, and producer id
-//! blocks from the allocating shard.
+//! on whichever shards hold a transaction's partitions, producer id blocks
+//! from the allocating shard, and the coordinator's check of a
+//! transaction's first batch on a partition.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,11 +15,15 @@ use kafka_protocol::ResponseError;
 use shardline_engine::partition::TxnMarker;
 use shardline_engine::runtime::mesh::Mesh;
 
+use crate::coordinators::CoordinatorLog;
+use crate::groups::records::partition_for;
 use crate::producer_ids::{BlockRequest, ProducerIdError};
 use crate::shard::{BrokerShared, ShardState, PRODUCER_ID_SHARD};
 use crate::txn::coordinator::Completion;
 use crate::txn::markers::write_local_markers;
 use crate::txn::service::{LocalResult, MarkerWriter, ProducerIdSource};
+use crate::txn::verify::PartitionVerifier;
+use crate::txn::TXN_TOPIC;
 
 /// Runs `work` once on each shard that owns some of `items` (each item
 /// tagged with its owning shard, or `None` when nobody owns it), with all
@@ -127,6 +132,42 @@ impl MarkerWriter for MeshMarkers {
             )
             .await;
             written.into_iter().collect::<Result<Vec<()>, ResponseError>>().map(|_| ())
+        })
+    }
+}
+
+/// Asks the transaction coordinator, wherever it lives, whether a partition
+/// is in a producer's open transaction.
+#[derive(Clone)]
+pub struct MeshVerifier {
+    /// Topic placement.
+    pub shared: Arc<BrokerShared>,
+    /// Every shard.
+    pub mesh: Mesh<ShardState>,
+}
+
+impl PartitionVerifier for MeshVerifier {
+    fn verify<'a>(
+        &'a self,
+        transactional_id: &'a str,
+        producer_id: i64,
+        epoch: i16,
+        partition: &'a (String, i32),
+    ) -> LocalResult<'a, ()> {
+        Box::pin(async move {
+            let image = self.shared.topics.image();
+            let topic = image.topics.get(TXN_TOPIC).ok_or(ResponseError::InvalidTxnState)?;
+            let index = partition_for(transactional_id, topic.partition_shards.len() as i32);
+            let shard =
+                self.shared.shard_of(&topic.partition_shards, index).ok_or(ResponseError::CoordinatorNotAvailable)?;
+            let (id, asked) = (transactional_id.to_string(), partition.clone());
+            self.mesh
+                .call(shard, move |state| async move {
+                    let at = CoordinatorLog::of(&state.partitions, TXN_TOPIC, index);
+                    state.txns.verify(at, &id, producer_id, epoch, &asked).await
+                })
+                .await
+                .map_err(|_| ResponseError::CoordinatorNotAvailable)?
         })
     }
 }

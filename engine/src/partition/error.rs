@@ -39,6 +39,13 @@ pub enum PartitionError {
         /// The batch's (old) epoch.
         epoch: i16,
     },
+    /// A transaction's first batch here arrived after the transaction
+    /// ended (a marker landed while it was being verified).
+    #[error("producer {producer_id}: the transaction ended before its batch arrived")]
+    TransactionEnded {
+        /// The producer.
+        producer_id: i64,
+    },
     /// Follower batches do not continue the log at its end.
     #[error("follower batch at offset {found} does not continue the log at {expected}")]
     NotContiguous {

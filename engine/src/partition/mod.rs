@@ -154,6 +154,19 @@ pub struct Partition<D: Disk> {
     producers: RefCell<ProducerState>,
     /// Offset of the newest producer snapshot.
     snapshot_offset: Cell<i64>,
+    /// Markers written here so far (a verification of a transaction's
+    /// first batch holds only while no marker lands meanwhile).
+    markers_written: Cell<u64>,
+}
+
+/// What a transactional batch that starts its producer's transaction on a
+/// partition was checked against: taken before asking the transaction
+/// coordinator whether the partition is in the transaction (KIP-890 part
+/// 1), it makes the append fail if a marker landed while the answer was
+/// on its way (the transaction ended: the batch is late).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnVerification {
+    markers_written: u64,
 }
 
 impl<D: Disk> Partition<D> {
@@ -162,7 +175,12 @@ impl<D: Disk> Partition<D> {
     pub async fn open(disk: D, dir: &Path, options: LogOptions, now_ms: i64) -> PartitionResult<Self> {
         let log = Log::open(disk, dir, options, now_ms).await?;
         let (producers, snapshot_offset) = snapshots::load(&log).await?;
-        Ok(Partition { log, producers: RefCell::new(producers), snapshot_offset: Cell::new(snapshot_offset) })
+        Ok(Partition {
+            log,
+            producers: RefCell::new(producers),
+            snapshot_offset: Cell::new(snapshot_offset),
+            markers_written: Cell::new(0),
+        })
     }
 
     /// The partition's directory.
@@ -213,6 +231,48 @@ impl<D: Disk> Partition<D> {
         leader_epoch: i32,
         now_ms: i64,
     ) -> PartitionResult<Appended> {
+        self.append_leader(records, origin, None, leader_epoch, now_ms).await
+    }
+
+    /// The producer (id, epoch) of `records` when they are a transactional
+    /// batch that would start the producer's transaction here: such a batch
+    /// must be verified with the transaction coordinator first (the
+    /// partition must be in the transaction), then appended with
+    /// [`append_verified`](Self::append_verified).
+    pub fn needs_verification(&self, records: &[u8]) -> Option<(i64, i16)> {
+        let header = crate::format::batch::parse_header(records).ok()?;
+        let starts = header.is_transactional()
+            && !header.is_control()
+            && header.producer_id >= 0
+            && !self.producers.borrow().has_ongoing(header.producer_id);
+        starts.then_some((header.producer_id, header.producer_epoch))
+    }
+
+    /// Starts a verification: take it before asking the coordinator.
+    pub fn begin_verification(&self) -> TxnVerification {
+        TxnVerification { markers_written: self.markers_written.get() }
+    }
+
+    /// A client's append whose transaction the coordinator confirmed since
+    /// `verification` was taken; refused if a marker landed meanwhile.
+    pub async fn append_verified(
+        &self,
+        records: BytesMut,
+        verification: TxnVerification,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> PartitionResult<Appended> {
+        self.append_leader(records, AppendOrigin::Client, Some(verification), leader_epoch, now_ms).await
+    }
+
+    async fn append_leader(
+        &self,
+        records: BytesMut,
+        origin: AppendOrigin,
+        verification: Option<TxnVerification>,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> PartitionResult<Appended> {
         let valid = self.log.validate(records)?;
         let header = *valid.headers().next().ok_or(PartitionError::MultipleProducerBatches)?;
         if header.producer_id >= 0 && valid.len() != 1 {
@@ -232,6 +292,12 @@ impl<D: Disk> Partition<D> {
                 // sequence check but not the epoch: a fenced producer's
                 // commits must not land.
                 AppendOrigin::Coordinator => self.check_epoch(&header)?,
+            }
+            if let Some(verification) = verification {
+                let starts = header.is_transactional() && !self.producers.borrow().has_ongoing(header.producer_id);
+                if starts && self.markers_written.get() != verification.markers_written {
+                    return Err(PartitionError::TransactionEnded { producer_id: header.producer_id });
+                }
             }
         }
         let info = self.log.append_valid(valid, Placement::Leader { leader_epoch })?;
@@ -342,6 +408,7 @@ impl<D: Disk> Partition<D> {
         let valid = self.log.validate(BytesMut::from(&bytes[..]))?;
         self.log.make_room(&valid, now_ms).await?;
         let info = self.log.append_valid(valid, Placement::Leader { leader_epoch })?;
+        self.markers_written.set(self.markers_written.get() + 1);
         let mut producers = self.producers.borrow_mut();
         producers.complete(producer_id, info.base_offset, commit);
         producers.bump_epoch(producer_id, producer_epoch, info.base_offset, now_ms);

@@ -17,8 +17,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use shardline_engine::partition::Isolation;
 
-use super::errors::partition_error;
 use super::Context;
+use crate::errors::partition_error;
 use crate::fetch_sessions::SessionError;
 use crate::route::scatter;
 use crate::shard::ShardState;

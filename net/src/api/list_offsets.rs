@@ -7,8 +7,8 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 use shardline_engine::partition::{Isolation, OffsetQuery};
 
-use super::errors::partition_error;
 use super::Context;
+use crate::errors::partition_error;
 use crate::route::scatter;
 use crate::shard::ShardState;
 

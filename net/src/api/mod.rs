@@ -1,14 +1,13 @@
 //! The Kafka APIs this broker answers, the versions it advertises (each
 //! fully working at every version), and the dispatch from a decoded request
 //! to its handler. A handler decodes, calls the service that owns the work
-//! (a partition on its shard, a coordinator service), and encodes; the
-//! mapping of typed errors to Kafka error codes lives here ([`errors`]).
+//! (a partition on its shard, a coordinator service), and encodes; typed
+//! errors become Kafka error codes through `crate::errors`.
 //! Runs on the connection's shard.
 
 mod admin;
 mod create_partitions;
 mod describe_configs;
-pub mod errors;
 mod fetch;
 mod groups;
 mod init_producer_id;

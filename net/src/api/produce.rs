@@ -12,14 +12,15 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use shardline_engine::partition::{AppendOrigin, Durability};
+use shardline_engine::partition::Durability;
 use shardline_engine::runtime::clock::timeout;
 
-use super::errors::partition_error;
 use super::{Answer, Context};
-use crate::route::scatter;
+use crate::errors::partition_error;
+use crate::route::{scatter, MeshVerifier};
 use crate::shard::ShardState;
 use crate::topics::is_internal;
+use crate::txn::verify::append_client_batch;
 
 /// What a produce to one partition answered.
 #[derive(Debug, Clone, Copy)]
@@ -43,23 +44,40 @@ struct PartitionProduce {
     records: BytesMut,
 }
 
-/// Appends on this shard and waits as `acks` asks, within `timeout_after`.
-async fn produce_here(
-    state: &ShardState,
-    produce: PartitionProduce,
+/// What every partition of one request shares on its way to its shard.
+#[derive(Clone)]
+struct RequestShape {
     acks: i16,
     timeout_after: Duration,
-) -> ProduceOutcome {
+    transactional_id: Option<String>,
+    verifier: MeshVerifier,
+}
+
+/// Appends on this shard (verifying a transaction's first batch with its
+/// coordinator) and waits as `acks` asks, within `timeout_after`.
+async fn produce_here(state: &ShardState, produce: PartitionProduce, shape: &RequestShape) -> ProduceOutcome {
     let Some(replica) = state.partitions.get(&produce.topic, produce.index) else {
         return failed(ResponseError::UnknownTopicOrPartition);
     };
+    let transactional_id = shape.transactional_id.as_deref();
+    let now = state.clock.now_ms();
+    let (topic, index) = (&produce.topic, produce.index);
+    let appended = match append_client_batch(
+        &replica,
+        topic,
+        index,
+        produce.records,
+        transactional_id,
+        &shape.verifier,
+        now,
+    )
+    .await
+    {
+        Ok(appended) => appended,
+        Err(error) => return failed(error),
+    };
     let partition = &replica.partition;
-    let appended =
-        match partition.append_as_leader(produce.records, AppendOrigin::Client, 0, state.clock.now_ms()).await {
-            Ok(appended) => appended,
-            Err(error) => return failed(partition_error(&error)),
-        };
-    let durability = match acks {
+    let durability = match shape.acks {
         0 => None,
         1 => Some(Durability::Written),
         _ => Some(replica.acks_all),
@@ -70,7 +88,7 @@ async fn produce_here(
             Some(durability) => partition.wait_until(appended.end_offset(), durability).await,
         }
     };
-    match timeout(&*state.clock, timeout_after, wait).await {
+    match timeout(&*state.clock, shape.timeout_after, wait).await {
         Ok(Ok(())) => ProduceOutcome {
             error: None,
             base_offset: appended.base_offset,
@@ -137,15 +155,23 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
             answers.push((topic.name.clone(), index, decided));
         }
     }
-    let done =
-        scatter(&context.mesh, work, failed(ResponseError::NotLeaderOrFollower), move |state, parts| async move {
+    let shape = RequestShape {
+        acks,
+        timeout_after,
+        transactional_id: request.transactional_id.as_ref().map(|id| id.to_string()),
+        verifier: MeshVerifier { shared: context.shared.clone(), mesh: context.mesh.clone() },
+    };
+    let done = scatter(&context.mesh, work, failed(ResponseError::NotLeaderOrFollower), move |state, parts| {
+        let shape = shape.clone();
+        async move {
             let produces = parts.into_iter().map(|part| {
-                let state = state.clone();
-                async move { produce_here(&state, part, acks, timeout_after).await }
+                let (state, shape) = (state.clone(), &shape);
+                async move { produce_here(&state, part, shape).await }
             });
             futures::future::join_all(produces).await
-        })
-        .await;
+        }
+    })
+    .await;
     let outcomes: Vec<(TopicName, i32, ProduceOutcome)> = answers
         .into_iter()
         .map(|(topic, index, decided)| (topic, index, decided.unwrap_or_else(|at| done[at])))

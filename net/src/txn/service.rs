@@ -29,7 +29,7 @@ use shardline_engine::Disk;
 
 use crate::coordinators::{CoordinatorLog, Coordinators};
 use crate::registry::Replica;
-use crate::txn::coordinator::{Completion, InitPlan, TxnCoordinator, TxnMeta};
+use crate::txn::coordinator::{Completion, InitPlan, TxnCoordinator, TxnMeta, TxnStatus};
 use crate::txn::records;
 
 /// How long a metadata write may wait for durability.
@@ -241,6 +241,35 @@ impl<D: Disk> TxnService<D> {
             Some(meta) => self.write(&loaded, transactional_id, Some(meta)).await,
             None => Ok(()),
         }
+    }
+
+    /// KIP-890 part 1: whether `partition` is in the open transaction of
+    /// `transactional_id` at producer (id, epoch), as a partition asks
+    /// before it accepts the transaction's first batch there. A fenced
+    /// epoch is INVALID_PRODUCER_EPOCH; anything else that is not an open
+    /// transaction holding the partition is INVALID_TXN_STATE.
+    pub async fn verify(
+        &self,
+        at: CoordinatorLog<D>,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partition: &(String, i32),
+    ) -> Result<(), ResponseError> {
+        let loaded = self.loaded(at).await?;
+        let coordinator = loaded.state.borrow();
+        let meta = coordinator.txns.get(transactional_id).ok_or(ResponseError::InvalidTxnState)?;
+        if meta.producer_id != producer_id {
+            return Err(ResponseError::InvalidTxnState);
+        }
+        if epoch < meta.epoch {
+            return Err(ResponseError::InvalidProducerEpoch);
+        }
+        let open = meta.status == TxnStatus::Ongoing && meta.epoch == epoch && meta.partitions.contains(partition);
+        if !open {
+            return Err(ResponseError::InvalidTxnState);
+        }
+        Ok(())
     }
 
     /// EndTxn: commit or abort; answered once every marker is written.

@@ -19,6 +19,7 @@ use shardline_net::groups::effect::{JoinReply, SyncReply};
 use shardline_net::groups::records::partition_for;
 use shardline_net::groups::service::{CommitAsk, SyncAsk};
 use shardline_net::txn::service::ProducerIdSource;
+use shardline_net::txn::verify::append_client_batch;
 
 use crate::sim::node::{SimNode, DATA_PARTITIONS, DATA_TOPIC, INTERNAL_PARTITIONS};
 use crate::sim::rng::SimRng;
@@ -236,7 +237,7 @@ fn no_regex(_: &str, _: &str) -> bool {
 pub async fn run(node: Rc<SimNode>, client: Client, op: Op) -> OpResult {
     match (op, client) {
         (Op::Append { batch, durability }, _) => append(&node, batch, durability, AppendOrigin::Client).await,
-        (Op::ProduceInTxn { batch }, _) => append(&node, batch, Some(Durability::Durable), AppendOrigin::Client).await,
+        (Op::ProduceInTxn { batch }, Client::Transactional { id, .. }) => produce_in_txn(&node, batch, &id).await,
         (Op::InitProducerId, _) => match node.ids().allocate().await {
             Ok(id) => OpResult::ProducerId(id),
             Err(error) => OpResult::Refused(error),
@@ -309,6 +310,36 @@ async fn append(node: &SimNode, batch: SentBatch, durability: Option<Durability>
         }
     }
     OpResult::Appended(appended)
+}
+
+/// A transactional batch through the produce path's verification with the
+/// coordinator (KIP-890 part 1), acknowledged once durable.
+async fn produce_in_txn(node: &SimNode, batch: SentBatch, transactional_id: &str) -> OpResult {
+    let Some(replica) = node.replica(DATA_TOPIC, batch.partition) else {
+        return OpResult::Failed("no partition".into());
+    };
+    let records = BytesMut::from(&batch.bytes[..]);
+    let verifier = node.verifier();
+    let now = node.now_ms();
+    let appended = match append_client_batch(
+        &replica,
+        DATA_TOPIC,
+        batch.partition,
+        records,
+        Some(transactional_id),
+        &verifier,
+        now,
+    )
+    .await
+    {
+        Ok(appended) => appended,
+        Err(ResponseError::OutOfOrderSequenceNumber) => return OpResult::OutOfOrder("out of order".into()),
+        Err(error) => return OpResult::Refused(error),
+    };
+    match replica.partition.wait_until(appended.end_offset(), Durability::Durable).await {
+        Ok(()) => OpResult::Appended(appended),
+        Err(error) => OpResult::Failed(error.to_string()),
+    }
 }
 
 async fn commit(node: &SimNode, group: &str, partition: i32, offset: i64, txn: Option<(i64, i16)>) -> OpResult {

@@ -26,6 +26,7 @@ use shardline_net::registry::{PartitionRegistry, Replica};
 use shardline_net::txn::coordinator::Completion;
 use shardline_net::txn::markers::write_local_markers;
 use shardline_net::txn::service::{LocalResult, MarkerWriter, ProducerIdSource, TxnService};
+use shardline_net::txn::verify::PartitionVerifier;
 use shardline_net::txn::TXN_TOPIC;
 
 use crate::sim::clock::SimClock;
@@ -163,6 +164,12 @@ impl SimNode {
         SimMarkers { registry: self.registry.clone(), groups: self.groups.clone(), clock: self.clock.clone() }
     }
 
+    /// Checks a transaction's first batch on a partition with this node's
+    /// coordinator.
+    pub fn verifier(&self) -> SimVerifier {
+        SimVerifier { registry: self.registry.clone(), txns: self.txns.clone() }
+    }
+
     /// Hands out producer ids from this node's blocks.
     pub fn ids(&self) -> SimIds {
         SimIds { pool: self.id_pool.clone(), blocks: self.id_blocks.clone() }
@@ -188,6 +195,28 @@ impl MarkerWriter for SimMarkers {
             };
             let partitions: Vec<(String, i32)> = completion.partitions.iter().cloned().collect();
             write_local_markers(&self.registry, &self.groups, &partitions, marker, self.clock.now_ms()).await
+        })
+    }
+}
+
+/// The node's transaction coordinator, asked directly.
+pub struct SimVerifier {
+    registry: Rc<PartitionRegistry<FaultDisk>>,
+    txns: Rc<TxnService<FaultDisk>>,
+}
+
+impl PartitionVerifier for SimVerifier {
+    fn verify<'a>(
+        &'a self,
+        transactional_id: &'a str,
+        producer_id: i64,
+        epoch: i16,
+        partition: &'a (String, i32),
+    ) -> LocalResult<'a, ()> {
+        Box::pin(async move {
+            let index = partition_for(transactional_id, INTERNAL_PARTITIONS);
+            let at = CoordinatorLog::of(&self.registry, TXN_TOPIC, index);
+            self.txns.verify(at, transactional_id, producer_id, epoch, partition).await
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The protocol edge's one mapping from the partition layer's typed errors
-//! to Kafka error codes.
+//! to Kafka error codes (used by the handlers and by the produce path's
+//! transaction verification).
 
 use kafka_protocol::ResponseError;
 use shardline_engine::partition::PartitionError;
@@ -13,6 +14,7 @@ pub fn partition_error(error: &PartitionError) -> ResponseError {
         PartitionError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
         PartitionError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         PartitionError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
+        PartitionError::TransactionEnded { .. } => ResponseError::InvalidTxnState,
         // A follower's fetch answer that does not fit its log: internal.
         PartitionError::NotContiguous { .. } => ResponseError::UnknownServerError,
         PartitionError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
