@@ -2,7 +2,7 @@
 //! overrides, validated at startup with an error that names the bad key.
 //! Built once on the main thread, then shared read-only by every shard.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -32,6 +32,23 @@ pub struct BrokerConfig {
     pub acks_all_fsync: bool,
     /// `socket_request_max_bytes`: largest request frame accepted.
     pub socket_request_max_bytes: usize,
+    /// `max_connections` (Kafka's `max.connections`): open client
+    /// connections of the whole broker; at the limit, new ones wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
+    /// `max_connections_per_ip` (Kafka's `max.connections.per.ip`): open
+    /// connections from one address; one more is closed at once.
+    pub max_connections_per_ip: usize,
+    /// `max_connections_per_ip_overrides` (Kafka's
+    /// `max.connections.per.ip.overrides`): `ip:count` pairs, comma-separated.
+    pub max_connections_per_ip_overrides: String,
+    /// `connections_max_idle_ms` (Kafka's `connections.max.idle.ms`): a
+    /// connection with no request bytes for this long is closed.
+    pub connections_max_idle_ms: i64,
+    /// `test_sync_ledger`: for power-loss tests only: a file where every
+    /// data file's durable length is recorded (`storage::sync_ledger`);
+    /// empty (the default) records nothing.
+    pub test_sync_ledger: String,
     /// `log_segment_bytes`: default `segment.bytes`.
     pub log_segment_bytes: u64,
     /// `log_retention_ms`: default `retention.ms` (-1 = forever).
@@ -96,6 +113,11 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             acks_all_fsync: true,
             socket_request_max_bytes: 100 * 1024 * 1024,
+            max_connections: i32::MAX as usize,
+            max_connections_per_ip: i32::MAX as usize,
+            max_connections_per_ip_overrides: String::new(),
+            connections_max_idle_ms: 600_000,
+            test_sync_ledger: String::new(),
             log_segment_bytes: 1 << 30,
             log_retention_ms: 7 * 24 * 3600 * 1000,
             log_retention_bytes: -1,
@@ -172,6 +194,11 @@ impl BrokerConfig {
             "default_replication_factor" => self.default_replication_factor = parse(key, value)?,
             "acks_all_fsync" => self.acks_all_fsync = parse(key, value)?,
             "socket_request_max_bytes" => self.socket_request_max_bytes = parse(key, value)?,
+            "max_connections" => self.max_connections = parse(key, value)?,
+            "max_connections_per_ip" => self.max_connections_per_ip = parse(key, value)?,
+            "max_connections_per_ip_overrides" => self.max_connections_per_ip_overrides = value.into(),
+            "connections_max_idle_ms" => self.connections_max_idle_ms = parse(key, value)?,
+            "test_sync_ledger" => self.test_sync_ledger = value.into(),
             "log_segment_bytes" => self.log_segment_bytes = parse(key, value)?,
             "log_retention_ms" => self.log_retention_ms = parse(key, value)?,
             "log_retention_bytes" => self.log_retention_bytes = parse(key, value)?,
@@ -215,6 +242,17 @@ impl BrokerConfig {
         }
         if self.socket_request_max_bytes < 1024 || self.socket_request_max_bytes > i32::MAX as usize {
             return Err(bad("socket_request_max_bytes", "must be between 1024 and 2147483647"));
+        }
+        if self.max_connections < 1 {
+            return Err(bad("max_connections", "must be at least 1"));
+        }
+        self.per_ip_overrides()?;
+        if self.max_connections_per_ip < 1 && self.max_connections_per_ip_overrides.trim().is_empty() {
+            // Kafka: 0 is allowed only with overrides (only listed addresses may connect).
+            return Err(bad("max_connections_per_ip", "0 needs max_connections_per_ip_overrides"));
+        }
+        if self.connections_max_idle_ms < 1 {
+            return Err(bad("connections_max_idle_ms", "must be positive"));
         }
         if self.log_segment_bytes < 1024 * 1024 || self.log_segment_bytes > i32::MAX as u64 {
             return Err(bad("log_segment_bytes", "must be between 1 MiB and 2 GiB"));
@@ -267,6 +305,24 @@ impl BrokerConfig {
             return Err(bad("log_flush_interval_ms", "must be -1 or positive"));
         }
         Ok(())
+    }
+
+    /// `max_connections_per_ip_overrides` parsed: each address and its limit.
+    pub fn per_ip_overrides(&self) -> Result<Vec<(IpAddr, usize)>, ConfigError> {
+        let key = "max_connections_per_ip_overrides";
+        self.max_connections_per_ip_overrides
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                let (ip, count) =
+                    entry.rsplit_once(':').ok_or_else(|| bad(key, format!("{entry:?} is not ip:count")))?;
+                let ip = ip.trim_start_matches('[').trim_end_matches(']');
+                let ip: IpAddr = ip.parse().map_err(|_| bad(key, format!("{ip:?} is not an IP address")))?;
+                let count: usize = count.parse().map_err(|_| bad(key, format!("{count:?} is not a count")))?;
+                Ok((ip, count))
+            })
+            .collect()
     }
 
     /// The parsed listen address.

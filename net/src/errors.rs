@@ -10,7 +10,9 @@ use shardline_engine::InvalidBatch;
 pub fn partition_error(error: &PartitionError) -> ResponseError {
     match error {
         PartitionError::InvalidBatch(InvalidBatch::BadCrc) => ResponseError::CorruptMessage,
-        PartitionError::InvalidBatch(_) | PartitionError::MultipleProducerBatches => ResponseError::InvalidRecord,
+        PartitionError::InvalidBatch(_)
+        | PartitionError::MultipleProducerBatches
+        | PartitionError::ControlBatchFromClient => ResponseError::InvalidRecord,
         PartitionError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
         PartitionError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         PartitionError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,

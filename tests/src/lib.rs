@@ -73,6 +73,28 @@ impl Broker {
         broker
     }
 
+    /// Starts a broker with a fresh data directory that records its sync
+    /// ledger, for [`Broker::power_loss`].
+    pub fn start_with_sync_ledger(extra: &[&str]) -> Broker {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let data_dir = temp.path().join("data");
+        let ledger = format!("test_sync_ledger={}", data_dir.with_extension("sync-ledger").display());
+        let mut args = extra.to_vec();
+        args.extend(["--set", ledger.as_str()]);
+        let mut broker = Broker::start_in(&data_dir, free_port(), &args);
+        broker._temp = Some(temp);
+        broker
+    }
+
+    /// kill -9, then a power cut: every data file is cut back to what was
+    /// fdatasynced (from the sync ledger the broker recorded). Returns how
+    /// many files lost bytes.
+    pub fn power_loss(&mut self) -> usize {
+        self.kill9();
+        let ledger = self.data_dir.with_extension("sync-ledger");
+        shardline_engine::storage::sync_ledger::lose_unsynced_writes(&ledger).expect("apply the sync ledger")
+    }
+
     /// Starts a broker on `port` with `data_dir` (kept between restarts).
     pub fn start_in(data_dir: &Path, port: u16, extra: &[&str]) -> Broker {
         let address = format!("127.0.0.1:{port}");
@@ -153,12 +175,22 @@ impl Broker {
 
     /// Resident memory of the broker in KiB (from /proc).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        self.status_kib("VmRSS:")
+    }
+
+    /// Virtual memory of the broker in KiB (from /proc): what it has
+    /// reserved, touched or not.
+    pub fn vm_size_kib(&self) -> u64 {
+        self.status_kib("VmSize:")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("broker /proc status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
     }
 
     /// SIGTERM and wait (bounded) for a clean exit; returns the exit status.
@@ -210,6 +242,12 @@ impl Drop for Broker {
     }
 }
 
+/// Whether `error` is the peer closing (a reset), not a timeout.
+fn is_reset(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(error.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe)
+}
+
 /// A blocking raw Kafka connection: frames requests with kafka-protocol
 /// and reads framed responses.
 pub struct RawClient {
@@ -218,11 +256,16 @@ pub struct RawClient {
 }
 
 impl RawClient {
-    /// Connects with 10 s read/write timeouts.
+    /// How long a read waits for the broker before the helper says it
+    /// neither answered nor closed: far above any answer time of a
+    /// request that does not long-poll.
+    pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Connects with [`Self::READ_TIMEOUT`] read and write timeouts.
     pub fn connect(address: &str) -> RawClient {
         let stream = TcpStream::connect(address).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        stream.set_write_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream.set_read_timeout(Some(Self::READ_TIMEOUT)).expect("timeout");
+        stream.set_write_timeout(Some(Self::READ_TIMEOUT)).expect("timeout");
         RawClient { stream, correlation_id: 0 }
     }
 
@@ -243,10 +286,34 @@ impl RawClient {
         Some(Bytes::from(body))
     }
 
-    /// Whether the broker closed this connection (read returns EOF or reset).
+    /// Whether the broker closed this connection: the next read returns
+    /// EOF or a reset. Bytes from the broker, or nothing within
+    /// [`Self::READ_TIMEOUT`] (a broker that hangs), are not "closed".
     pub fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
-        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+        match self.stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(error) => is_reset(&error),
+        }
+    }
+
+    /// Closes the write side, then reads (discarding whatever the broker
+    /// still answers) until the broker closes too. `true` on EOF or reset,
+    /// `false` when the broker neither sent nor closed within
+    /// [`Self::READ_TIMEOUT`], or sent more than 100 MiB.
+    pub fn closes_after_sending(&mut self) -> bool {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut received = 0usize;
+        while received < 100 << 20 {
+            match self.stream.read(&mut buffer) {
+                Ok(0) => return true,
+                Ok(n) => received += n,
+                Err(error) => return is_reset(&error),
+            }
+        }
+        false
     }
 
     /// Sends `request` as `version` and decodes the response.
@@ -254,6 +321,15 @@ impl RawClient {
     where
         Req: Encodable + HeaderVersion,
         Resp: Decodable + HeaderVersion,
+    {
+        self.send_request(key, version, request);
+        self.read_response(version)
+    }
+
+    /// Sends `request` as `version` without waiting for the answer.
+    pub fn send_request<Req>(&mut self, key: ApiKey, version: i16, request: &Req)
+    where
+        Req: Encodable + HeaderVersion,
     {
         self.correlation_id += 1;
         let mut header = RequestHeader::default();
@@ -267,11 +343,34 @@ impl RawClient {
         let mut frame = (body.len() as i32).to_be_bytes().to_vec();
         frame.extend_from_slice(&body);
         self.send_raw(&frame).expect("send");
+    }
+
+    /// Reads and decodes the answer to the last request sent.
+    pub fn read_response<Resp>(&mut self, version: i16) -> Resp
+    where
+        Resp: Decodable + HeaderVersion,
+    {
         let mut response = self.read_frame().expect("response frame");
         let header = ResponseHeader::decode(&mut response, Resp::header_version(version)).expect("response header");
         assert_eq!(header.correlation_id, self.correlation_id);
         let decoded = Resp::decode(&mut response, version).expect("decode response");
         assert_eq!(response.remaining(), 0, "trailing bytes in response");
         decoded
+    }
+
+    /// Sets how long reads wait (for tests that check the broker stays silent).
+    pub fn set_read_timeout(&mut self, timeout: Duration) {
+        self.stream.set_read_timeout(Some(timeout)).expect("timeout");
+    }
+
+    /// Whether a read finds nothing to read within the read timeout (the
+    /// connection is open and the broker is silent).
+    pub fn is_silent(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Err(error) => matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            Ok(0 | 1) => false,
+            Ok(n) => unreachable!("read {n} bytes into one"),
+        }
     }
 }

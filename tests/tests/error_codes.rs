@@ -189,6 +189,12 @@ fn produce_and_fetch_errors() {
         "one replica cannot meet min.insync.replicas=2"
     );
     assert_eq!(produce(&mut client, "isr2", 0, 1, batch.clone()).error_code, 0, "acks=1 does not need the ISR");
+    let marker = shardline_engine::partition::producer_state::marker_batch(5, 0, true, 0, 1_000);
+    assert_eq!(
+        produce(&mut client, "data", 0, -1, marker).error_code,
+        ResponseError::InvalidRecord.code(),
+        "clients may not write control batches"
+    );
     let ok = produce(&mut client, "data", 0, -1, batch.clone());
     assert_eq!((ok.error_code, ok.base_offset), (0, 0));
     let ok = produce(&mut client, "data", 0, 1, batch);
@@ -254,6 +260,21 @@ fn internal_topics_are_the_coordinators_own() {
         assert!(response.topics[0].is_internal, "{topic} is flagged internal");
         assert_eq!(response.topics[0].partitions.len(), 50, "{topic} was neither deleted nor grown");
     }
+}
+
+#[test]
+fn offset_fetch_v1_answers_its_errors_per_partition() {
+    let broker = Broker::start(&[]);
+    let mut client = RawClient::connect(&broker.address);
+    let mut topic = offset_fetch_request::OffsetFetchRequestTopic::default();
+    topic.name = name("t");
+    topic.partition_indexes = vec![0, 1];
+    let mut request = OffsetFetchRequest::default();
+    request.group_id = GroupId(StrBytes::from_static_str(""));
+    request.topics = Some(vec![topic]);
+    let response: OffsetFetchResponse = client.call(ApiKey::OffsetFetch, 1, &request);
+    let codes: Vec<i16> = response.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect();
+    assert_eq!(codes, vec![ResponseError::InvalidGroupId.code(); 2], "v1 has no top-level error code");
 }
 
 #[test]

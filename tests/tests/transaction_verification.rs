@@ -45,9 +45,17 @@ fn produce(client: &mut RawClient, partition: i32, records: Bytes) -> i16 {
 }
 
 fn latest(client: &mut RawClient, partition: i32, isolation: i8) -> i64 {
+    list_offset(client, partition, -1, isolation)
+}
+
+fn by_timestamp(client: &mut RawClient, timestamp: i64, isolation: i8) -> i64 {
+    list_offset(client, 0, timestamp, isolation)
+}
+
+fn list_offset(client: &mut RawClient, partition: i32, timestamp: i64, isolation: i8) -> i64 {
     let mut p = ListOffsetsPartition::default();
     p.partition_index = partition;
-    p.timestamp = -1;
+    p.timestamp = timestamp;
     let mut t = ListOffsetsTopic::default();
     t.name = name("v");
     t.partitions = vec![p];
@@ -99,6 +107,10 @@ fn batches_outside_the_open_transaction_are_refused() {
         "partition 1 was never added to the transaction"
     );
     assert_eq!(produce(&mut client, 0, txn_batch(producer_id, epoch, 2)), 0, "more of the open transaction");
+    // Lookups by timestamp see only what the isolation level may read.
+    assert_eq!(by_timestamp(&mut client, 1_000, 0), 0, "read_uncommitted finds the open transaction's record");
+    assert_eq!(by_timestamp(&mut client, 1_000, 1), -1, "read_committed does not look past the LSO");
+    assert_eq!(by_timestamp(&mut client, -3, 1), -1, "nor does the max timestamp lookup");
 
     let mut end = EndTxnRequest::default();
     end.transactional_id = TransactionalId(StrBytes::from_static_str(TXN));

@@ -160,7 +160,8 @@ impl<D: Disk> Log<D> {
 }
 
 /// Registers a sealed segment. Segments past the recovery point are scanned
-/// with CRC checks; returns true when one is torn (and was truncated).
+/// with CRC checks and fdatasynced; returns true when one is torn (and was
+/// truncated).
 async fn open_sealed<D: Disk>(
     disk: &D,
     dir: &Path,
@@ -192,8 +193,11 @@ async fn open_sealed<D: Disk>(
         if end.position < file_len {
             let writable = disk.open(&segment_file(dir, base, LOG_SUFFIX), OpenMode::ReadWrite).await?;
             writable.set_len(end.position).await?;
-            writable.sync_data().await?;
         }
+        // Past the recovery point the page cache may hold what no fdatasync
+        // covered (a kill -9): make it durable before the high watermark
+        // moves past it and a consumer reads it.
+        read.sync_data().await?;
         segment.max_timestamp = builder.max_timestamp;
         segment.offset_of_max_timestamp = builder.offset_of_max_timestamp;
         let (index, time_index) = builder.finish();

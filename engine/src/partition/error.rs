@@ -19,6 +19,9 @@ pub enum PartitionError {
         /// The limit it exceeded.
         limit: usize,
     },
+    /// A client sent a control batch (only coordinators write markers).
+    #[error("clients may not write control batches")]
+    ControlBatchFromClient,
     /// An idempotent or transactional append carried more than one batch
     /// (a producer sends exactly one per partition).
     #[error("an idempotent append must carry exactly one batch")]

@@ -275,6 +275,10 @@ impl<D: Disk> Partition<D> {
     ) -> PartitionResult<Appended> {
         let valid = self.log.validate(records)?;
         let header = *valid.headers().next().ok_or(PartitionError::MultipleProducerBatches)?;
+        if origin == AppendOrigin::Client && valid.headers().any(BatchHeader::is_control) {
+            // Only coordinators write markers (Kafka's LogValidator).
+            return Err(PartitionError::ControlBatchFromClient);
+        }
         if header.producer_id >= 0 && valid.len() != 1 {
             // Kafka: a producer with an id sends exactly one batch per partition.
             return Err(PartitionError::MultipleProducerBatches);
@@ -457,9 +461,10 @@ impl<D: Disk> Partition<D> {
         Ok(out)
     }
 
-    /// ListOffsets: earliest, latest (for the isolation level), the max
-    /// timestamp record, or the first record at or after a timestamp.
-    /// `None` when no record matches.
+    /// ListOffsets: earliest, latest, the max timestamp record, or the
+    /// first record at or after a timestamp, each within what `isolation`
+    /// may see (below the LSO for read_committed). `None` when no record
+    /// matches.
     pub async fn list_offset(&self, query: OffsetQuery, isolation: Isolation) -> PartitionResult<Option<FoundOffset>> {
         let offsets = self.log.offsets();
         Ok(match query {
@@ -469,11 +474,11 @@ impl<D: Disk> Partition<D> {
                 .log
                 .max_timestamp_record()
                 .await?
-                .filter(|(offset, _)| *offset < offsets.high_watermark)
+                .filter(|(offset, _)| *offset < self.visible_end(isolation))
                 .map(|(offset, timestamp)| FoundOffset { offset, timestamp }),
             OffsetQuery::AtOrAfter(timestamp) => self
                 .log
-                .offset_for_timestamp(timestamp, offsets.high_watermark)
+                .offset_for_timestamp(timestamp, self.visible_end(isolation))
                 .await?
                 .map(|(offset, found)| FoundOffset { offset: offset.max(offsets.log_start), timestamp: found }),
         })

@@ -34,3 +34,19 @@ pub fn spawn_local(task: impl Future<Output = ()> + 'static) {
 pub fn set_spawner(spawner: Option<Spawner>) -> Option<Spawner> {
     SPAWNER.with(|slot| std::mem::replace(&mut *slot.borrow_mut(), spawner))
 }
+
+/// Lets the other tasks of this thread's executor run before going on: a
+/// long loop in one request (thousands of partitions) calls it every so
+/// often, so no single request stalls the shard.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}

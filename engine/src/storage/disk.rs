@@ -10,6 +10,7 @@ use compio::buf::{BufResult, IoBuf};
 use compio::io::{AsyncReadAt, AsyncWriteAt};
 
 use crate::storage::aligned::AlignedBuf;
+use crate::storage::sync_ledger;
 
 /// How a file is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +110,9 @@ impl Disk for RealDisk {
             OpenMode::DirectWrite => options.write(true).create(true).custom_flags(libc::O_DIRECT),
         };
         let file = options.open(path).await?;
+        if sync_ledger::is_installed() {
+            sync_ledger::opened(path, file.metadata().await?.len());
+        }
         Ok(RealFile { file, path: path.to_path_buf() })
     }
 
@@ -131,11 +135,15 @@ impl Disk for RealDisk {
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
-        compio::fs::remove_file(path).await
+        compio::fs::remove_file(path).await?;
+        sync_ledger::removed(path);
+        Ok(())
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        compio::fs::rename(from, to).await
+        compio::fs::rename(from, to).await?;
+        sync_ledger::renamed(from, to);
+        Ok(())
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
@@ -144,14 +152,16 @@ impl Disk for RealDisk {
     }
 
     async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        let path = path.to_path_buf();
+        let owned = path.to_path_buf();
         // A recursive walk of metadata calls: kept off the shard's thread.
-        compio::runtime::spawn_blocking(move || match std::fs::remove_dir_all(&path) {
+        compio::runtime::spawn_blocking(move || match std::fs::remove_dir_all(&owned) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         })
         .await
-        .unwrap_or_else(|_| Err(io::Error::other("remove task failed")))
+        .unwrap_or_else(|_| Err(io::Error::other("remove task failed")))?;
+        sync_ledger::removed_dir(path);
+        Ok(())
     }
 }
 
@@ -182,7 +192,14 @@ impl DiskFile for RealFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
-        self.file.sync_data().await
+        if !sync_ledger::is_installed() {
+            return self.file.sync_data().await;
+        }
+        // What the fdatasync covers: every write completed before it starts.
+        let len = self.file.metadata().await?.len();
+        self.file.sync_data().await?;
+        sync_ledger::synced(&self.path, len);
+        Ok(())
     }
 
     async fn allocate(&self, len: u64) -> io::Result<()> {

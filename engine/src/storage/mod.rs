@@ -2,9 +2,12 @@
 //! [`disk::Disk`] trait. [`disk::RealDisk`] is io_uring through compio with
 //! O_DIRECT appends into page-aligned [`aligned::AlignedBuf`]s;
 //! [`fault_disk::FaultDisk`] keeps files in memory and loses, tears or fails
-//! writes on demand for the crash tests and the simulator.
+//! writes on demand for the crash tests and the simulator;
+//! [`sync_ledger`] lets power-loss tests of the real broker cut files back to
+//! what was fdatasynced.
 
 pub mod aligned;
 pub mod disk;
 pub mod fault_disk;
 pub mod small_files;
+pub mod sync_ledger;

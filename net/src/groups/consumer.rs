@@ -286,9 +286,13 @@ impl ConsumerGroup {
                 );
             }
         }
+        let mut joined = false;
         let member_id = match request.member_epoch {
             0 => match self.join(&request, now, new_member_id) {
-                Ok(id) => id,
+                Ok((id, created)) => {
+                    joined = created;
+                    id
+                }
                 Err(reply) => return reply,
             },
             -1 | -2 => return self.leave(&request),
@@ -309,7 +313,10 @@ impl ConsumerGroup {
             }
             _ => return HeartbeatReply::error(ResponseError::InvalidRequest, "bad member epoch", &request.member_id),
         };
-        let mut changed_subscription = false;
+        // A new member changes the membership, whatever it subscribes to
+        // (even nothing yet): the group epoch moves, so the member leaves its
+        // join with an epoch above 0 (KIP-848).
+        let mut changed_subscription = joined;
         if let Some(member) = self.members.get_mut(&member_id) {
             member.last_heartbeat = now;
             member.left_temporarily = false;
@@ -359,7 +366,9 @@ impl ConsumerGroup {
         }
     }
 
-    fn join(&mut self, request: &Heartbeat, now: u64, new_member_id: String) -> Result<String, HeartbeatReply> {
+    /// Admits a joining member; returns its id and whether it is new to the
+    /// group (not a rejoin, nor a static member taking over its place).
+    fn join(&mut self, request: &Heartbeat, now: u64, new_member_id: String) -> Result<(String, bool), HeartbeatReply> {
         if request.subscribed_topic_names.is_none() && request.subscribed_topic_regex.is_none() {
             return Err(HeartbeatReply::error(
                 ResponseError::InvalidRequest,
@@ -392,11 +401,12 @@ impl ConsumerGroup {
             existing.revoking.clear();
             existing.epoch = 0;
             existing.previous_epoch = -1;
-            return Ok(member_id);
+            return Ok((member_id, false));
         }
         if self.members.len() >= self.limits.max_size {
             return Err(HeartbeatReply::error(ResponseError::GroupMaxSizeReached, "the group is full", &member_id));
         }
+        let is_new = inherited.is_none();
         let member = match inherited {
             Some(mut old) => {
                 old.member_id = member_id.clone();
@@ -405,8 +415,8 @@ impl ConsumerGroup {
                 old.last_heartbeat = now;
                 old
             }
-            // The new member's subscription (set by the caller) moves the
-            // group epoch, once.
+            // A new member: the caller sets its subscription and moves the
+            // group epoch.
             None => Member {
                 member_id: member_id.clone(),
                 instance_id: request.instance_id.clone(),
@@ -426,8 +436,9 @@ impl ConsumerGroup {
                 left_temporarily: false,
             },
         };
+        let created = is_new;
         self.members.insert(member_id.clone(), member);
-        Ok(member_id)
+        Ok((member_id, created))
     }
 
     fn leave(&mut self, request: &Heartbeat) -> HeartbeatReply {
@@ -676,6 +687,32 @@ mod tests {
             owned: Some(owned.clone()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_member_joining_with_nothing_to_subscribe_yet_gets_an_epoch() {
+        // A Java client subscribed by pattern joins before its metadata
+        // matched any topic: an empty subscription. Its join still moves the
+        // group epoch, so its next heartbeat (which omits unchanged fields)
+        // is not mistaken for another join.
+        let topics = TopicsView::new();
+        let mut group = ConsumerGroup::new(LIMITS);
+        let mut empty = join("a");
+        empty.subscribed_topic_names = Some(Vec::new());
+        let joined = group.heartbeat(empty, &topics, &no_regex, 0, String::new(), &mut Vec::new());
+        assert_eq!(joined.error, None);
+        assert!(joined.member_epoch > 0, "the join gave epoch {}", joined.member_epoch);
+        let next = group.heartbeat(
+            beat("a", joined.member_epoch, &BTreeSet::new()),
+            &topics,
+            &no_regex,
+            1,
+            String::new(),
+            &mut Vec::new(),
+        );
+        assert_eq!((next.error, next.member_epoch), (None, joined.member_epoch));
+        let second = group.heartbeat(join("b"), &topics, &no_regex, 2, String::new(), &mut Vec::new());
+        assert!(second.member_epoch > joined.member_epoch, "every new member moves the group epoch");
     }
 
     #[test]

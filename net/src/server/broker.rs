@@ -16,7 +16,9 @@ use shardline_engine::RealDisk;
 
 use crate::config::BrokerConfig;
 use crate::producer_ids::ProducerIdBlocks;
-use crate::server::connection::serve_connection;
+use crate::server::connection::{serve_connection, ConnectionContext};
+use crate::server::limits::{ConnectionLimits, Refused};
+use crate::server::log_limit::LogLimit;
 use crate::server::timers::spawn_timers;
 use crate::shard::{BrokerShared, ShardState, PRODUCER_ID_SHARD};
 use crate::topics::{log_config_for, TopicStore};
@@ -93,6 +95,10 @@ impl Broker {
         config.shards = config.shard_count();
         std::fs::create_dir_all(&config.data_dir)?;
         let data_dir_lock = lock_data_dir(&config)?;
+        if !config.test_sync_ledger.is_empty() {
+            shardline_engine::storage::sync_ledger::install(std::path::Path::new(&config.test_sync_ledger))?;
+            tracing::warn!(ledger = %config.test_sync_ledger, "test mode: recording every file's durable length");
+        }
         ensure_port_free(config.listen_addr()?)?;
         let cluster_id = meta_properties(&config)?;
         let topics = TopicStore::load(&config.data_dir)?;
@@ -107,6 +113,7 @@ impl Broker {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let first = std::sync::Mutex::new(Some(first));
         let shared_for_shards = shared.clone();
+        let limits = ConnectionLimits::new(&config);
         let pool = ShardPool::start(
             shards,
             {
@@ -119,6 +126,7 @@ impl Broker {
             },
             move |shard, state: Rc<ShardState>, mesh: Mesh<ShardState>| {
                 let shared = shared_for_shards.clone();
+                let limits = limits.clone();
                 let ready = ready_tx.clone();
                 let listener = if shard == 0 { first.lock().ok().and_then(|mut f| f.take()) } else { None };
                 async move {
@@ -134,7 +142,7 @@ impl Broker {
                         }
                     };
                     spawn_timers(&state, &shared, &mesh);
-                    accept_loop(listener, shared, state, mesh).await;
+                    accept_loop(listener, shared, state, mesh, limits).await;
                 }
             },
         )?;
@@ -211,19 +219,62 @@ async fn start_shard(
     Ok(TcpListener::from_std(std_listener)?)
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<BrokerShared>, state: Rc<ShardState>, mesh: Mesh<ShardState>) {
+/// How often a shard looks again while the broker is at `max_connections`.
+const FULL_RECHECK: Duration = Duration::from_millis(10);
+
+/// Accepts this shard's connections within the connection limits: at
+/// `max_connections` it stops accepting (new connections wait in the
+/// backlog, as Kafka's acceptor waits); one over an address's limit is
+/// closed at once.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<BrokerShared>,
+    state: Rc<ShardState>,
+    mesh: Mesh<ShardState>,
+    limits: Arc<ConnectionLimits>,
+) {
+    let bad_connection_log = Rc::new(LogLimit::default());
+    let refused_log = LogLimit::default();
     loop {
+        while limits.broker_full() && !state.shutting_down.get() {
+            state.clock.sleep(FULL_RECHECK).await;
+        }
         match listener.accept().await {
             Ok((stream, peer)) => {
                 if state.shutting_down.get() {
                     continue;
                 }
+                let slot = loop {
+                    match limits.admit(peer.ip()) {
+                        Ok(slot) => break Some(slot),
+                        // Another shard took the last place: hold this one until a place frees.
+                        Err(Refused::BrokerFull(_)) if !state.shutting_down.get() => {
+                            state.clock.sleep(FULL_RECHECK).await;
+                        }
+                        Err(refused) => {
+                            if let Some(suppressed) = refused_log.admit(state.clock.now_ms()) {
+                                tracing::info!(%peer, %refused, suppressed, "connection refused");
+                            }
+                            break None;
+                        }
+                    }
+                };
+                let Some(slot) = slot else { continue };
                 let _ = stream.set_nodelay(true);
-                compio::runtime::spawn(serve_connection(stream, peer, shared.clone(), state.clone(), mesh.clone()))
-                    .detach();
+                let connection = ConnectionContext {
+                    peer,
+                    shared: shared.clone(),
+                    state: state.clone(),
+                    mesh: mesh.clone(),
+                    slot,
+                    bad_connection_log: bad_connection_log.clone(),
+                };
+                compio::runtime::spawn(serve_connection(stream, connection)).detach();
             }
             Err(error) => {
-                tracing::warn!(%error, "accept failed");
+                if let Some(suppressed) = refused_log.admit(state.clock.now_ms()) {
+                    tracing::warn!(%error, suppressed, "accept failed");
+                }
                 state.clock.sleep(Duration::from_millis(50)).await;
             }
         }

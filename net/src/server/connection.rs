@@ -2,11 +2,15 @@
 //! frame, decode header and body (kafka-protocol, patched never to size
 //! allocations from wire lengths), handle, answer in order. Like Kafka, one
 //! request per connection is handled at a time. A malformed frame closes
-//! this connection only, logged once.
+//! this connection only, logged once (within the shard's [`LogLimit`]). A
+//! connection's first request may be at most [`FIRST_REQUEST_MAX_BYTES`]:
+//! until a peer has had one well-formed request answered (normally its
+//! ApiVersions), it cannot make the broker take in a large frame.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use compio::net::TcpStream;
@@ -15,7 +19,9 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use shardline_engine::runtime::mesh::Mesh;
 
 use crate::api::{self, Context};
-use crate::server::frame::{read_frame, write_frame, FrameError};
+use crate::server::frame::{read_frame, write_frame, FrameError, FrameLimits};
+use crate::server::limits::ConnectionSlot;
+use crate::server::log_limit::LogLimit;
 use crate::shard::{BrokerShared, ShardState};
 
 /// Why a connection is closed without an answer.
@@ -31,25 +37,55 @@ enum Malformed {
     AcksZeroFailed,
 }
 
-/// Serves `stream` until the peer closes, a frame is malformed, or the
-/// broker shuts down.
-pub async fn serve_connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<BrokerShared>,
-    state: Rc<ShardState>,
-    mesh: Mesh<ShardState>,
-) {
+/// Largest request a connection may send before it has had one answered.
+pub const FIRST_REQUEST_MAX_BYTES: usize = 512 * 1024;
+
+/// Where a connection runs: its peer, its shard, its admission.
+pub struct ConnectionContext {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Broker-wide state.
+    pub shared: Arc<BrokerShared>,
+    /// The accepting shard's state.
+    pub state: Rc<ShardState>,
+    /// The shard mesh.
+    pub mesh: Mesh<ShardState>,
+    /// This connection's place in the connection limits (freed on return).
+    pub slot: ConnectionSlot,
+    /// The shard's bound on "closing connection" lines.
+    pub bad_connection_log: Rc<LogLimit>,
+}
+
+/// Serves `stream` until the peer closes or idles, a frame is malformed, or
+/// the broker shuts down.
+pub async fn serve_connection(mut stream: TcpStream, connection: ConnectionContext) {
+    let ConnectionContext { peer, shared, state, mesh, slot: _slot, bad_connection_log } = connection;
     let context = Context { shared: shared.clone(), state: state.clone(), mesh, peer };
+    let idle = Duration::from_millis(u64::try_from(shared.config.connections_max_idle_ms).unwrap_or(u64::MAX));
+    let closing = |why: &str, error: &dyn std::fmt::Display| {
+        if let Some(suppressed) = bad_connection_log.admit(state.clock.now_ms()) {
+            tracing::warn!(%peer, %error, suppressed, "closing connection: {why}");
+        }
+    };
+    let mut answered_one = false;
     loop {
         if state.shutting_down.get() {
             return;
         }
-        let frame = match read_frame(&mut stream, shared.config.socket_request_max_bytes).await {
+        let max_bytes = if answered_one {
+            shared.config.socket_request_max_bytes
+        } else {
+            shared.config.socket_request_max_bytes.min(FIRST_REQUEST_MAX_BYTES)
+        };
+        let frame = match read_frame(&mut stream, FrameLimits { max_bytes, idle }, &*state.clock).await {
             Ok(frame) => frame,
             Err(FrameError::Closed) => return,
+            Err(FrameError::Idle(idle)) => {
+                tracing::debug!(%peer, ?idle, "closing idle connection");
+                return;
+            }
             Err(error) => {
-                tracing::warn!(%peer, %error, "closing connection: bad frame");
+                closing("bad frame", &error);
                 return;
             }
         };
@@ -65,10 +101,11 @@ pub async fn serve_connection(
                     tracing::debug!(%peer, %error, "write failed");
                     return;
                 }
+                answered_one = true;
             }
-            Ok(None) => {}
+            Ok(None) => answered_one = true,
             Err(error) => {
-                tracing::warn!(%peer, %error, "closing connection: malformed request");
+                closing("malformed request", &error);
                 return;
             }
         }

@@ -1,10 +1,13 @@
-//! The running broker: startup and shutdown ([`broker`]), the connections
-//! and their bounded framing ([`connection`], [`frame`]), and the
-//! background timers of every shard ([`timers`]). The runtime glue between
+//! The running broker: startup and shutdown ([`broker`]), the connections,
+//! their admission and their bounded framing ([`connection`], [`limits`],
+//! [`frame`], [`log_limit`]), and the background timers of every shard
+//! ([`timers`]). The runtime glue between
 //! the protocol edge (`api`) and the compio executors; nothing below it
 //! imports it.
 
 pub mod broker;
 pub mod connection;
 pub mod frame;
+pub mod limits;
+pub mod log_limit;
 pub mod timers;

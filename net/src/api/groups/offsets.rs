@@ -188,11 +188,12 @@ pub async fn offset_fetch(context: &Context, request: OffsetFetchRequest, versio
         }
         return response;
     }
-    let asked = request.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
+    let asked: Option<Vec<(String, Vec<i32>)>> =
+        request.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
     match fetch_group_offsets(
         context,
         request.group_id.to_string(),
-        asked,
+        asked.clone(),
         None,
         version >= 7 && request.require_stable,
     )
@@ -223,7 +224,29 @@ pub async fn offset_fetch(context: &Context, request: OffsetFetchRequest, versio
                 .collect();
         }
         Err(error) if version >= 2 => response.error_code = error.code(),
-        Err(_) => {}
+        Err(error) => {
+            // v0–1 have no top-level error: each asked partition carries it.
+            response.topics = asked
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, partitions)| {
+                    let mut t = offset_fetch_response::OffsetFetchResponseTopic::default();
+                    t.name = TopicName(s(name));
+                    t.partitions = partitions
+                        .into_iter()
+                        .map(|index| {
+                            let mut p = offset_fetch_response::OffsetFetchResponsePartition::default();
+                            p.partition_index = index;
+                            p.committed_offset = -1;
+                            p.metadata = Some(s(""));
+                            p.error_code = error.code();
+                            p
+                        })
+                        .collect();
+                    t
+                })
+                .collect();
+        }
     }
     response
 }
