@@ -5,7 +5,7 @@
 //! recently used sessions evicted first (their clients get
 //! FETCH_SESSION_ID_NOT_FOUND and start a new one, as Kafka's do).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// How long (ms) a session must be idle before a new one may replace it.
 pub const EVICTION_IDLE_MS: i64 = 120_000;
@@ -39,36 +39,55 @@ pub struct FetchSession {
 }
 
 impl FetchSession {
-    /// Adds or updates a partition named in a request.
-    pub fn upsert(&mut self, topic: &str, partition: i32, fetch_offset: i64, max_bytes: usize) {
-        match self.partitions.iter_mut().find(|p| p.partition == partition && p.topic == topic) {
-            Some(existing) => {
-                existing.fetch_offset = fetch_offset;
-                existing.max_bytes = max_bytes;
+    /// Adds or updates the partitions named in a request (topic, partition,
+    /// fetch offset, max bytes): one pass over the session.
+    pub fn upsert_all<'a>(&mut self, named: impl IntoIterator<Item = (&'a str, i32, i64, usize)>) {
+        let mut added: Vec<SessionPartition> = Vec::new();
+        let mut updates: Vec<(usize, i64, usize)> = Vec::new();
+        {
+            let mut position: HashMap<(String, i32), usize> =
+                self.partitions.iter().enumerate().map(|(i, p)| ((p.topic.clone(), p.partition), i)).collect();
+            for (topic, partition, fetch_offset, max_bytes) in named {
+                match position.get(&(topic.to_string(), partition)) {
+                    Some(&at) => updates.push((at, fetch_offset, max_bytes)),
+                    None => {
+                        position.insert((topic.to_string(), partition), self.partitions.len() + added.len());
+                        added.push(SessionPartition {
+                            topic: topic.to_string(),
+                            partition,
+                            fetch_offset,
+                            max_bytes,
+                            last_high_watermark: -1,
+                            last_log_start: -1,
+                        });
+                    }
+                }
             }
-            None => self.partitions.push(SessionPartition {
-                topic: topic.to_string(),
-                partition,
-                fetch_offset,
-                max_bytes,
-                last_high_watermark: -1,
-                last_log_start: -1,
-            }),
+        }
+        self.partitions.extend(added);
+        for (at, fetch_offset, max_bytes) in updates {
+            let existing = &mut self.partitions[at];
+            existing.fetch_offset = fetch_offset;
+            existing.max_bytes = max_bytes;
         }
     }
 
     /// Moves partitions that just returned records to the end, so the next
     /// response (cut by max bytes) serves the others first, as Kafka does.
     pub fn rotate_served(&mut self, served: &[(String, i32)]) {
+        let served: HashSet<(&str, i32)> = served.iter().map(|(t, i)| (t.as_str(), *i)).collect();
         let (rest, moved): (Vec<_>, Vec<_>) =
-            self.partitions.drain(..).partition(|p| !served.iter().any(|(t, i)| *i == p.partition && *t == p.topic));
+            self.partitions.drain(..).partition(|p| !served.contains(&(p.topic.as_str(), p.partition)));
         self.partitions = rest;
         self.partitions.extend(moved);
     }
 
-    /// Removes a partition the client forgot.
-    pub fn forget(&mut self, topic: &str, partition: i32) {
-        self.partitions.retain(|p| !(p.partition == partition && p.topic == topic));
+    /// Removes the partitions the client forgot: one pass over the session.
+    pub fn forget_all<'a>(&mut self, forgotten: impl IntoIterator<Item = (&'a str, i32)>) {
+        let forgotten: HashSet<(&str, i32)> = forgotten.into_iter().collect();
+        if !forgotten.is_empty() {
+            self.partitions.retain(|p| !forgotten.contains(&(p.topic.as_str(), p.partition)));
+        }
     }
 
     /// Whether a partition's answer must be sent in an incremental response
@@ -200,8 +219,7 @@ mod tests {
         let b = sessions.create(start).expect("id");
         assert_ne!(a, b);
         assert!(a > 0 && b > 0 && (a - 1) % 2 == 1 && (b - 1) % 2 == 1, "ids belong to shard 1");
-        sessions.get_mut(a).expect("a").upsert("t", 0, 5, 100);
-        sessions.get_mut(a).expect("a").upsert("t", 1, 5, 100);
+        sessions.get_mut(a).expect("a").upsert_all([("t", 0, 5, 100), ("t", 1, 5, 100)]);
         assert_eq!(sessions.incremental(a, 2, start).err(), Some(SessionError::InvalidEpoch));
         let session = sessions.incremental(a, 1, start).expect("epoch 1");
         assert_eq!(session.partitions.len(), 2);
@@ -210,8 +228,7 @@ mod tests {
         assert!(session.should_send(0, true, 0, 10, 0), "records");
         session.rotate_served(&[("t".to_string(), 0)]);
         assert_eq!(session.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(), vec![1, 0]);
-        session.forget("t", 0);
-        session.forget("t", 1);
+        session.forget_all([("t", 0), ("t", 1)]);
         assert!(session.partitions.is_empty());
         let later = start + EVICTION_IDLE_MS / 2;
         assert!(sessions.incremental(a, 2, later).is_ok());

@@ -430,6 +430,27 @@ impl<D: Disk> Partition<D> {
     /// when larger). An offset between the visible end and the log end
     /// reads nothing yet.
     pub async fn read(&self, offset: i64, max_bytes: usize, isolation: Isolation) -> PartitionResult<PartitionRead> {
+        let mut out = self.read_position(offset, isolation)?;
+        if offset >= out.visible_end {
+            return Ok(out);
+        }
+        let read = self.log.read(offset, max_bytes, out.visible_end).await?;
+        if isolation == Isolation::ReadCommitted && !read.batches.is_empty() {
+            // A read returns chunks that may hold several batches: list every
+            // aborted transaction below the read limit (a client ignores
+            // those past the data it got).
+            out.aborted = self.producers.borrow().aborted_between(offset, out.visible_end);
+        }
+        out.high_watermark = read.high_watermark;
+        out.log_start = read.log_start;
+        out.batches = read.batches;
+        Ok(out)
+    }
+
+    /// What a read at `offset` would answer, without reading records (a
+    /// fetch whose byte budget is spent): the offsets, or the out-of-range
+    /// error the read would give.
+    pub fn read_position(&self, offset: i64, isolation: Isolation) -> PartitionResult<PartitionRead> {
         let offsets = self.log.offsets();
         let last_stable_offset = self.last_stable_offset();
         let visible_end = match isolation {
@@ -437,28 +458,21 @@ impl<D: Disk> Partition<D> {
             Isolation::ReadCommitted => last_stable_offset,
         };
         debug_assert!(last_stable_offset <= offsets.high_watermark && offsets.high_watermark <= offsets.log_end);
-        let mut out = PartitionRead {
+        if offset < offsets.log_start || offset > offsets.log_end {
+            return Err(PartitionError::OffsetOutOfRange {
+                offset,
+                log_start: offsets.log_start,
+                log_end: offsets.log_end,
+            });
+        }
+        Ok(PartitionRead {
             batches: Vec::new(),
             high_watermark: offsets.high_watermark,
             last_stable_offset,
             log_start: offsets.log_start,
             visible_end,
             aborted: Vec::new(),
-        };
-        if offset > visible_end && offset <= offsets.log_end {
-            return Ok(out);
-        }
-        let read = self.log.read(offset, max_bytes, visible_end).await?;
-        if isolation == Isolation::ReadCommitted && !read.batches.is_empty() {
-            // A read returns chunks that may hold several batches: list every
-            // aborted transaction below the read limit (a client ignores
-            // those past the data it got).
-            out.aborted = self.producers.borrow().aborted_between(offset, visible_end);
-        }
-        out.high_watermark = read.high_watermark;
-        out.log_start = read.log_start;
-        out.batches = read.batches;
-        Ok(out)
+        })
     }
 
     /// ListOffsets: earliest, latest, the max timestamp record, or the

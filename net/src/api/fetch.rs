@@ -1,7 +1,16 @@
 //! Fetch (v4–12): whole batches from each partition's owning shard, up to
-//! the high watermark, with partition and response `max_bytes` (the first
-//! batch always whole), and long polling: while fewer than `min_bytes` are
-//! available, wait on the owning shards for new data until `max_wait_ms`.
+//! the high watermark, with partition and response `max_bytes`, and long
+//! polling: while fewer than `min_bytes` are available, wait on the owning
+//! shards for new data until `max_wait_ms`.
+//!
+//! Bounded by what it sends: each shard reads its partitions in request
+//! order against what is left of the response `max_bytes` and stops reading
+//! records once it is spent (the first batch of the response may exceed it,
+//! as Kafka's does); the partitions after that answer their offsets only.
+//! A long-poll round reads only past what the last rounds returned. The
+//! loops over partitions are linear and yield to the shard every
+//! [`YIELD_EVERY`] partitions, so a request naming a million partitions
+//! does not stall the shard.
 //!
 //! Fetch sessions (KIP-227, v7+): epoch 0 creates a session holding the
 //! requested partitions; later requests name the session and its next
@@ -10,12 +19,17 @@
 //! watermark or log start). Epoch -1 closes a session (sessionless full
 //! fetch). Sessions live on the shard of the connection.
 
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use shardline_engine::format::batch::BatchIter;
 use shardline_engine::partition::Isolation;
+use shardline_engine::runtime::spawn::yield_now;
 
 use super::Context;
 use crate::errors::partition_error;
@@ -26,12 +40,29 @@ use crate::shard::ShardState;
 /// Upper bound on polling rounds of one fetch (each waits for new data).
 const MAX_POLL_ROUNDS: usize = 1000;
 
+/// Partitions a loop handles between yields to the shard's other tasks.
+pub const YIELD_EVERY: usize = 256;
+
 struct Target {
     name: String,
     partition: i32,
     offset: i64,
     max_bytes: usize,
     shard: Option<usize>,
+}
+
+impl Target {
+    /// The read of this partition after `earlier` (what earlier rounds
+    /// returned): from the fetch offset while nothing was, else on from the
+    /// last batch within what is left of the partition's max bytes.
+    fn read_after(&self, earlier: Option<&FetchOutcome>) -> Read {
+        let continued = earlier.and_then(|o| Some((o.next_offset()?, o.bytes())));
+        let (offset, max_bytes, whole_first) = match continued {
+            Some((next, read)) => (next, self.max_bytes.saturating_sub(read), false),
+            None => (self.offset, self.max_bytes, true),
+        };
+        Read { topic: self.name.clone(), partition: self.partition, offset, max_bytes, whole_first }
+    }
 }
 
 /// What a fetch from one partition read.
@@ -51,6 +82,36 @@ struct FetchOutcome {
     /// read_committed: aborted transactions in the range read, as
     /// (producer id, first offset).
     aborted: Vec<(i64, i64)>,
+}
+
+impl FetchOutcome {
+    fn bytes(&self) -> usize {
+        self.records.iter().map(Bytes::len).sum()
+    }
+
+    /// The offset after the last batch read (`None` when nothing was read).
+    fn next_offset(&self) -> Option<i64> {
+        let last = self.records.last()?;
+        BatchIter::new(last).last().map(|(_, header)| header.next_offset())
+    }
+
+    /// Adds what a later read past this one returned.
+    fn extend(&mut self, later: FetchOutcome) {
+        if later.error_code != 0 {
+            // Keep what was read; the error shows on the next fetch.
+            return;
+        }
+        self.records.extend(later.records);
+        for aborted in later.aborted {
+            if !self.aborted.contains(&aborted) {
+                self.aborted.push(aborted);
+            }
+        }
+        self.high_watermark = later.high_watermark;
+        self.log_start = later.log_start;
+        self.last_stable_offset = later.last_stable_offset;
+        self.visible_end = later.visible_end;
+    }
 }
 
 fn unknown() -> FetchOutcome {
@@ -86,18 +147,28 @@ fn concat(chunks: Vec<Bytes>) -> Bytes {
     }
 }
 
-/// Reads one partition on this shard.
-async fn read_here(
-    state: &ShardState,
-    topic: &str,
-    index: i32,
+/// One partition read as its shard gets it.
+#[derive(Debug, Clone)]
+struct Read {
+    topic: String,
+    partition: i32,
     offset: i64,
     max_bytes: usize,
-    committed: bool,
-) -> FetchOutcome {
-    let Some(replica) = state.partitions.get(topic, index) else { return unknown() };
+    /// Whether the first batch may exceed `max_bytes` (false when this
+    /// read continues one that already returned the partition's first).
+    whole_first: bool,
+}
+
+/// Reads one partition on this shard: records up to `max_bytes`, or with
+/// `None` its offsets only.
+async fn read_here(state: &ShardState, read: &Read, max_bytes: Option<usize>, committed: bool) -> FetchOutcome {
+    let Some(replica) = state.partitions.get(&read.topic, read.partition) else { return unknown() };
     let partition = &replica.partition;
-    match partition.read(offset, max_bytes, isolation(committed)).await {
+    let result = match max_bytes {
+        Some(max_bytes) => partition.read(read.offset, max_bytes, isolation(committed)).await,
+        None => partition.read_position(read.offset, isolation(committed)),
+    };
+    match result {
         Ok(read) => FetchOutcome {
             error_code: 0,
             high_watermark: read.high_watermark,
@@ -121,26 +192,81 @@ async fn read_here(
     }
 }
 
-async fn read_all(context: &Context, targets: &[Target], committed: bool) -> Vec<FetchOutcome> {
-    let items = targets.iter().map(|t| (t.shard, (t.name.clone(), t.partition, t.offset, t.max_bytes))).collect();
-    scatter(&context.mesh, items, unknown(), move |state, reads| async move {
-        let reads = reads.into_iter().map(|(topic, index, offset, max_bytes)| {
-            let state = state.clone();
-            async move { read_here(&state, &topic, index, offset, max_bytes, committed).await }
-        });
-        futures::future::join_all(reads).await
+/// One shard's part of a fetch: its partitions in request order, each up to
+/// its own max bytes and what is left of `budget`. Until a partition has
+/// returned records (`first_free`), the first batch may exceed both, as
+/// Kafka's minOneMessage; after that a batch that does not fit is not kept,
+/// and once the budget is spent the rest answer their offsets only.
+async fn read_shard(
+    state: Rc<ShardState>,
+    reads: Vec<Read>,
+    budget: usize,
+    first_free: bool,
+    committed: bool,
+) -> Vec<FetchOutcome> {
+    let mut left = budget;
+    let mut first_free = first_free;
+    let mut first_kept = 0;
+    let mut out = Vec::with_capacity(reads.len());
+    for (i, read) in reads.iter().enumerate() {
+        if i > 0 && i % YIELD_EVERY == 0 {
+            yield_now().await;
+        }
+        let partition_room = read.whole_first || read.max_bytes > 0;
+        let limit = ((first_free || left > 0) && partition_room).then(|| read.max_bytes.min(left));
+        let mut outcome = read_here(&state, read, limit, committed).await;
+        let got = outcome.bytes();
+        if got > 0 {
+            let fits_partition = read.whole_first || got <= read.max_bytes;
+            if fits_partition && (first_free || got <= left) {
+                if first_free {
+                    first_kept = got;
+                }
+                left = left.saturating_sub(got);
+                first_free = false;
+            } else {
+                outcome.records.clear();
+                outcome.aborted.clear();
+            }
+        }
+        out.push(outcome);
+    }
+    let kept: usize = out.iter().map(FetchOutcome::bytes).sum();
+    assert!(kept <= budget.max(first_kept), "a shard keeps {kept} bytes for a budget of {budget}");
+    out
+}
+
+/// Reads `reads` (each with its target's shard) against `budget`: one
+/// message per shard, answers in the order given.
+async fn read_all(
+    context: &Context,
+    reads: Vec<(Option<usize>, Read)>,
+    budget: usize,
+    first_free: bool,
+    committed: bool,
+) -> Vec<FetchOutcome> {
+    scatter(&context.mesh, reads, unknown(), move |state, reads| {
+        read_shard(state, reads, budget, first_free, committed)
     })
     .await
 }
 
-/// Waits until any owning shard reports data past what the last read saw
-/// (its visible end, or the fetch offset when nothing was seen), or the
-/// deadline (ms on the clock).
-async fn wait_for_any(context: &Context, targets: &[Target], seen: &[FetchOutcome], deadline_ms: i64, committed: bool) {
+/// Waits until any owning shard reports data past what the last read of
+/// `watched` saw (its visible end, or the fetch offset when nothing was
+/// seen), or the deadline (ms on the clock).
+async fn wait_for_any(
+    context: &Context,
+    targets: &[Target],
+    watched: &[usize],
+    seen: &[FetchOutcome],
+    deadline_ms: i64,
+    committed: bool,
+) {
     let mut by_shard: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); context.shared.shards];
-    for (t, outcome) in targets.iter().zip(seen) {
+    for &i in watched {
+        let t = &targets[i];
         if let Some(shard) = t.shard {
-            by_shard[shard].push((t.name.clone(), t.partition, outcome.visible_end.max(t.offset)));
+            by_shard[shard].push((t.name.clone(), t.partition, seen[i].visible_end.max(t.offset)));
         }
     }
     let waits: Vec<_> = by_shard
@@ -171,13 +297,18 @@ enum Mode {
     Incremental(i32),
 }
 
-fn requested_targets(context: &Context, request: &FetchRequest) -> Vec<Target> {
+/// The partitions a request names, each once; yields to the shard every
+/// [`YIELD_EVERY`] partitions.
+async fn requested_targets(context: &Context, request: &FetchRequest) -> Vec<Target> {
     let image = context.shared.topics.image();
     let mut targets = Vec::new();
     for topic in &request.topics {
         let name = topic.topic.0.to_string();
         let info = image.topics.get(&name);
         for p in &topic.partitions {
+            if !targets.is_empty() && targets.len() % YIELD_EVERY == 0 {
+                yield_now().await;
+            }
             let shard = info.and_then(|t| context.shared.shard_of(&t.partition_shards, p.partition));
             let max_bytes = p.partition_max_bytes.max(0) as usize;
             targets.push(Target {
@@ -190,19 +321,23 @@ fn requested_targets(context: &Context, request: &FetchRequest) -> Vec<Target> {
         }
     }
     // A partition named twice is fetched once, at the last offset given.
+    let mut position: HashMap<(String, i32), usize> = HashMap::with_capacity(targets.len());
     let mut unique: Vec<Target> = Vec::with_capacity(targets.len());
     for target in targets {
-        match unique.iter_mut().find(|t| t.partition == target.partition && t.name == target.name) {
-            Some(existing) => *existing = target,
-            None => unique.push(target),
+        match position.get(&(target.name.clone(), target.partition)) {
+            Some(&at) => unique[at] = target,
+            None => {
+                position.insert((target.name.clone(), target.partition), unique.len());
+                unique.push(target);
+            }
         }
     }
     unique
 }
 
 /// Chooses the mode and the partitions to read; `Err` is a top-level error.
-fn plan(context: &Context, request: &FetchRequest, version: i16) -> Result<(Mode, Vec<Target>), ResponseError> {
-    let requested = requested_targets(context, request);
+async fn plan(context: &Context, request: &FetchRequest, version: i16) -> Result<(Mode, Vec<Target>), ResponseError> {
+    let requested = requested_targets(context, request).await;
     let (id, epoch) = if version >= 7 { (request.session_id, request.session_epoch) } else { (0, -1) };
     let mut sessions = context.state.fetch_sessions.borrow_mut();
     if id > 0 && epoch <= 0 {
@@ -213,9 +348,7 @@ fn plan(context: &Context, request: &FetchRequest, version: i16) -> Result<(Mode
         (_, 0) => {
             let created = sessions.create(context.state.clock.now_ms());
             if let Some(session) = created.and_then(|new| sessions.get_mut(new)) {
-                for t in &requested {
-                    session.upsert(&t.name, t.partition, t.offset, t.max_bytes);
-                }
+                session.upsert_all(requested.iter().map(|t| (t.name.as_str(), t.partition, t.offset, t.max_bytes)));
             }
             Ok((Mode::New(created), requested))
         }
@@ -225,14 +358,13 @@ fn plan(context: &Context, request: &FetchRequest, version: i16) -> Result<(Mode
                 SessionError::NotFound => ResponseError::FetchSessionIdNotFound,
                 SessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
             })?;
-            for t in &requested {
-                session.upsert(&t.name, t.partition, t.offset, t.max_bytes);
-            }
-            for forgotten in &request.forgotten_topics_data {
-                for &partition in &forgotten.partitions {
-                    session.forget(&forgotten.topic.0, partition);
-                }
-            }
+            session.upsert_all(requested.iter().map(|t| (t.name.as_str(), t.partition, t.offset, t.max_bytes)));
+            session.forget_all(
+                request
+                    .forgotten_topics_data
+                    .iter()
+                    .flat_map(|f| f.partitions.iter().map(move |&partition| (f.topic.0.as_str(), partition))),
+            );
             let image = context.shared.topics.image();
             let targets = session
                 .partitions
@@ -257,20 +389,50 @@ fn plan(context: &Context, request: &FetchRequest, version: i16) -> Result<(Mode
 }
 
 /// Reads, waiting (long poll) while fewer than `min_bytes` are available.
-async fn read_with_long_poll(context: &Context, targets: &[Target], request: &FetchRequest) -> Vec<FetchOutcome> {
+/// Each round reads only past what earlier rounds returned: partitions that
+/// returned nothing are read again at their fetch offset, partitions that
+/// returned records go on after their last batch within what is left of
+/// their max bytes; `response_max` bounds every round's reads together.
+async fn read_with_long_poll(
+    context: &Context,
+    targets: &[Target],
+    request: &FetchRequest,
+    response_max: usize,
+) -> Vec<FetchOutcome> {
     let clock = &context.state.clock;
     let deadline_ms = clock.now_ms() + i64::from(request.max_wait_ms.max(0));
     let min_bytes = request.min_bytes.max(0) as usize;
     let committed = request.isolation_level == 1;
-    let mut outcomes = read_all(context, targets, committed).await;
+    let first: Vec<(Option<usize>, Read)> = targets.iter().map(|t| (t.shard, t.read_after(None))).collect();
+    let mut outcomes = read_all(context, first, response_max, true, committed).await;
     for _ in 0..MAX_POLL_ROUNDS {
-        let total: usize = outcomes.iter().flat_map(|o| o.records.iter()).map(Bytes::len).sum();
+        let total: usize = outcomes.iter().map(FetchOutcome::bytes).sum();
         let errors = outcomes.iter().any(|o| o.error_code != 0);
-        if total >= min_bytes || errors || clock.now_ms() >= deadline_ms || targets.is_empty() {
+        if total >= min_bytes || total >= response_max || errors || clock.now_ms() >= deadline_ms || targets.is_empty()
+        {
             break;
         }
-        wait_for_any(context, targets, &outcomes, deadline_ms, committed).await;
-        outcomes = read_all(context, targets, committed).await;
+        // What may still grow: partitions below their max bytes.
+        let open: Vec<usize> = (0..targets.len())
+            .filter(|&i| {
+                let o = &outcomes[i];
+                o.records.is_empty() || (o.bytes() < targets[i].max_bytes && o.next_offset().is_some())
+            })
+            .collect();
+        if open.is_empty() {
+            break;
+        }
+        wait_for_any(context, targets, &open, &outcomes, deadline_ms, committed).await;
+        let reads: Vec<(Option<usize>, Read)> =
+            open.iter().map(|&i| (targets[i].shard, targets[i].read_after(Some(&outcomes[i])))).collect();
+        let more = read_all(context, reads, response_max - total, total == 0, committed).await;
+        for (i, later) in open.into_iter().zip(more) {
+            if outcomes[i].records.is_empty() {
+                outcomes[i] = later;
+            } else {
+                outcomes[i].extend(later);
+            }
+        }
     }
     outcomes
 }
@@ -278,41 +440,65 @@ async fn read_with_long_poll(context: &Context, targets: &[Target], request: &Fe
 /// Handles a Fetch request.
 pub async fn handle(context: &Context, request: FetchRequest, version: i16) -> FetchResponse {
     let mut response = FetchResponse::default();
-    let (mode, targets) = match plan(context, &request, version) {
+    let (mode, targets) = match plan(context, &request, version).await {
         Ok(plan) => plan,
         Err(error) => {
             response.error_code = error.code();
             return response;
         }
     };
-    let outcomes = read_with_long_poll(context, &targets, &request).await;
     let response_max = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+    let outcomes = read_with_long_poll(context, &targets, &request, response_max).await;
+    // Which records go out: in request order within the response max bytes,
+    // the first partition's whole.
     let mut total = 0usize;
-    let mut sessions = context.state.fetch_sessions.borrow_mut();
+    let kept: Vec<bool> = outcomes
+        .iter()
+        .map(|outcome| {
+            let len = outcome.bytes();
+            let keep = len > 0 && (total == 0 || total + len <= response_max);
+            if keep {
+                total += len;
+            }
+            keep
+        })
+        .collect();
     let session_id = match mode {
         Mode::Sessionless | Mode::New(None) => 0,
         Mode::New(Some(id)) | Mode::Incremental(id) => id,
     };
-    let mut session = if session_id > 0 { sessions.get_mut(session_id) } else { None };
+    let incremental = matches!(mode, Mode::Incremental(_));
+    // What the session says must be sent (nothing awaits while it is borrowed).
+    let send: Vec<bool> = {
+        let mut sessions = context.state.fetch_sessions.borrow_mut();
+        match sessions.get_mut(session_id).filter(|_| session_id > 0) {
+            Some(session) => outcomes
+                .iter()
+                .enumerate()
+                .map(|(index, outcome)| {
+                    if index >= session.partitions.len() {
+                        return true;
+                    }
+                    let changed = session.should_send(
+                        index,
+                        kept[index],
+                        outcome.error_code,
+                        outcome.high_watermark,
+                        outcome.log_start,
+                    );
+                    changed || !incremental
+                })
+                .collect(),
+            None => vec![true; outcomes.len()],
+        }
+    };
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut served: Vec<(String, i32)> = Vec::new();
     for (index, (target, outcome)) in targets.iter().zip(outcomes).enumerate() {
-        let records = concat(outcome.records);
-        let trimmed = total > 0 && total + records.len() > response_max;
-        let has_records = !records.is_empty() && !trimmed;
-        let send = match session.as_mut() {
-            Some(session) if index < session.partitions.len() => {
-                let changed = session.should_send(
-                    index,
-                    has_records,
-                    outcome.error_code,
-                    outcome.high_watermark,
-                    outcome.log_start,
-                );
-                changed || !matches!(mode, Mode::Incremental(_))
-            }
-            _ => true,
-        };
-        if !send {
+        if index > 0 && index % YIELD_EVERY == 0 {
+            yield_now().await;
+        }
+        if !send[index] {
             continue;
         }
         let mut p = PartitionData::default();
@@ -335,9 +521,9 @@ pub async fn handle(context: &Context, request: FetchRequest, version: i16) -> F
                 })
                 .collect(),
         );
-        if has_records {
-            total += records.len();
-            p.records = Some(records);
+        if kept[index] {
+            p.records = Some(concat(outcome.records));
+            served.push((target.name.clone(), target.partition));
         } else {
             p.records = Some(Bytes::new());
         }
@@ -351,16 +537,7 @@ pub async fn handle(context: &Context, request: FetchRequest, version: i16) -> F
             }
         }
     }
-    if let Some(session) = session.as_mut() {
-        let served: Vec<(String, i32)> = topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .filter(|p| p.records.as_ref().is_some_and(|r| !r.is_empty()))
-                    .map(move |p| (t.topic.0.to_string(), p.partition_index))
-            })
-            .collect();
+    if let Some(session) = context.state.fetch_sessions.borrow_mut().get_mut(session_id).filter(|_| session_id > 0) {
         session.rotate_served(&served);
     }
     if version >= 7 {
