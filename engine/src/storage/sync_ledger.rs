@@ -1,4 +1,4 @@
-//! The sync ledger, a test mode of [`RealDisk`](crate::storage::disk::RealDisk)
+//! The sync ledger, a test mode of the real disk (`RealDisk`)
 //! for power-loss tests of the real broker: when installed (the broker's
 //! `test_sync_ledger` setting), every file's durable length is appended to a
 //! ledger file as it changes: the length a file had when the ledger first
