@@ -61,6 +61,13 @@ pub struct BrokerConfig {
     pub log_flush_interval_messages: i64,
     /// `message_max_bytes`: default `max.message.bytes`.
     pub message_max_bytes: usize,
+    /// `log_message_timestamp_before_max_ms`: default
+    /// `message.timestamp.before.max.ms` (how far in the past a record's
+    /// CreateTime may lie).
+    pub log_message_timestamp_before_max_ms: i64,
+    /// `log_message_timestamp_after_max_ms`: default
+    /// `message.timestamp.after.max.ms` (how far in the future).
+    pub log_message_timestamp_after_max_ms: i64,
     /// `batch_cache_bytes`: per-shard cache of recent batches.
     pub batch_cache_bytes: usize,
     /// `retention_check_interval_ms`: how often retention runs.
@@ -124,6 +131,8 @@ impl Default for BrokerConfig {
             log_flush_interval_ms: -1,
             log_flush_interval_messages: -1,
             message_max_bytes: 1_048_588,
+            log_message_timestamp_before_max_ms: i64::MAX,
+            log_message_timestamp_after_max_ms: 3_600_000,
             batch_cache_bytes: 64 << 20,
             retention_check_interval_ms: 300_000,
             max_incremental_fetch_session_cache_slots: 1000,
@@ -205,6 +214,8 @@ impl BrokerConfig {
             "log_flush_interval_ms" => self.log_flush_interval_ms = parse(key, value)?,
             "log_flush_interval_messages" => self.log_flush_interval_messages = parse(key, value)?,
             "message_max_bytes" => self.message_max_bytes = parse(key, value)?,
+            "log_message_timestamp_before_max_ms" => self.log_message_timestamp_before_max_ms = parse(key, value)?,
+            "log_message_timestamp_after_max_ms" => self.log_message_timestamp_after_max_ms = parse(key, value)?,
             "batch_cache_bytes" => self.batch_cache_bytes = parse(key, value)?,
             "retention_check_interval_ms" => self.retention_check_interval_ms = parse(key, value)?,
             "max_incremental_fetch_session_cache_slots" => {
@@ -259,6 +270,9 @@ impl BrokerConfig {
         }
         if self.message_max_bytes < 1024 || self.message_max_bytes > 64 << 20 {
             return Err(bad("message_max_bytes", "must be between 1 KiB and 64 MiB"));
+        }
+        if self.log_message_timestamp_before_max_ms < 0 || self.log_message_timestamp_after_max_ms < 0 {
+            return Err(bad("log_message_timestamp_before_max_ms", "timestamp bounds must be 0 or more"));
         }
         if self.shards > 1024 {
             return Err(bad("shards", "at most 1024"));

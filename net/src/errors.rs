@@ -3,8 +3,45 @@
 //! transaction verification).
 
 use kafka_protocol::ResponseError;
+use shardline_engine::partition::error::RecordError;
 use shardline_engine::partition::PartitionError;
 use shardline_engine::InvalidBatch;
+
+/// A refused produce as Produce answers it: the code and, from v8, the
+/// reason in words and the records at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceError {
+    /// The partition's error code.
+    pub code: ResponseError,
+    /// `error_message`.
+    pub message: Option<String>,
+    /// `record_errors`.
+    pub records: Vec<RecordError>,
+}
+
+impl From<ResponseError> for ProduceError {
+    fn from(code: ResponseError) -> Self {
+        ProduceError { code, message: None, records: Vec::new() }
+    }
+}
+
+/// How Produce answers a partition error (Kafka fills `record_errors` for
+/// per-record refusals and gives every error's reason).
+pub fn produce_error(error: &PartitionError) -> ProduceError {
+    let records = match error {
+        PartitionError::InvalidRecords { records, .. } | PartitionError::InvalidTimestamps { records } => {
+            records.clone()
+        }
+        _ => Vec::new(),
+    };
+    let message = match error {
+        PartitionError::InvalidTimestamps { .. } => {
+            "One or more records have been rejected due to invalid timestamp".to_string()
+        }
+        other => other.to_string(),
+    };
+    ProduceError { code: partition_error(error), message: Some(message), records }
+}
 
 /// The Kafka error a client gets for a partition error.
 pub fn partition_error(error: &PartitionError) -> ResponseError {
@@ -12,7 +49,9 @@ pub fn partition_error(error: &PartitionError) -> ResponseError {
         PartitionError::InvalidBatch(InvalidBatch::BadCrc) => ResponseError::CorruptMessage,
         PartitionError::InvalidBatch(_)
         | PartitionError::MultipleProducerBatches
-        | PartitionError::ControlBatchFromClient => ResponseError::InvalidRecord,
+        | PartitionError::ControlBatchFromClient
+        | PartitionError::InvalidRecords { .. } => ResponseError::InvalidRecord,
+        PartitionError::InvalidTimestamps { .. } => ResponseError::InvalidTimestamp,
         PartitionError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
         PartitionError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         PartitionError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,

@@ -98,6 +98,8 @@ pub fn default_topic_configs(broker: &BrokerConfig) -> BTreeMap<String, String> 
     );
     out.insert("index.interval.bytes".into(), "4096".into());
     out.insert("max.message.bytes".into(), broker.message_max_bytes.to_string());
+    out.insert("message.timestamp.after.max.ms".into(), broker.log_message_timestamp_after_max_ms.to_string());
+    out.insert("message.timestamp.before.max.ms".into(), broker.log_message_timestamp_before_max_ms.to_string());
     out.insert("message.timestamp.type".into(), "CreateTime".into());
     out.insert("min.insync.replicas".into(), "1".into());
     out.insert("retention.bytes".into(), broker.log_retention_bytes.to_string());
@@ -161,6 +163,13 @@ pub fn log_config_for(
         return Err(format!("invalid value for index.interval.bytes: {index_interval}"));
     }
     let flush_messages = optional("flush.messages")?.filter(|n| *n > 0);
+    let bound = |key: &str| -> Result<Option<u64>, String> {
+        let v = int(key)?;
+        if v < 0 {
+            return Err(format!("invalid value for {key}: {v}"));
+        }
+        Ok((v != i64::MAX).then_some(v as u64))
+    };
     let config = LogConfig {
         segment_bytes: segment_bytes as u64,
         segment_ms: optional("segment.ms")?,
@@ -170,6 +179,8 @@ pub fn log_config_for(
         retention_ms: optional("retention.ms")?,
         retention_bytes: optional("retention.bytes")?,
         max_batch_bytes: max_message as usize,
+        timestamp_before_max_ms: bound("message.timestamp.before.max.ms")?,
+        timestamp_after_max_ms: bound("message.timestamp.after.max.ms")?,
         chunk_bytes: 1 << 20,
         max_pending_chunks: (max_message as usize).div_ceil(1 << 20).max(1) * 2 + 6,
         preallocate: true,

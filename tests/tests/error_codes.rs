@@ -316,3 +316,94 @@ fn too_new_api_versions_gets_the_v0_layout_with_the_api_list() {
     let produce = response.api_keys.iter().find(|k| k.api_key == 0).expect("Produce listed");
     assert_eq!((produce.min_version, produce.max_version), (3, 11));
 }
+
+#[test]
+fn records_inside_batches_are_checked_as_kafka_checks_them() {
+    use shardline_engine::format::batch::build::{batch, body_of, lz4, with_body, TestRecord};
+    let broker = Broker::start(&["--set", "auto_create_topics_enable=false"]);
+    let mut client = RawClient::connect(&broker.address);
+    assert_eq!(create(&mut client, "checked", 1, 1, false, &[]), 0);
+    let good = simple_batch(now_ms(), 3, 10);
+    let invalid = |answer: PartitionProduceResponse, why: &str| {
+        assert_eq!(answer.error_code, ResponseError::InvalidRecord.code(), "{why}");
+        assert!(answer.error_message.is_some(), "{why}: the reason is given");
+    };
+    // Valid CRCs throughout: only the records are wrong.
+    invalid(
+        produce(&mut client, "checked", 0, 1, with_body(&good, 0, body_of(&good), 4)),
+        "one record fewer than counted",
+    );
+    let mut trailing = body_of(&good).to_vec();
+    trailing.push(0);
+    invalid(produce(&mut client, "checked", 0, 1, with_body(&good, 0, &trailing, 3)), "bytes after the last record");
+    invalid(
+        produce(&mut client, "checked", 0, 1, with_body(&good, 3, &lz4(b"not records at all"), 3)),
+        "an lz4 body that decompresses to garbage",
+    );
+    invalid(
+        produce(&mut client, "checked", 0, 1, with_body(&good, 3, b"not an lz4 frame", 3)),
+        "a body that does not decompress",
+    );
+    let misnumbered = {
+        // Records whose offset deltas run 0, 2, 1: built as two batches' records.
+        let one = |delta: i64| {
+            let records = [TestRecord { key: None, value: Some(vec![7]), timestamp_delta: delta }];
+            body_of(&batch(now_ms(), &records)).to_vec()
+        };
+        let mut body = one(0);
+        let mut second = one(0);
+        // The offset delta is the third byte of a one-byte-length record.
+        second[3] = 4; // zigzag 2
+        body.extend(second);
+        with_body(&good, 0, &body, 2)
+    };
+    let answer = produce(&mut client, "checked", 0, 1, misnumbered);
+    invalid(answer.clone(), "offset deltas out of order");
+    assert_eq!(answer.record_errors.iter().map(|e| e.batch_index).collect::<Vec<_>>(), vec![1]);
+    invalid(
+        produce(&mut client, "checked", 0, 1, with_body(&good, 3, &lz4(body_of(&good)), 4)),
+        "compressed, miscounted",
+    );
+    // The same records compressed and counted right are accepted.
+    let ok = produce(&mut client, "checked", 0, 1, with_body(&good, 3, &lz4(body_of(&good)), 3));
+    assert_eq!((ok.error_code, ok.base_offset), (0, 0));
+    let ok = produce(&mut client, "checked", 0, 1, good);
+    assert_eq!((ok.error_code, ok.base_offset), (0, 3));
+}
+
+#[test]
+fn record_timestamps_outside_the_topic_bounds_are_refused_per_record() {
+    let broker = Broker::start(&["--set", "auto_create_topics_enable=false"]);
+    let mut client = RawClient::connect(&broker.address);
+    assert_eq!(create(&mut client, "recent", 1, 1, false, &[("message.timestamp.before.max.ms", "60000")]), 0);
+    assert_eq!(create(&mut client, "defaults", 1, 1, false, &[]), 0);
+    let hour = 3_600_000;
+    // Records 0..3 at now-2min, now-1min+1s... only the first two are too old.
+    let old = shardline_engine::format::batch::build::batch(
+        now_ms() - 120_000,
+        &[0, 30_000, 100_000].map(|delta| shardline_engine::format::batch::build::TestRecord {
+            key: None,
+            value: Some(vec![1]),
+            timestamp_delta: delta,
+        }),
+    );
+    let answer = produce(&mut client, "recent", 0, 1, old);
+    assert_eq!(answer.error_code, ResponseError::InvalidTimestamp.code());
+    assert_eq!(answer.record_errors.iter().map(|e| e.batch_index).collect::<Vec<_>>(), vec![0, 1]);
+    assert!(answer.record_errors.iter().all(|e| e.batch_index_error_message.is_some()));
+    assert_eq!(
+        answer.error_message.as_deref(),
+        Some("One or more records have been rejected due to invalid timestamp")
+    );
+    // The default message.timestamp.after.max.ms is one hour (Kafka 4): two
+    // hours ahead is refused, old records are not.
+    let future = simple_batch(now_ms() + 2 * hour, 1, 1);
+    assert_eq!(produce(&mut client, "defaults", 0, 1, future).error_code, ResponseError::InvalidTimestamp.code());
+    let ancient = simple_batch(1_000, 1, 1);
+    assert_eq!(produce(&mut client, "defaults", 0, 1, ancient).error_code, 0);
+    assert_eq!(produce(&mut client, "recent", 0, 1, simple_batch(now_ms(), 2, 1)).error_code, 0);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+}

@@ -360,6 +360,37 @@ pub mod build {
         batch(1_700_000_000_000 + seq as i64, &records)
     }
 
+    /// `template` (a built batch) with its records replaced by `body`
+    /// stored under compression `codec` and counted as `records_count`:
+    /// the length and CRC are recomputed, so only the records are wrong
+    /// when the body is.
+    pub fn with_body(template: &[u8], codec: i16, body: &[u8], records_count: i32) -> Vec<u8> {
+        let mut out = template[..BATCH_HEADER_BYTES].to_vec();
+        let batch_length = (BATCH_HEADER_BYTES - LOG_OVERHEAD + body.len()) as i32;
+        out[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
+        let attributes = i16::from_be_bytes([out[ATTRIBUTES_AT], out[ATTRIBUTES_AT + 1]]) & !0x07 | codec;
+        out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        out[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&(records_count - 1).to_be_bytes());
+        out[BATCH_HEADER_BYTES - 4..BATCH_HEADER_BYTES].copy_from_slice(&records_count.to_be_bytes());
+        out.extend_from_slice(body);
+        let crc = compute_crc(&out);
+        out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// The records of a built uncompressed batch (what follows its header).
+    pub fn body_of(batch: &[u8]) -> &[u8] {
+        &batch[BATCH_HEADER_BYTES..]
+    }
+
+    /// `bytes` as an lz4 frame (Kafka's codec 3).
+    pub fn lz4(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        encoder.write_all(bytes).expect("lz4 into memory");
+        encoder.finish().expect("lz4 into memory")
+    }
+
     /// A batch of `count` records whose values are `value_bytes` long.
     pub fn simple_batch(base_timestamp: i64, count: usize, value_bytes: usize) -> Vec<u8> {
         let records: Vec<TestRecord> = (0..count)

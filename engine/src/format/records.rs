@@ -160,3 +160,90 @@ mod tests {
         assert_eq!(read_varint(&[0xff; 11]), None);
     }
 }
+
+/// Why a batch body's records do not frame as Kafka's DefaultRecord.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordFramingError {
+    /// A record's length, or a field inside it, runs past what is there.
+    #[error("record {0} is truncated or its length is invalid")]
+    Truncated(usize),
+    /// A field inside a record is malformed (a negative size where none is
+    /// allowed, a varint too long).
+    #[error("record {0} has an invalid field")]
+    BadField(usize),
+    /// A record's fields do not fill its declared length exactly.
+    #[error("record {0} does not fill its declared length")]
+    LengthMismatch(usize),
+    /// Bytes remain after the last record the header counts.
+    #[error("bytes remain after the last of {0} records")]
+    TrailingBytes(usize),
+}
+
+/// Walks exactly `count` records of a (decompressed) batch body, checking
+/// each record's framing: its length, attributes, timestamp and offset
+/// deltas, key, value and headers, filling the length exactly, with nothing
+/// after the last record. Calls `each` with every record's index and
+/// deltas. Never allocates from a length read off the wire.
+pub fn walk_records(
+    body: &[u8],
+    count: usize,
+    mut each: impl FnMut(usize, RecordPosition),
+) -> Result<(), RecordFramingError> {
+    /// A varint inside `record` at `at`, moved past.
+    fn varint(record: &[u8], at: &mut usize, index: usize) -> Result<i64, RecordFramingError> {
+        let (value, used) =
+            read_varint(record.get(*at..).unwrap_or_default()).ok_or(RecordFramingError::Truncated(index))?;
+        *at += used;
+        Ok(value)
+    }
+    /// A length-prefixed byte field; `nullable` allows -1.
+    fn bytes_field(record: &[u8], at: &mut usize, index: usize, nullable: bool) -> Result<(), RecordFramingError> {
+        let len = varint(record, at, index)?;
+        if len == -1 && nullable {
+            return Ok(());
+        }
+        let len = usize::try_from(len).map_err(|_| RecordFramingError::BadField(index))?;
+        let end = at.checked_add(len).filter(|&end| end <= record.len()).ok_or(RecordFramingError::Truncated(index))?;
+        *at = end;
+        Ok(())
+    }
+    let mut rest = body;
+    for index in 0..count {
+        let (length, used) = read_varint(rest).ok_or(RecordFramingError::Truncated(index))?;
+        let length = usize::try_from(length).map_err(|_| RecordFramingError::Truncated(index))?;
+        let end =
+            used.checked_add(length).filter(|&end| end <= rest.len()).ok_or(RecordFramingError::Truncated(index))?;
+        let record = &rest[used..end];
+        rest = &rest[end..];
+        if record.is_empty() {
+            return Err(RecordFramingError::Truncated(index));
+        }
+        let mut at = 1; // attributes
+        let timestamp_delta = varint(record, &mut at, index)?;
+        let offset_delta = varint(record, &mut at, index)?;
+        if i32::try_from(offset_delta).is_err() {
+            return Err(RecordFramingError::BadField(index));
+        }
+        bytes_field(record, &mut at, index, true)?; // key
+        bytes_field(record, &mut at, index, true)?; // value
+        let headers = varint(record, &mut at, index)?;
+        if headers < 0 {
+            return Err(RecordFramingError::BadField(index));
+        }
+        for _ in 0..headers {
+            if at >= record.len() {
+                return Err(RecordFramingError::Truncated(index));
+            }
+            bytes_field(record, &mut at, index, false)?; // header key: never null
+            bytes_field(record, &mut at, index, true)?; // header value
+        }
+        if at != record.len() {
+            return Err(RecordFramingError::LengthMismatch(index));
+        }
+        each(index, RecordPosition { offset_delta, timestamp_delta });
+    }
+    if !rest.is_empty() {
+        return Err(RecordFramingError::TrailingBytes(count));
+    }
+    Ok(())
+}

@@ -22,6 +22,11 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// `max.message.bytes`: the largest batch accepted.
     pub max_batch_bytes: usize,
+    /// `message.timestamp.before.max.ms`: how far in the past a client
+    /// record's CreateTime may lie (None: no bound).
+    pub timestamp_before_max_ms: Option<u64>,
+    /// `message.timestamp.after.max.ms`: how far in the future (None: no bound).
+    pub timestamp_after_max_ms: Option<u64>,
     /// Size of one O_DIRECT tail chunk (multiple of 4 KiB).
     pub chunk_bytes: usize,
     /// Chunks the tail may hold before appends wait for the disk.
@@ -41,6 +46,8 @@ impl Default for LogConfig {
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
             max_batch_bytes: 1_048_588,
+            timestamp_before_max_ms: None,
+            timestamp_after_max_ms: None,
             chunk_bytes: 1 << 20,
             max_pending_chunks: 16,
             preallocate: true,

@@ -137,6 +137,13 @@ impl ValidBatches {
         self.batches.iter().map(|(_, header)| header)
     }
 
+    /// Each batch's bytes with its header, in order.
+    pub fn batches(&self) -> impl Iterator<Item = (&[u8], &BatchHeader)> {
+        self.batches
+            .iter()
+            .map(|(position, header)| (&self.records[*position..position + header.total_bytes()], header))
+    }
+
     /// The bytes of all batches.
     pub fn bytes(&self) -> &[u8] {
         &self.records

@@ -5,9 +5,34 @@
 use crate::format::batch::InvalidBatch;
 use crate::log::error::LogError;
 
+/// One record a client batch was refused for (Produce v8+ `record_errors`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    /// The record's position in its batch.
+    pub batch_index: i32,
+    /// Why.
+    pub message: String,
+}
+
 /// Why a partition operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionError {
+    /// A client batch's records are malformed (framing, count, offset
+    /// deltas, or a body that does not decompress): nothing was appended.
+    #[error("invalid records: {message}")]
+    InvalidRecords {
+        /// What is wrong, in words.
+        message: String,
+        /// The records at fault, when they can be named.
+        records: Vec<RecordError>,
+    },
+    /// Records of a client batch have timestamps outside the topic's
+    /// `message.timestamp.before.max.ms` / `after.max.ms`.
+    #[error("one or more records have been rejected due to invalid timestamp")]
+    InvalidTimestamps {
+        /// The records at fault.
+        records: Vec<RecordError>,
+    },
     /// A batch failed validation; nothing from the request was appended.
     #[error("invalid record batch: {0}")]
     InvalidBatch(InvalidBatch),

@@ -13,6 +13,7 @@
 pub mod error;
 pub mod producer_state;
 mod snapshots;
+pub mod validation;
 
 use std::cell::{Cell, Ref, RefCell};
 use std::path::Path;
@@ -25,6 +26,7 @@ use crate::log::{Log, LogOptions, Placement};
 use crate::partition::producer_state::{
     last_sequence, marker_batch, marker_type, AbortedTxn, BatchMeta, ProducerState, SequenceCheck,
 };
+use crate::partition::validation::{check_client_batch, TimestampBounds};
 use crate::storage::disk::Disk;
 
 pub use error::{PartitionError, PartitionResult};
@@ -275,9 +277,19 @@ impl<D: Disk> Partition<D> {
     ) -> PartitionResult<Appended> {
         let valid = self.log.validate(records)?;
         let header = *valid.headers().next().ok_or(PartitionError::MultipleProducerBatches)?;
-        if origin == AppendOrigin::Client && valid.headers().any(BatchHeader::is_control) {
-            // Only coordinators write markers (Kafka's LogValidator).
-            return Err(PartitionError::ControlBatchFromClient);
+        if origin == AppendOrigin::Client {
+            if valid.headers().any(BatchHeader::is_control) {
+                // Only coordinators write markers (Kafka's LogValidator).
+                return Err(PartitionError::ControlBatchFromClient);
+            }
+            let config = self.log.config();
+            let bounds = TimestampBounds {
+                before_max_ms: config.timestamp_before_max_ms,
+                after_max_ms: config.timestamp_after_max_ms,
+            };
+            for (batch, header) in valid.batches() {
+                check_client_batch(batch, header, bounds, now_ms)?;
+            }
         }
         if header.producer_id >= 0 && valid.len() != 1 {
             // Kafka: a producer with an id sends exactly one batch per partition.

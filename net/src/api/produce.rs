@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -16,25 +18,22 @@ use shardline_engine::partition::Durability;
 use shardline_engine::runtime::clock::timeout;
 
 use super::{Answer, Context};
-use crate::errors::partition_error;
+use crate::errors::{produce_error, ProduceError};
 use crate::route::{scatter, MeshVerifier};
 use crate::shard::ShardState;
 use crate::topics::is_internal;
 use crate::txn::verify::append_client_batch;
 
 /// What a produce to one partition answered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ProduceOutcome {
-    error: Option<ResponseError>,
+    error: Option<ProduceError>,
     base_offset: i64,
     log_start: i64,
-    /// Why, in words, followed by the topic's name (Produce v8+
-    /// `error_message`).
-    message: Option<&'static str>,
 }
 
-fn failed(error: ResponseError) -> ProduceOutcome {
-    ProduceOutcome { error: Some(error), base_offset: -1, log_start: -1, message: None }
+fn failed(error: impl Into<ProduceError>) -> ProduceOutcome {
+    ProduceOutcome { error: Some(error.into()), base_offset: -1, log_start: -1 }
 }
 
 /// One partition's part of a request, as sent to its shard.
@@ -89,13 +88,8 @@ async fn produce_here(state: &ShardState, produce: PartitionProduce, shape: &Req
         }
     };
     match timeout(&*state.clock, shape.timeout_after, wait).await {
-        Ok(Ok(())) => ProduceOutcome {
-            error: None,
-            base_offset: appended.base_offset,
-            log_start: appended.log_start,
-            message: None,
-        },
-        Ok(Err(error)) => failed(partition_error(&error)),
+        Ok(Ok(())) => ProduceOutcome { error: None, base_offset: appended.base_offset, log_start: appended.log_start },
+        Ok(Err(error)) => failed(produce_error(&error)),
         Err(_) => failed(ResponseError::RequestTimedOut),
     }
 }
@@ -137,10 +131,11 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
             let decided = match (valid_acks, shard, &partition.records) {
                 (false, _, _) => Ok(failed(ResponseError::InvalidRequiredAcks)),
                 // Only the coordinators write their internal topics.
-                _ if is_internal(&name) => Ok(ProduceOutcome {
-                    message: Some("Cannot append to internal topic"),
-                    ..failed(ResponseError::InvalidTopicException)
-                }),
+                _ if is_internal(&name) => Ok(failed(ProduceError {
+                    code: ResponseError::InvalidTopicException,
+                    message: Some(format!("Cannot append to internal topic {name}")),
+                    records: Vec::new(),
+                })),
                 (_, None, _) => Ok(failed(ResponseError::UnknownTopicOrPartition)),
                 _ if too_few_replicas => Ok(failed(ResponseError::NotEnoughReplicas)),
                 (_, Some(_), None) => Ok(failed(ResponseError::InvalidRecord)),
@@ -174,7 +169,7 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
     .await;
     let outcomes: Vec<(TopicName, i32, ProduceOutcome)> = answers
         .into_iter()
-        .map(|(topic, index, decided)| (topic, index, decided.unwrap_or_else(|at| done[at])))
+        .map(|(topic, index, decided)| (topic, index, decided.unwrap_or_else(|at| done[at].clone())))
         .collect();
     if acks == 0 {
         return if outcomes.iter().any(|(_, _, o)| o.error.is_some()) { Answer::Close } else { Answer::Silent };
@@ -183,14 +178,24 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
     for (topic_name, index, outcome) in outcomes {
         let mut p = PartitionProduceResponse::default();
         p.index = index;
-        p.error_code = outcome.error.map_or(0, |e| e.code());
+        p.error_code = outcome.error.as_ref().map_or(0, |e| e.code.code());
         p.base_offset = outcome.base_offset;
         p.log_append_time_ms = -1;
         if version >= 5 {
             p.log_start_offset = outcome.log_start;
         }
-        if version >= 8 {
-            p.error_message = outcome.message.map(|m| StrBytes::from_string(format!("{m} {}", topic_name.0)));
+        if let Some(error) = outcome.error.filter(|_| version >= 8) {
+            p.error_message = error.message.map(StrBytes::from_string);
+            p.record_errors = error
+                .records
+                .into_iter()
+                .map(|record| {
+                    let mut e = BatchIndexAndErrorMessage::default();
+                    e.batch_index = record.batch_index;
+                    e.batch_index_error_message = Some(StrBytes::from_string(record.message));
+                    e
+                })
+                .collect();
         }
         match response.responses.last_mut() {
             Some(last) if last.name == topic_name => last.partition_responses.push(p),

@@ -13,7 +13,7 @@ use kafka_protocol::ResponseError;
 use shardline_engine::partition::{AppendOrigin, Appended};
 use shardline_engine::Disk;
 
-use crate::errors::partition_error;
+use crate::errors::{produce_error, ProduceError};
 use crate::registry::Replica;
 use crate::txn::service::LocalResult;
 
@@ -42,18 +42,18 @@ pub async fn append_client_batch<D: Disk>(
     transactional_id: Option<&str>,
     verifier: &dyn PartitionVerifier,
     now_ms: i64,
-) -> Result<Appended, ResponseError> {
+) -> Result<Appended, ProduceError> {
     let partition = &replica.partition;
     let Some((producer_id, epoch)) = partition.needs_verification(&records) else {
         return partition
             .append_as_leader(records, AppendOrigin::Client, 0, now_ms)
             .await
-            .map_err(|e| partition_error(&e));
+            .map_err(|e| produce_error(&e));
     };
     let Some(transactional_id) = transactional_id else {
-        return Err(ResponseError::TransactionalIdAuthorizationFailed);
+        return Err(ResponseError::TransactionalIdAuthorizationFailed.into());
     };
     let verification = partition.begin_verification();
     verifier.verify(transactional_id, producer_id, epoch, &(topic.to_string(), index)).await?;
-    partition.append_verified(records, verification, 0, now_ms).await.map_err(|e| partition_error(&e))
+    partition.append_verified(records, verification, 0, now_ms).await.map_err(|e| produce_error(&e))
 }

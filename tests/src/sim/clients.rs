@@ -331,6 +331,7 @@ async fn produce_in_txn(node: &SimNode, batch: SentBatch, transactional_id: &str
         now,
     )
     .await
+    .map_err(|error| error.code)
     {
         Ok(appended) => appended,
         Err(ResponseError::OutOfOrderSequenceNumber) => return OpResult::OutOfOrder("out of order".into()),
