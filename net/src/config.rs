@@ -105,6 +105,11 @@ pub struct BrokerConfig {
     pub transaction_max_timeout_ms: i32,
     /// `transactional_id_expiration_ms`: a transactional id without a transaction for this long is forgotten.
     pub transactional_id_expiration_ms: i64,
+    /// The keys set explicitly (in the file or with `--set`), as opposed to
+    /// left at their defaults: DescribeConfigs reports them as static
+    /// broker configs.
+    #[serde(skip)]
+    pub explicit: std::collections::BTreeSet<String>,
 }
 
 impl Default for BrokerConfig {
@@ -151,6 +156,7 @@ impl Default for BrokerConfig {
             transaction_state_num_partitions: 50,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 604_800_000,
+            explicit: Default::default(),
         }
     }
 }
@@ -172,7 +178,7 @@ fn bad(key: &str, reason: impl Into<String>) -> ConfigError {
 impl BrokerConfig {
     /// Parses a TOML file's text over the defaults.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| {
+        let mut config: BrokerConfig = toml::from_str(text).map_err(|e| {
             let message = e.message().to_string();
             // Unknown keys are quoted in the message; type errors are located
             // by their span: the key is what precedes `=` on that line.
@@ -184,7 +190,16 @@ impl BrokerConfig {
             });
             let key = quoted.or(from_span).unwrap_or_else(|| "config file".into());
             bad(&key, message)
-        })
+        })?;
+        if let Ok(table) = text.parse::<toml::Table>() {
+            config.explicit = table.keys().cloned().collect();
+        }
+        Ok(config)
+    }
+
+    /// Whether `key` was set explicitly rather than left at its default.
+    pub fn is_explicit(&self, key: &str) -> bool {
+        self.explicit.contains(key)
     }
 
     /// Applies one `key=value` override (command line `--set`).
@@ -238,6 +253,7 @@ impl BrokerConfig {
             "transactional_id_expiration_ms" => self.transactional_id_expiration_ms = parse(key, value)?,
             other => return Err(bad(other, "unknown key")),
         }
+        self.explicit.insert(key.to_string());
         Ok(())
     }
 

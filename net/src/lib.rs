@@ -13,8 +13,9 @@
 //!   (sans-IO state machines and the services that drive them), and what
 //!   their services share ([`coordinators`]);
 //! - [`registry`], [`fetch_sessions`], [`topics`], [`producer_ids`],
-//!   [`config`]: the per-shard partition registry and the broker's
-//!   metadata and settings.
+//!   [`config`], [`config_catalog`]: the per-shard partition registry and
+//!   the broker's metadata and settings (and how they are described under
+//!   Kafka's names).
 //!
 //! A connection lives on the shard that accepted it; partition work goes
 //! to the owning shard.
@@ -23,6 +24,7 @@
 
 pub mod api;
 pub mod config;
+pub mod config_catalog;
 pub mod coordinators;
 pub mod errors;
 pub mod fetch_sessions;

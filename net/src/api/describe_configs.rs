@@ -1,9 +1,9 @@
-//! DescribeConfigs (v1–4) for topics and this broker: every config the
-//! broker understands, with its value, source (explicitly set on the topic,
-//! static broker config, or default), synonyms when asked, and type (v3+).
-//! `kafka-topics --describe` and AdminClient.describeConfigs rely on it.
-
-use std::collections::BTreeMap;
+//! DescribeConfigs (v1–4) for topics and this broker: every config in the
+//! catalog (`config_catalog`), with its value and source as Kafka gives
+//! them (set on the topic; a static broker config when the broker's setting
+//! was set; else the built-in default), synonyms when asked, and type and
+//! documentation (v3+). `kafka-topics --describe`, `kafka-configs` and
+//! AdminClient.describeConfigs rely on it.
 
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -14,6 +14,7 @@ use kafka_protocol::ResponseError;
 
 use super::Context;
 use crate::config::BrokerConfig;
+use crate::config_catalog::{BrokerConfigDef, ConfigType, TopicConfigDef, BROKER_CONFIGS, TOPIC_CONFIGS};
 use crate::topics::default_topic_configs;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -22,97 +23,85 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-/// Kafka's ConfigType ids (v3+): 1 boolean, 2 string, 3 int, 5 long, 7 list.
-fn config_type(name: &str) -> i8 {
-    match name {
-        "shardline.acks.all.fsync" | "auto.create.topics.enable" => 1,
-        "cleanup.policy" => 7,
-        "compression.type" | "message.timestamp.type" | "listeners" | "advertised.listeners" | "log.dirs" => 2,
-        "index.interval.bytes"
-        | "max.message.bytes"
-        | "segment.bytes"
-        | "num.partitions"
-        | "message.max.bytes"
-        | "socket.request.max.bytes"
-        | "log.segment.bytes"
-        | "node.id"
-        | "min.insync.replicas" => 3,
-        "default.replication.factor" => 4,
-        _ => 5,
-    }
+fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
+    let mut synonym = DescribeConfigsSynonym::default();
+    synonym.name = StrBytes::from_string(name.to_string());
+    synonym.value = Some(StrBytes::from_string(value.to_string()));
+    synonym.source = source;
+    synonym
 }
 
-/// This broker's configs under Kafka's names, and whether each was changed
-/// from the default.
-fn broker_configs(config: &BrokerConfig) -> BTreeMap<String, (String, bool)> {
-    let defaults = BrokerConfig::default();
-    let mut out = BTreeMap::new();
-    let mut put = |name: &str, value: String, default: String| {
-        let changed = value != default;
-        out.insert(name.to_string(), (value, changed));
-    };
-    put(
-        "auto.create.topics.enable",
-        config.auto_create_topics_enable.to_string(),
-        defaults.auto_create_topics_enable.to_string(),
-    );
-    put("num.partitions", config.num_partitions.to_string(), defaults.num_partitions.to_string());
-    put(
-        "default.replication.factor",
-        config.default_replication_factor.to_string(),
-        defaults.default_replication_factor.to_string(),
-    );
-    put("message.max.bytes", config.message_max_bytes.to_string(), defaults.message_max_bytes.to_string());
-    put(
-        "socket.request.max.bytes",
-        config.socket_request_max_bytes.to_string(),
-        defaults.socket_request_max_bytes.to_string(),
-    );
-    put("log.segment.bytes", config.log_segment_bytes.to_string(), defaults.log_segment_bytes.to_string());
-    put("log.retention.ms", config.log_retention_ms.to_string(), defaults.log_retention_ms.to_string());
-    put("log.retention.bytes", config.log_retention_bytes.to_string(), defaults.log_retention_bytes.to_string());
-    put("log.flush.interval.ms", config.log_flush_interval_ms.to_string(), defaults.log_flush_interval_ms.to_string());
-    put(
-        "log.flush.interval.messages",
-        config.log_flush_interval_messages.to_string(),
-        defaults.log_flush_interval_messages.to_string(),
-    );
-    put("log.dirs", config.data_dir.display().to_string(), defaults.data_dir.display().to_string());
-    put("listeners", format!("PLAINTEXT://{}", config.listen), format!("PLAINTEXT://{}", defaults.listen));
-    put("node.id", config.node_id.to_string(), defaults.node_id.to_string());
-    put("shardline.acks.all.fsync", config.acks_all_fsync.to_string(), defaults.acks_all_fsync.to_string());
-    out
+/// What the request asks to be included beside values.
+#[derive(Clone, Copy)]
+struct Detail {
+    synonyms: bool,
+    documentation: bool,
+    version: i16,
 }
 
+/// One config as DescribeConfigs answers it; `synonyms` in Kafka's order
+/// (the most specific first).
 fn entry(
     name: &str,
-    value: &str,
-    source: i8,
+    config_type: ConfigType,
+    doc: &'static str,
     read_only: bool,
-    synonyms: bool,
-    version: i16,
+    synonyms: Vec<DescribeConfigsSynonym>,
+    detail: Detail,
 ) -> DescribeConfigsResourceResult {
+    let first = synonyms.first().expect("every config has its own source");
     let mut e = DescribeConfigsResourceResult::default();
     e.name = StrBytes::from_string(name.to_string());
-    e.value = Some(StrBytes::from_string(value.to_string()));
+    e.value = first.value.clone();
+    e.config_source = first.source;
     e.read_only = read_only;
-    e.config_source = source;
-    if synonyms {
-        let mut synonym = DescribeConfigsSynonym::default();
-        synonym.name = e.name.clone();
-        synonym.value = e.value.clone();
-        synonym.source = source;
-        e.synonyms = vec![synonym];
+    if detail.synonyms {
+        e.synonyms = synonyms;
     }
-    if version >= 3 {
-        e.config_type = config_type(name);
+    if detail.version >= 3 {
+        e.config_type = config_type as i8;
+        e.documentation = detail.documentation.then(|| StrBytes::from_static_str(doc));
     }
     e
+}
+
+/// A topic config: set on the topic (DYNAMIC_TOPIC_CONFIG), else from the
+/// broker's `log.*` synonym when that is set (STATIC_BROKER_CONFIG), else
+/// the built-in default (DEFAULT_CONFIG, under the synonym's name).
+fn topic_entry(
+    def: &TopicConfigDef,
+    set_on_topic: Option<&String>,
+    config: &BrokerConfig,
+    detail: Detail,
+) -> DescribeConfigsResourceResult {
+    let broker_value = default_topic_configs(config).remove(def.name).unwrap_or_default();
+    let built_in = default_topic_configs(&BrokerConfig::default()).remove(def.name).unwrap_or_default();
+    let mut synonyms = Vec::new();
+    if let Some(value) = set_on_topic {
+        synonyms.push(synonym(def.name, value, SOURCE_TOPIC));
+    }
+    if def.broker_key.is_some_and(|key| config.is_explicit(key)) {
+        synonyms.push(synonym(def.broker_synonym, &broker_value, SOURCE_STATIC_BROKER));
+    }
+    synonyms.push(synonym(def.broker_synonym, &built_in, SOURCE_DEFAULT));
+    entry(def.name, def.config_type, def.doc, false, synonyms, detail)
+}
+
+/// A broker config: STATIC_BROKER_CONFIG when set in the configuration,
+/// else DEFAULT_CONFIG. Read-only: nothing changes them at runtime.
+fn broker_entry(def: &BrokerConfigDef, config: &BrokerConfig, detail: Detail) -> DescribeConfigsResourceResult {
+    let mut synonyms = Vec::new();
+    if def.key.is_some_and(|key| config.is_explicit(key)) {
+        synonyms.push(synonym(def.name, &(def.value)(config), SOURCE_STATIC_BROKER));
+    }
+    synonyms.push(synonym(def.name, &(def.value)(&BrokerConfig::default()), SOURCE_DEFAULT));
+    entry(def.name, def.config_type, def.doc, true, synonyms, detail)
 }
 
 /// Handles DescribeConfigs.
 pub fn handle(context: &Context, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
     let shared = &context.shared;
+    let detail = Detail { synonyms: request.include_synonyms, documentation: request.include_documentation, version };
     let mut response = DescribeConfigsResponse::default();
     for resource in request.resources {
         let mut result = DescribeConfigsResult::default();
@@ -125,15 +114,8 @@ pub fn handle(context: &Context, request: DescribeConfigsRequest, version: i16) 
         match resource.resource_type {
             RESOURCE_TOPIC => match shared.topics.image().topics.get(&name) {
                 Some(topic) => {
-                    for (key, default) in default_topic_configs(&shared.config) {
-                        if !wanted(&key) {
-                            continue;
-                        }
-                        let (value, source) = match topic.configs.get(&key) {
-                            Some(value) => (value.clone(), SOURCE_TOPIC),
-                            None => (default, SOURCE_DEFAULT),
-                        };
-                        result.configs.push(entry(&key, &value, source, false, request.include_synonyms, version));
+                    for def in TOPIC_CONFIGS.iter().filter(|def| wanted(def.name)) {
+                        result.configs.push(topic_entry(def, topic.configs.get(def.name), &shared.config, detail));
                     }
                 }
                 None => {
@@ -142,11 +124,8 @@ pub fn handle(context: &Context, request: DescribeConfigsRequest, version: i16) 
                 }
             },
             RESOURCE_BROKER if name.is_empty() || name == shared.config.node_id.to_string() => {
-                for (key, (value, changed)) in broker_configs(&shared.config) {
-                    if wanted(&key) {
-                        let source = if changed { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
-                        result.configs.push(entry(&key, &value, source, true, request.include_synonyms, version));
-                    }
+                for def in BROKER_CONFIGS.iter().filter(|def| wanted(def.name)) {
+                    result.configs.push(broker_entry(def, &shared.config, detail));
                 }
             }
             RESOURCE_BROKER => {

@@ -10,11 +10,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::Context;
+use super::{authorized, Context};
 use crate::topics::{is_internal, validate_topic_name, TopicInfo};
-
-/// "Authorized operations were not requested" (Kafka's INT32_MIN).
-const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
 fn topic_entry(context: &Context, topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
     let node = BrokerId(context.shared.config.node_id);
@@ -23,7 +20,7 @@ fn topic_entry(context: &Context, topic: &TopicInfo, version: i16) -> MetadataRe
     if version >= 10 {
         entry.topic_id = topic.id;
     }
-    entry.topic_authorized_operations = OPERATIONS_NOT_REQUESTED;
+    entry.topic_authorized_operations = authorized::NOT_REQUESTED;
     if version >= 1 {
         entry.is_internal = is_internal(&topic.name);
     }
@@ -48,12 +45,24 @@ fn error_entry(name: Option<String>, id: Uuid, error: ResponseError) -> Metadata
     entry.name = name.map(|n| TopicName(StrBytes::from_string(n)));
     entry.topic_id = id;
     entry.error_code = error.code();
-    entry.topic_authorized_operations = OPERATIONS_NOT_REQUESTED;
+    entry.topic_authorized_operations = authorized::NOT_REQUESTED;
     entry
 }
 
-/// Handles a Metadata request.
+/// Handles a Metadata request; v8+ reports authorized operations when asked
+/// (the cluster's only up to v10, as the field was removed in v11).
 pub async fn handle(context: &Context, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let topic_operations = version >= 8 && request.include_topic_authorized_operations;
+    let cluster_operations = (8..=10).contains(&version) && request.include_cluster_authorized_operations;
+    let mut response = describe(context, request, version).await;
+    response.cluster_authorized_operations = authorized::when_asked(cluster_operations, authorized::CLUSTER);
+    for topic in response.topics.iter_mut().filter(|t| t.error_code == 0) {
+        topic.topic_authorized_operations = authorized::when_asked(topic_operations, authorized::TOPIC);
+    }
+    response
+}
+
+async fn describe(context: &Context, request: MetadataRequest, version: i16) -> MetadataResponse {
     let shared = &context.shared;
     let mut response = MetadataResponse::default();
     let mut broker = MetadataResponseBroker::default();
@@ -67,7 +76,7 @@ pub async fn handle(context: &Context, request: MetadataRequest, version: i16) -
     if version >= 1 {
         response.controller_id = BrokerId(shared.config.node_id);
     }
-    response.cluster_authorized_operations = OPERATIONS_NOT_REQUESTED;
+    response.cluster_authorized_operations = authorized::NOT_REQUESTED;
     // v0: an empty list means all topics; v1+: null means all.
     let all = match &request.topics {
         None => true,

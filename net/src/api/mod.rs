@@ -6,6 +6,7 @@
 //! Runs on the connection's shard.
 
 mod admin;
+mod authorized;
 mod create_partitions;
 mod describe_configs;
 mod fetch;
@@ -76,6 +77,22 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::DescribeProducers, 0, 0),
 ];
+
+/// Joins the answers of several coordinators: everything they listed, and
+/// the first error of one that could not answer.
+pub(crate) fn gather<T>(answers: Vec<Result<Vec<T>, ResponseError>>) -> (Vec<T>, Option<ResponseError>) {
+    let mut listed = Vec::new();
+    let mut error = None;
+    for answer in answers {
+        match answer {
+            Ok(items) => listed.extend(items),
+            Err(e) => {
+                error.get_or_insert(e);
+            }
+        }
+    }
+    (listed, error)
+}
 
 /// Whether `version` of `key` is advertised.
 pub fn is_supported(key: ApiKey, version: i16) -> bool {

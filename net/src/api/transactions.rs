@@ -229,12 +229,16 @@ pub async fn txn_offset_commit(
 }
 
 /// Every transactional id of every coordinator, one message per shard.
-async fn all_transactions(context: &Context) -> Vec<Listed> {
-    scatter_topic(&context.shared, &context.mesh, TXN_TOPIC, |state, index| async move {
+/// Every transaction of every loaded coordinator, and the first error of a
+/// coordinator that could not answer (COORDINATOR_LOAD_IN_PROGRESS while
+/// one loads), so a partial list is never silent.
+async fn all_transactions(context: &Context) -> (Vec<Listed>, Option<ResponseError>) {
+    let answers = scatter_topic(&context.shared, &context.mesh, TXN_TOPIC, |state, index| async move {
         let at = CoordinatorLog::of(&state.partitions, TXN_TOPIC, index);
-        state.txns.list(at).await.unwrap_or_default()
+        vec![state.txns.list(at).await]
     })
-    .await
+    .await;
+    crate::api::gather(answers)
 }
 
 /// ListTransactions (v0–1: state, producer id and duration filters).
@@ -258,8 +262,9 @@ pub async fn list_transactions(
         request.state_filters.iter().filter(|f| !known.contains(&f.as_str())).cloned().collect();
     let now = context.state.clock.now_ms();
     let min_duration = if version >= 1 { request.duration_filter } else { -1 };
-    response.transaction_states = all_transactions(context)
-        .await
+    let (transactions, error) = all_transactions(context).await;
+    response.error_code = error.map_or(0, |e| e.code());
+    response.transaction_states = transactions
         .into_iter()
         .filter(|t| {
             request.state_filters.is_empty() || request.state_filters.iter().any(|f| f.as_str() == t.meta.status.name())
@@ -286,13 +291,14 @@ pub async fn describe_transactions(
     request: DescribeTransactionsRequest,
     _version: i16,
 ) -> DescribeTransactionsResponse {
-    let all = all_transactions(context).await;
+    let (all, unanswered) = all_transactions(context).await;
     let mut response = DescribeTransactionsResponse::default();
     for id in request.transactional_ids {
         let mut state = describe_transactions_response::TransactionState::default();
         state.transactional_id = id.clone();
         match all.iter().find(|t| t.id == id.as_str()) {
-            None => state.error_code = ResponseError::TransactionalIdNotFound.code(),
+            // Not found, unless a coordinator that may hold it could not answer.
+            None => state.error_code = unanswered.unwrap_or(ResponseError::TransactionalIdNotFound).code(),
             Some(t) => {
                 state.transaction_state = s(t.meta.status.name());
                 state.transaction_timeout_ms = t.meta.timeout_ms;

@@ -27,12 +27,16 @@ struct Listed {
 }
 
 /// Every group on every shard, one message per shard.
-async fn all_groups(context: &Context) -> Vec<Listed> {
-    scatter_topic(&context.shared, &context.mesh, OFFSETS_TOPIC, |state, index| async move {
+/// Every group of every loaded coordinator, and the first error of a
+/// coordinator that could not answer (one still loading:
+/// COORDINATOR_LOAD_IN_PROGRESS), so a partial list is never silent.
+async fn all_groups(context: &Context) -> (Vec<Listed>, Option<ResponseError>) {
+    let answers = scatter_topic(&context.shared, &context.mesh, OFFSETS_TOPIC, |state, index| async move {
         let at = CoordinatorLog::of(&state.partitions, OFFSETS_TOPIC, index);
-        state.groups.inspect(at, list_coordinator).await.unwrap_or_default()
+        vec![state.groups.inspect(at, list_coordinator).await]
     })
-    .await
+    .await;
+    crate::api::gather(answers)
 }
 
 fn list_coordinator(c: &Coordinator) -> Vec<Listed> {
@@ -52,8 +56,9 @@ pub async fn list_groups(context: &Context, request: ListGroupsRequest, version:
     let states: Vec<String> = request.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = request.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let mut response = ListGroupsResponse::default();
-    response.groups = all_groups(context)
-        .await
+    let (groups, error) = all_groups(context).await;
+    response.error_code = error.map_or(0, |e| e.code());
+    response.groups = groups
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
         .filter(|g| types.is_empty() || types.contains(&g.kind.to_string()))
@@ -81,7 +86,7 @@ pub async fn describe_groups(
     version: i16,
 ) -> DescribeGroupsResponse {
     let mut response = DescribeGroupsResponse::default();
-    for group_id in request.groups {
+    for group_id in request.groups.clone() {
         let id = group_id.to_string();
         let result = on_coordinator(context, &id.clone(), move |state, at, _| async move {
             state.groups.inspect(at, |c| describe_group(c, &id, version)).await
@@ -96,10 +101,10 @@ pub async fn describe_groups(
             described
         }));
     }
-    if version < 3 {
-        for g in &mut response.groups {
-            g.authorized_operations = i32::MIN;
-        }
+    // v3+: a described group's operations when asked (all, with no authorizer).
+    let asked = version >= 3 && request.include_authorized_operations;
+    for g in response.groups.iter_mut().filter(|g| g.error_code == 0) {
+        g.authorized_operations = crate::api::authorized::when_asked(asked, crate::api::authorized::GROUP);
     }
     response
 }

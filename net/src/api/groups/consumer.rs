@@ -101,7 +101,7 @@ pub async fn consumer_group_describe(
     version: i16,
 ) -> ConsumerGroupDescribeResponse {
     let mut response = ConsumerGroupDescribeResponse::default();
-    for group_id in request.group_ids {
+    for group_id in request.group_ids.clone() {
         let id = group_id.to_string();
         let result = on_coordinator(context, &id.clone(), move |state, at, shared| async move {
             state.groups.inspect(at, |c| describe_consumer_group(c, &id, &shared, version)).await?
@@ -115,6 +115,10 @@ pub async fn consumer_group_describe(
             described.authorized_operations = i32::MIN;
             described
         }));
+    }
+    for g in response.groups.iter_mut().filter(|g| g.error_code == 0) {
+        g.authorized_operations =
+            crate::api::authorized::when_asked(request.include_authorized_operations, crate::api::authorized::GROUP);
     }
     response
 }
