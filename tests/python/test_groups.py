@@ -695,11 +695,13 @@ def test_killed_member_partitions_move_without_loss(broker, admin, variant):
                     break
                 time.sleep(0.5)
             assert have == ends, f"committed offsets {have}, want the log ends {ends}"
-            # Within the survivors, nothing twice except where a commit failed.
+            # Within the survivors, nothing twice: commits made while a
+            # rebalance is being prepared are accepted (as Kafka accepts them).
             for m in survivors:
                 got = keyset(m.received)
                 dups = {k for k in got if got.count(k) > 1}
-                assert not dups or m.commit_errors, f"{m.client_id}: duplicates {sorted(dups)[:10]}"
+                assert not dups, (f"{m.client_id}: duplicates {sorted(dups)[:10]} "
+                                  f"(commit errors: {m.commit_errors[-3:]})")
             print(f"{variant}: partitions moved {took_over_after:.1f} s after the kill; "
                   f"child consumed {len(done_by_child)}")
         finally:

@@ -270,3 +270,89 @@ fn committed_offsets_survive_a_restart_and_show_as_lag() {
     let extra = poll_until(&[&c], 1, Duration::from_secs(2));
     assert!(extra[0].is_empty(), "{:?}", extra[0]);
 }
+
+/// Counts the assignments and revocations a consumer goes through.
+#[derive(Default)]
+struct Rebalances {
+    assigned: std::sync::atomic::AtomicUsize,
+    revoked: std::sync::atomic::AtomicUsize,
+}
+
+impl rdkafka::client::ClientContext for Rebalances {}
+
+impl rdkafka::consumer::ConsumerContext for Rebalances {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        match rebalance {
+            rdkafka::consumer::Rebalance::Assign(_) => self.assigned.fetch_add(1, SeqCst),
+            rdkafka::consumer::Rebalance::Revoke(_) => self.revoked.fetch_add(1, SeqCst),
+            rdkafka::consumer::Rebalance::Error(_) => 0,
+        };
+    }
+}
+
+fn stable_group_survives_a_broker_kill(instance_id: Option<&str>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut broker = Broker::start(FAST_GROUPS);
+    let topic = format!("stable-{}", instance_id.unwrap_or("dynamic"));
+    create_topic(&broker.address, &topic, 4);
+    produce(&broker.address, &topic, 40, "before");
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &broker.address)
+        .set("group.id", format!("{topic}-group"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "30000")
+        .set("heartbeat.interval.ms", "500")
+        .set("reconnect.backoff.max.ms", "200");
+    if let Some(instance) = instance_id {
+        config.set("group.instance.id", instance);
+    }
+    let c: BaseConsumer<Rebalances> = config.create_with_context(Rebalances::default()).expect("consumer");
+    c.subscribe(&[&topic]).expect("subscribe");
+    let poll = |prefix: &str, want: usize| {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got.len() < want && Instant::now() < deadline {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                assert!(value.starts_with(prefix), "{value} delivered again after the restart");
+                got.push(value);
+            }
+        }
+        got
+    };
+    assert_eq!(poll("before", 40).len(), 40);
+    c.commit_consumer_state(CommitMode::Sync).expect("commit");
+    let assignment = c.assignment().expect("assignment");
+    assert_eq!(assignment.count(), 4);
+    let rebalances = (c.context().assigned.load(SeqCst), c.context().revoked.load(SeqCst));
+
+    broker.kill9();
+    broker.restart();
+    produce(&broker.address, &topic, 40, "after");
+    let after = poll("after", 40);
+    assert_eq!(after.len(), 40, "the consumer carried on after the restart");
+    // A few more heartbeats at the restored generation.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle {
+        assert!(c.poll(Duration::from_millis(50)).is_none(), "nothing is delivered twice");
+    }
+    assert_eq!(
+        (c.context().assigned.load(SeqCst), c.context().revoked.load(SeqCst)),
+        rebalances,
+        "the group came back stable: no revocation, no new assignment"
+    );
+    assert_eq!(c.assignment().expect("assignment"), assignment, "the member keeps its partitions");
+}
+
+#[test]
+fn a_stable_group_survives_a_broker_kill_without_a_rebalance() {
+    stable_group_survives_a_broker_kill(None);
+}
+
+#[test]
+fn a_static_member_keeps_its_assignment_across_a_broker_kill() {
+    stable_group_survives_a_broker_kill(Some("static-1"));
+}

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 
 use crate::groups::effect::{Effect, JoinMember, JoinReply, SyncReply, Token};
-use crate::groups::records::GroupValue;
+use crate::groups::records::{GroupValue, MemberValue};
 
 /// Group-wide limits from the broker configuration.
 #[derive(Debug, Clone, Copy)]
@@ -136,6 +136,9 @@ pub struct ClassicGroup {
     next_order: u64,
     limits: ClassicLimits,
     next_member: u64,
+    /// The generation whose assignment is being written: the group stays
+    /// CompletingRebalance, and SyncGroup answers wait, until it is durable.
+    persisting: Option<i32>,
 }
 
 impl ClassicGroup {
@@ -156,14 +159,50 @@ impl ClassicGroup {
             next_order: 0,
             limits,
             next_member: 0,
+            persisting: None,
         }
     }
 
-    /// An empty group restored from its metadata record.
-    pub fn restored(limits: ClassicLimits, value: &GroupValue) -> Self {
+    /// A group restored from its metadata record at `now`: with members and
+    /// a chosen protocol it is Stable again with their assignments, and its
+    /// members' sessions run from `now`, so they carry on without a
+    /// rebalance; else it is Empty at that generation.
+    pub fn restored(limits: ClassicLimits, value: &GroupValue, now: u64) -> Self {
         let mut group = ClassicGroup::new(limits);
         group.generation = value.generation;
         group.protocol_type = Some(value.protocol_type.clone()).filter(|t| !t.is_empty());
+        let (Some(protocol), Some(leader)) = (&value.protocol, &value.leader) else { return group };
+        if value.members.is_empty() || !value.members.iter().any(|m| &m.member_id == leader) {
+            return group;
+        }
+        for stored in &value.members {
+            group.next_order += 1;
+            let member = Member {
+                member_id: stored.member_id.clone(),
+                instance_id: stored.instance_id.clone(),
+                client_id: stored.client_id.clone(),
+                client_host: stored.client_host.clone(),
+                session_timeout_ms: stored.session_timeout_ms,
+                rebalance_timeout_ms: if stored.rebalance_timeout_ms < 0 {
+                    stored.session_timeout_ms
+                } else {
+                    stored.rebalance_timeout_ms
+                },
+                protocols: vec![(protocol.clone(), stored.subscription.clone())],
+                assignment: stored.assignment.clone(),
+                awaiting_join: None,
+                awaiting_sync: None,
+                last_heartbeat: now,
+                joined_order: group.next_order,
+            };
+            if let Some(instance) = &stored.instance_id {
+                group.static_members.insert(instance.clone(), stored.member_id.clone());
+            }
+            group.members.insert(stored.member_id.clone(), member);
+        }
+        group.protocol = Some(protocol.clone());
+        group.leader = Some(leader.clone());
+        group.state = State::Stable;
         group
     }
 
@@ -243,6 +282,10 @@ impl ClassicGroup {
                 "static instance {instance} maps to its member"
             );
         }
+        if self.persisting.is_some() {
+            debug_assert_eq!(self.state, State::CompletingRebalance, "an assignment is written while completing");
+            debug_assert_eq!(self.persisting, Some(self.generation), "the assignment written is this generation's");
+        }
         for member in self.members.values() {
             if member.awaiting_sync.is_some() {
                 debug_assert_eq!(self.state, State::CompletingRebalance, "SyncGroup waits only for the leader");
@@ -254,12 +297,27 @@ impl ClassicGroup {
     }
 
     fn value(&self, now: u64) -> GroupValue {
+        let protocol = self.protocol.as_deref();
         GroupValue {
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
             generation: self.generation,
             protocol: self.protocol.clone(),
             leader: self.leader.clone(),
             state_timestamp: now as i64,
+            members: self
+                .members
+                .values()
+                .map(|m| MemberValue {
+                    member_id: m.member_id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    subscription: m.metadata(protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -454,6 +512,8 @@ impl ClassicGroup {
     }
 
     fn prepare_rebalance(&mut self, now: u64, effects: &mut Vec<Effect>) {
+        // An assignment still being written is superseded.
+        self.persisting = None;
         if self.state == State::CompletingRebalance {
             for member in self.members.values_mut() {
                 if let Some(token) = member.awaiting_sync.take() {
@@ -654,23 +714,56 @@ impl ClassicGroup {
                         effects.push(Effect::Sync(old, SyncReply::error(ResponseError::RebalanceInProgress)));
                     }
                 }
-                if self.leader.as_deref() == Some(member_id) {
+                if self.leader.as_deref() == Some(member_id) && self.persisting.is_none() {
+                    // The assignment is written first; every SyncGroup is
+                    // answered once it is durable (`persisted`).
                     let assigned: BTreeMap<String, Bytes> = assignments.into_iter().collect();
                     for member in self.members.values_mut() {
                         member.assignment = assigned.get(&member.member_id).cloned().unwrap_or_default();
                     }
-                    self.state = State::Stable;
+                    self.persisting = Some(self.generation);
                     effects.push(Effect::PersistGroup(self.value(now)));
-                    let waiting: Vec<(String, Token)> = self
-                        .members
-                        .values_mut()
-                        .filter_map(|m| m.awaiting_sync.take().map(|t| (m.member_id.clone(), t)))
-                        .collect();
-                    for (id, token) in waiting {
-                        let reply = self.sync_reply(&id);
-                        effects.push(Effect::Sync(token, reply));
-                    }
                 }
+            }
+        }
+    }
+
+    /// The write of `generation`'s assignment finished (`Err`: it failed).
+    /// Done: the group is Stable and every waiting SyncGroup gets its
+    /// assignment. Failed: they get the error and the group rebalances, as
+    /// Kafka's does. A superseded generation changes nothing.
+    pub fn persisted(
+        &mut self,
+        generation: i32,
+        written: Result<(), ResponseError>,
+        now: u64,
+        effects: &mut Vec<Effect>,
+    ) {
+        if self.persisting != Some(generation) || self.state != State::CompletingRebalance {
+            return;
+        }
+        self.persisting = None;
+        let waiting: Vec<(String, Token)> = self
+            .members
+            .values_mut()
+            .filter_map(|m| m.awaiting_sync.take().map(|t| (m.member_id.clone(), t)))
+            .collect();
+        match written {
+            Ok(()) => {
+                self.state = State::Stable;
+                for (id, token) in waiting {
+                    let reply = self.sync_reply(&id);
+                    effects.push(Effect::Sync(token, reply));
+                }
+            }
+            Err(error) => {
+                for (_, token) in waiting {
+                    effects.push(Effect::Sync(token, SyncReply::error(error)));
+                }
+                for member in self.members.values_mut() {
+                    member.assignment = Bytes::new();
+                }
+                self.prepare_rebalance(now, effects);
             }
         }
     }
@@ -706,7 +799,7 @@ impl ClassicGroup {
     }
 
     /// Whether an offset commit from this member at this generation may be
-    /// stored. A commit with generation -1 and no member id is a "simple"
+    /// stored (also while the group prepares a rebalance). A commit with generation -1 and no member id is a "simple"
     /// commit, allowed only while the group has no members.
     pub fn check_commit(
         &mut self,
@@ -719,8 +812,11 @@ impl ClassicGroup {
             return Ok(());
         }
         self.check_member(member_id, instance_id, generation)?;
+        // As Kafka's GroupCoordinator: a member of the current generation may
+        // commit while the group prepares a rebalance (consumers commit as
+        // their partitions are revoked); only the assignment phase refuses.
         match self.state {
-            State::PreparingRebalance | State::CompletingRebalance => Err(ResponseError::RebalanceInProgress),
+            State::CompletingRebalance => Err(ResponseError::RebalanceInProgress),
             _ => {
                 if let Some(member) = self.members.get_mut(member_id) {
                     member.last_heartbeat = now;
@@ -873,7 +969,12 @@ mod tests {
             0,
             &mut fx,
         );
-        assert!(matches!(&fx[..], [Effect::PersistGroup(_), Effect::Sync(3, r)] if r.assignment == "p0"));
+        // The assignment is written first; nobody is answered until it is durable.
+        assert!(matches!(&fx[..], [Effect::PersistGroup(v)] if v.members[0].assignment == "p0"));
+        assert_eq!(group.state(), State::CompletingRebalance);
+        fx.clear();
+        group.persisted(1, Ok(()), 0, &mut fx);
+        assert!(matches!(&fx[..], [Effect::Sync(3, r)] if r.assignment == "p0"));
         assert_eq!(group.state(), State::Stable);
 
         // A second member joins: the first must rejoin.
@@ -884,6 +985,8 @@ mod tests {
         group.join(join(5, &b_id), 10, 0, &mut fx);
         assert!(fx.is_empty());
         assert_eq!(group.heartbeat(&a.member_id, None, 1, 20), Err(ResponseError::RebalanceInProgress));
+        // While the rebalance is prepared, the current generation may commit.
+        assert_eq!(group.check_commit(&a.member_id, None, 1, 20), Ok(()));
         group.join(join(6, &a.member_id), 20, 0, &mut fx);
         assert_eq!(joined(&fx, 6).generation, 2);
         assert_eq!(joined(&fx, 6).members.len(), 2);
@@ -894,6 +997,11 @@ mod tests {
         group.sync(7, &b_id, None, 2, None, None, vec![], 30, &mut fx);
         assert!(fx.is_empty());
         group.sync(8, &a.member_id, None, 2, None, None, vec![(b_id.clone(), Bytes::from_static(b"p1"))], 30, &mut fx);
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Sync(..))), "no answer before the write");
+        // Commits are still accepted while the group completes? No: the
+        // assignment phase refuses them; a rebalance being prepared does not.
+        assert_eq!(group.check_commit(&b_id, None, 2, 30), Err(ResponseError::RebalanceInProgress));
+        group.persisted(2, Ok(()), 30, &mut fx);
         assert!(fx.iter().any(|e| matches!(e, Effect::Sync(7, r) if r.assignment == "p1")));
 
         // The leader's session expires: the follower must rejoin.
@@ -947,6 +1055,7 @@ mod tests {
             &mut fx,
         );
         group.sync(5, &follower, Some("i2"), gen, None, None, vec![], 0, &mut fx);
+        group.persisted(gen, Ok(()), 0, &mut fx);
         assert_eq!(group.state(), State::Stable);
         // The follower restarts: new member id, same assignment, no rebalance.
         fx.clear();
@@ -960,6 +1069,71 @@ mod tests {
         fx.clear();
         group.sync(7, &back.member_id, Some("i2"), gen, None, None, vec![], 100, &mut fx);
         assert!(matches!(&fx[..], [Effect::Sync(7, r)] if r.assignment == "x"));
+    }
+
+    #[test]
+    fn a_stable_group_is_restored_from_its_record_and_a_failed_write_rebalances() {
+        let mut group = ClassicGroup::new(LIMITS);
+        let mut fx = Vec::new();
+        let mut j = join(1, "");
+        j.instance_id = Some("i1".into());
+        group.join(j, 0, 1, &mut fx);
+        let a = joined(&fx, 1);
+        fx.clear();
+        group.sync(
+            2,
+            &a.member_id,
+            Some("i1"),
+            1,
+            None,
+            None,
+            vec![(a.member_id.clone(), Bytes::from_static(b"a0"))],
+            0,
+            &mut fx,
+        );
+        let Some(Effect::PersistGroup(value)) = fx.first().cloned() else { panic!("the assignment is written") };
+        group.persisted(1, Ok(()), 0, &mut fx);
+        // After a restart the record alone brings the group back as it was.
+        let restored = ClassicGroup::restored(LIMITS, &value, 5_000);
+        assert_eq!((restored.state(), restored.generation()), (State::Stable, 1));
+        assert_eq!(restored.leader(), Some(a.member_id.as_str()));
+        let mut restored = restored;
+        assert_eq!(restored.heartbeat(&a.member_id, Some("i1"), 1, 5_000), Ok(()), "no rebalance after a restart");
+        fx.clear();
+        restored.sync(3, &a.member_id, Some("i1"), 1, None, None, vec![], 5_000, &mut fx);
+        assert!(matches!(&fx[..], [Effect::Sync(3, r)] if r.assignment == "a0"), "the assignment survived");
+        // Its session runs from the load: silent past it, it is removed.
+        fx.clear();
+        restored.tick(5_000 + 10_001, &mut fx);
+        assert!(!restored.has_member(&a.member_id));
+
+        // A write that fails answers the waiting syncs with its error and rebalances.
+        let mut failing = ClassicGroup::new(LIMITS);
+        let mut fx = Vec::new();
+        failing.join(join(1, ""), 0, 1, &mut fx);
+        let b = joined(&fx, 1);
+        fx.clear();
+        failing.join(join(4, &b.member_id), 0, 0, &mut fx);
+        assert_eq!(joined(&fx, 4).generation, 1);
+        fx.clear();
+        failing.sync(
+            2,
+            &b.member_id,
+            None,
+            1,
+            None,
+            None,
+            vec![(b.member_id.clone(), Bytes::from_static(b"b0"))],
+            0,
+            &mut fx,
+        );
+        fx.clear();
+        failing.persisted(1, Err(ResponseError::NotCoordinator), 0, &mut fx);
+        assert!(
+            matches!(&fx[..], [Effect::Sync(2, r), ..] if r.error == Some(ResponseError::NotCoordinator)),
+            "{fx:?}"
+        );
+        assert_eq!(failing.state(), State::PreparingRebalance);
     }
 
     #[test]

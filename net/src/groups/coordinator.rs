@@ -319,11 +319,12 @@ impl Coordinator {
             },
             OffsetsRecord::Group { group, value } => match value {
                 Some(value) => {
+                    // Only loads replay group records, in log order: the
+                    // newest is the group's state (members and assignments).
                     let limits = self.classic_limits;
                     let entry = self.group_or_create(&group, now_wall_ms);
-                    if entry.is_empty() {
-                        entry.protocol = Protocol::Classic(ClassicGroup::restored(limits, &value));
-                    }
+                    let restored = ClassicGroup::restored(limits, &value, u64::try_from(now_wall_ms).unwrap_or(0));
+                    entry.protocol = Protocol::Classic(restored);
                 }
                 None => {
                     self.groups.remove(&group);

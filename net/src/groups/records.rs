@@ -1,8 +1,9 @@
 //! The records the group coordinator keeps in `__consumer_offsets`, in
 //! Kafka's own key and value layouts (so Kafka's tools could read them):
 //! offset commits (key version 1, value version 3), classic group metadata
-//! (key version 2, value version 3) and, for KIP-848 groups, the group epoch
-//! (key version 3, value version 0). A null value is a tombstone. Pure
+//! with its members and their assignments (key version 2, value version 3)
+//! and, for KIP-848 groups, the group epoch (key version 3, value version
+//! 0). A null value is a tombstone. Pure
 //! functions; decoding checks every length against the bytes present.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -20,8 +21,30 @@ pub struct OffsetValue {
     pub commit_timestamp: i64,
 }
 
-/// What a classic group's metadata record keeps (members rejoin after a
-/// restart; the generation and protocol survive it).
+/// One member in a classic group's metadata record (Kafka's MemberMetadata).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemberValue {
+    /// Member id.
+    pub member_id: String,
+    /// Static instance id.
+    pub instance_id: Option<String>,
+    /// Client id.
+    pub client_id: String,
+    /// Client host.
+    pub client_host: String,
+    /// Rebalance timeout.
+    pub rebalance_timeout_ms: i32,
+    /// Session timeout.
+    pub session_timeout_ms: i32,
+    /// Its subscription: the metadata it gave for the chosen protocol.
+    pub subscription: Bytes,
+    /// Its assignment from the leader.
+    pub assignment: Bytes,
+}
+
+/// What a classic group's metadata record keeps: generation, protocol,
+/// leader and every member with its assignment, so a stable group survives
+/// a restart without a rebalance.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GroupValue {
     /// "consumer", "connect", ...
@@ -34,6 +57,8 @@ pub struct GroupValue {
     pub leader: Option<String>,
     /// When the state last changed (ms).
     pub state_timestamp: i64,
+    /// The members (none once the group is empty).
+    pub members: Vec<MemberValue>,
 }
 
 /// One decoded record of `__consumer_offsets`.
@@ -69,6 +94,11 @@ pub enum OffsetsRecord {
 fn put_string(out: &mut BytesMut, s: &str) {
     let bytes = &s.as_bytes()[..s.len().min(i16::MAX as usize)];
     out.put_i16(bytes.len() as i16);
+    out.put_slice(bytes);
+}
+
+fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
+    out.put_i32(bytes.len() as i32);
     out.put_slice(bytes);
 }
 
@@ -109,7 +139,17 @@ pub fn encode(record: &OffsetsRecord) -> (Bytes, Option<Bytes>) {
                 put_nullable_string(&mut out, v.protocol.as_deref());
                 put_nullable_string(&mut out, v.leader.as_deref());
                 out.put_i64(v.state_timestamp);
-                out.put_i32(0); // members: they rejoin after a restart
+                out.put_i32(v.members.len() as i32);
+                for m in &v.members {
+                    put_string(&mut out, &m.member_id);
+                    put_nullable_string(&mut out, m.instance_id.as_deref());
+                    put_string(&mut out, &m.client_id);
+                    put_string(&mut out, &m.client_host);
+                    out.put_i32(m.rebalance_timeout_ms);
+                    out.put_i32(m.session_timeout_ms);
+                    put_bytes(&mut out, &m.subscription);
+                    put_bytes(&mut out, &m.assignment);
+                }
                 out.freeze()
             })
         }
@@ -158,6 +198,37 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Option<String> {
         self.nullable_string()?
     }
+    fn bytes(&mut self) -> Option<Bytes> {
+        let len = usize::try_from(self.i32()?).ok()?;
+        Some(Bytes::copy_from_slice(self.take(len)?))
+    }
+    /// A classic group's members, in value `version`'s layout. The count
+    /// read off the wire only bounds the loop; each member must be there.
+    fn members(&mut self, version: i16) -> Option<Vec<MemberValue>> {
+        let count = self.i32()?;
+        let mut members = Vec::new();
+        for _ in 0..count.max(0) {
+            let member_id = self.string()?;
+            let instance_id = if version >= 3 { self.nullable_string()? } else { None };
+            let client_id = self.string()?;
+            let client_host = self.string()?;
+            let rebalance_timeout_ms = if version >= 1 { self.i32()? } else { -1 };
+            let session_timeout_ms = self.i32()?;
+            let subscription = self.bytes()?;
+            let assignment = self.bytes()?;
+            members.push(MemberValue {
+                member_id,
+                instance_id,
+                client_id,
+                client_host,
+                rebalance_timeout_ms,
+                session_timeout_ms,
+                subscription,
+                assignment,
+            });
+        }
+        Some(members)
+    }
 }
 
 /// Decodes a record; None for layouts this broker does not keep.
@@ -192,7 +263,8 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<OffsetsRecord> {
                     let protocol = r.nullable_string()?;
                     let leader = r.nullable_string()?;
                     let state_timestamp = if version >= 2 { r.i64()? } else { -1 };
-                    Some(GroupValue { protocol_type, generation, protocol, leader, state_timestamp })
+                    let members = r.members(version)?;
+                    Some(GroupValue { protocol_type, generation, protocol, leader, state_timestamp, members })
                 }
             };
             Some(OffsetsRecord::Group { group, value })
@@ -254,8 +326,18 @@ mod tests {
                     protocol_type: "consumer".into(),
                     generation: 5,
                     protocol: Some("range".into()),
-                    leader: None,
+                    leader: Some("m1".into()),
                     state_timestamp: 1,
+                    members: vec![MemberValue {
+                        member_id: "m1".into(),
+                        instance_id: Some("static-1".into()),
+                        client_id: "c".into(),
+                        client_host: "/127.0.0.1".into(),
+                        rebalance_timeout_ms: 300_000,
+                        session_timeout_ms: 45_000,
+                        subscription: Bytes::from_static(b"sub"),
+                        assignment: Bytes::from_static(b"assigned"),
+                    }],
                 }),
             },
             OffsetsRecord::ConsumerGroupEpoch { group: "g".into(), epoch: Some(9) },

@@ -369,8 +369,40 @@ impl<D: Disk> GroupService<D> {
         };
         let (tx, rx) = oneshot::channel();
         self.waiters.borrow_mut().insert(token, Waiter::Sync(tx));
+        // The leader's assignment is written before any SyncGroup is
+        // answered: the group completes once it is durable.
+        let (assignment, effects): (Vec<Effect>, Vec<Effect>) =
+            effects.into_iter().partition(|e| matches!(e, Effect::PersistGroup(_)));
         self.run_effects(&loaded, group_id, effects);
+        if let Some(Effect::PersistGroup(value)) = assignment.into_iter().next() {
+            let generation = value.generation;
+            let mut pending = PendingAssignment { service: self, loaded: &loaded, group_id, generation, done: false };
+            let record = OffsetsRecord::Group { group: group_id.to_string(), value: Some(value) };
+            let written = self.append(&loaded.log, &[record], None).await;
+            pending.finish(written);
+        }
         rx.await.map_err(|_| ResponseError::CoordinatorNotAvailable)
+    }
+
+    /// Tells a classic group how the write of its assignment ended, and
+    /// carries out what follows (the waiting SyncGroup answers).
+    fn assignment_written(
+        &self,
+        loaded: &Loaded<D>,
+        group_id: &str,
+        generation: i32,
+        written: Result<(), ResponseError>,
+    ) {
+        let now = self.now_ms() as u64;
+        let effects = {
+            let mut c = loaded.state.borrow_mut();
+            let mut effects = Vec::new();
+            if let Some(Protocol::Classic(classic)) = c.groups.get_mut(group_id).map(|g| &mut g.protocol) {
+                classic.persisted(generation, written, now, &mut effects);
+            }
+            effects
+        };
+        self.run_effects(loaded, group_id, effects);
     }
 
     /// Heartbeat of a classic member.
@@ -597,6 +629,38 @@ impl<D: Disk> GroupService<D> {
             }
             // A group with neither members nor offsets is gone.
             c.groups.retain(|_, g| !(g.is_empty() && g.offsets.is_empty()));
+        }
+    }
+}
+
+/// The write of a classic group's assignment, owned by the leader's
+/// SyncGroup: if that request is dropped half-way, the group still learns
+/// the write's fate (as a failure), so its members are never left waiting.
+struct PendingAssignment<'a, D: Disk> {
+    service: &'a GroupService<D>,
+    loaded: &'a Loaded<D>,
+    group_id: &'a str,
+    generation: i32,
+    done: bool,
+}
+
+impl<D: Disk> PendingAssignment<'_, D> {
+    fn finish(&mut self, written: Result<(), ResponseError>) {
+        self.done = true;
+        self.service.assignment_written(self.loaded, self.group_id, self.generation, written);
+    }
+}
+
+impl<D: Disk> Drop for PendingAssignment<'_, D> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.service.assignment_written(
+                self.loaded,
+                self.group_id,
+                self.generation,
+                Err(ResponseError::CoordinatorNotAvailable),
+            );
         }
     }
 }
