@@ -11,7 +11,7 @@
 //! - [`shard`]: what one shard owns and what all share;
 //! - [`groups`] and [`txn`]: the group and transaction coordinators
 //!   (sans-IO state machines and the services that drive them), and what
-//!   their services share ([`coordinators`]);
+//!   they share ([`coordinators`], [`record_codec`]);
 //! - [`registry`], [`fetch_sessions`], [`topics`], [`producer_ids`],
 //!   [`config`], [`config_catalog`]: the per-shard partition registry and
 //!   the broker's metadata and settings (and how they are described under
@@ -30,6 +30,7 @@ pub mod errors;
 pub mod fetch_sessions;
 pub mod groups;
 pub mod producer_ids;
+pub mod record_codec;
 pub mod registry;
 pub mod route;
 pub mod server;

@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use shardline_tests::{broker_binary, Broker};
+use shardline_tests::{broker_binary, Broker, RawClient};
 
 /// Group settings that keep tests short: no initial rebalance delay.
 const FAST_GROUPS: &[&str] = &["--set", "group_initial_rebalance_delay_ms=0"];
@@ -291,21 +291,48 @@ impl rdkafka::consumer::ConsumerContext for Rebalances {
     }
 }
 
-fn stable_group_survives_a_broker_kill(instance_id: Option<&str>) {
+/// A KIP-848 group as ConsumerGroupDescribe shows it: the group epoch and
+/// each member's (id, epoch), as the broker knows them.
+fn describe_kip848(address: &str, group: &str) -> (i32, Vec<(String, i32)>) {
+    use kafka_protocol::messages::{ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, GroupId};
+    use kafka_protocol::protocol::StrBytes;
+    let mut raw = RawClient::connect(address);
+    let mut request = ConsumerGroupDescribeRequest::default();
+    request.group_ids = vec![GroupId(StrBytes::from_string(group.into()))];
+    let response: ConsumerGroupDescribeResponse = raw.call(ApiKey::ConsumerGroupDescribe, 0, &request);
+    let described = &response.groups[0];
+    assert_eq!(described.error_code, 0, "{described:?}");
+    let members = described.members.iter().map(|m| (m.member_id.to_string(), m.member_epoch)).collect();
+    (described.group_epoch, members)
+}
+
+fn stable_group_survives_a_broker_kill(protocol: &str, instance_id: Option<&str>) {
     use std::sync::atomic::Ordering::SeqCst;
     let mut broker = Broker::start(FAST_GROUPS);
-    let topic = format!("stable-{}", instance_id.unwrap_or("dynamic"));
+    let topic = format!("stable-{protocol}-{}", instance_id.unwrap_or("dynamic"));
+    let group = format!("{topic}-group");
     create_topic(&broker.address, &topic, 4);
+    if protocol == "consumer" {
+        // History the group's records must keep: a member that came and
+        // went moves the epoch past where a group started afresh would be.
+        let passing = consumer(&broker.address, &group, protocol);
+        passing.subscribe(&[&topic]).expect("subscribe");
+        assert_eq!(settle(&[&passing], 4, Duration::from_secs(30)), vec![4]);
+        drop(passing);
+    }
     produce(&broker.address, &topic, 40, "before");
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &broker.address)
-        .set("group.id", format!("{topic}-group"))
+        .set("group.id", &group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "30000")
-        .set("heartbeat.interval.ms", "500")
+        .set("group.protocol", protocol)
         .set("reconnect.backoff.max.ms", "200");
+    if protocol == "classic" {
+        // A KIP-848 group's timeouts are the broker's.
+        config.set("session.timeout.ms", "30000").set("heartbeat.interval.ms", "500");
+    }
     if let Some(instance) = instance_id {
         config.set("group.instance.id", instance);
     }
@@ -328,6 +355,7 @@ fn stable_group_survives_a_broker_kill(instance_id: Option<&str>) {
     let assignment = c.assignment().expect("assignment");
     assert_eq!(assignment.count(), 4);
     let rebalances = (c.context().assigned.load(SeqCst), c.context().revoked.load(SeqCst));
+    let described = (protocol == "consumer").then(|| describe_kip848(&broker.address, &group));
 
     broker.kill9();
     broker.restart();
@@ -345,14 +373,32 @@ fn stable_group_survives_a_broker_kill(instance_id: Option<&str>) {
         "the group came back stable: no revocation, no new assignment"
     );
     assert_eq!(c.assignment().expect("assignment"), assignment, "the member keeps its partitions");
+    if let Some(before) = described {
+        assert!(before.0 > 2, "the group has history: epoch {}", before.0);
+        assert_eq!(
+            describe_kip848(&broker.address, &group),
+            before,
+            "the group came back at its epoch, with the same member at the same member epoch"
+        );
+    }
 }
 
 #[test]
 fn a_stable_group_survives_a_broker_kill_without_a_rebalance() {
-    stable_group_survives_a_broker_kill(None);
+    stable_group_survives_a_broker_kill("classic", None);
 }
 
 #[test]
 fn a_static_member_keeps_its_assignment_across_a_broker_kill() {
-    stable_group_survives_a_broker_kill(Some("static-1"));
+    stable_group_survives_a_broker_kill("classic", Some("static-1"));
+}
+
+#[test]
+fn a_kip848_group_survives_a_broker_kill_without_a_rebalance() {
+    stable_group_survives_a_broker_kill("consumer", None);
+}
+
+#[test]
+fn a_kip848_static_member_keeps_its_assignment_across_a_broker_kill() {
+    stable_group_survives_a_broker_kill("consumer", Some("static-848"));
 }

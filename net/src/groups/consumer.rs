@@ -5,13 +5,23 @@
 //! epoch, and only then moves to the group's assignment epoch and receives
 //! partitions that no other member still owns. One instance per group, on
 //! the shard owning the group's `__consumer_offsets` partition.
+//!
+//! Every change is journaled: [`ConsumerGroup::take_unwritten`] hands out
+//! the records (Kafka's KIP-848 record types) that bring the log up to the
+//! group's state, and [`ConsumerGroup::restore`] rebuilds the group from
+//! them at load, so members carry on across a restart at their epochs with
+//! their partitions. The driver answers a heartbeat only once what it
+//! changed is written.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use crate::groups::effect::Effect;
+use crate::groups::consumer_records::{
+    member_state, CurrentAssignmentValue, GroupEpochValue, MemberMetadataValue, LEFT_TEMPORARILY_EPOCH,
+};
+use crate::groups::records::OffsetsRecord;
 
 /// A topic partition by topic id.
 pub type TopicPartition = (Uuid, i32);
@@ -96,21 +106,8 @@ impl HeartbeatReply {
 pub struct Member {
     /// Member id.
     pub member_id: String,
-    /// Static instance id.
-    pub instance_id: Option<String>,
-    /// Rack.
-    pub rack_id: Option<String>,
-    /// Client id.
-    pub client_id: String,
-    /// Client host.
-    pub client_host: String,
-    /// Subscribed names.
-    pub subscribed_names: Vec<String>,
-    /// Subscribed regex.
-    pub subscribed_regex: Option<String>,
-    /// Assignor asked for.
-    pub assignor: Option<String>,
-    rebalance_timeout_ms: i32,
+    /// Who it is and what it subscribes to, as its record keeps it.
+    pub metadata: MemberMetadataValue,
     /// Member epoch.
     pub epoch: i32,
     previous_epoch: i32,
@@ -122,6 +119,109 @@ pub struct Member {
     left_temporarily: bool,
 }
 
+impl Member {
+    /// A member that holds nothing yet, its session starting at `now`.
+    fn new(member_id: String, metadata: MemberMetadataValue, now: u64) -> Self {
+        Member {
+            member_id,
+            metadata,
+            epoch: 0,
+            previous_epoch: -1,
+            assigned: BTreeSet::new(),
+            revoking: BTreeSet::new(),
+            last_heartbeat: now,
+            revoke_deadline: None,
+            left_temporarily: false,
+        }
+    }
+
+    fn current_value(&self, target: Option<&BTreeSet<TopicPartition>>) -> CurrentAssignmentValue {
+        let state = if !self.revoking.is_empty() {
+            member_state::UNREVOKED_PARTITIONS
+        } else if target.is_some_and(|t| *t != self.assigned) {
+            member_state::UNRELEASED_PARTITIONS
+        } else {
+            member_state::STABLE
+        };
+        let (member_epoch, previous_member_epoch) = if self.left_temporarily {
+            (LEFT_TEMPORARILY_EPOCH, self.epoch)
+        } else {
+            (self.epoch, self.previous_epoch)
+        };
+        CurrentAssignmentValue {
+            member_epoch,
+            previous_member_epoch,
+            state,
+            assigned: self.assigned.clone(),
+            revoking: self.revoking.clone(),
+        }
+    }
+}
+
+/// What changed since the group's records were last handed out.
+#[derive(Debug, Clone, Default)]
+struct Unwritten {
+    /// Members whose metadata or current assignment changed (or that left).
+    members: BTreeSet<String>,
+    /// Members whose target changed (or that left).
+    targets: BTreeSet<String>,
+    epoch: bool,
+    target_epoch: bool,
+}
+
+impl Unwritten {
+    fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.targets.is_empty() && !self.epoch && !self.target_epoch
+    }
+
+    fn merge(&mut self, other: Unwritten) {
+        self.members.extend(other.members);
+        self.targets.extend(other.targets);
+        self.epoch |= other.epoch;
+        self.target_epoch |= other.target_epoch;
+    }
+}
+
+/// The group's changes against what was written: every change counts, and
+/// the count written through tells a heartbeat whether its change is
+/// durable yet.
+#[derive(Debug, Clone, Default)]
+struct Journal {
+    unwritten: Unwritten,
+    changes: u64,
+    written_through: u64,
+}
+
+impl Journal {
+    fn member(&mut self, id: &str) {
+        self.unwritten.members.insert(id.to_string());
+        self.changes += 1;
+    }
+    fn target(&mut self, id: &str) {
+        self.unwritten.targets.insert(id.to_string());
+        self.changes += 1;
+    }
+    fn epoch(&mut self) {
+        self.unwritten.epoch = true;
+        self.changes += 1;
+    }
+    fn target_epoch(&mut self) {
+        self.unwritten.target_epoch = true;
+        self.changes += 1;
+    }
+}
+
+/// The records of a group's changes, handed out by
+/// [`ConsumerGroup::take_unwritten`] and handed back to
+/// [`ConsumerGroup::written`] once the write ended.
+#[derive(Debug)]
+pub struct GroupWrite {
+    /// The records to append, in one batch.
+    pub records: Vec<OffsetsRecord>,
+    unwritten: Unwritten,
+    through: u64,
+}
+
 /// A KIP-848 group. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct ConsumerGroup {
@@ -130,7 +230,33 @@ pub struct ConsumerGroup {
     members: BTreeMap<String, Member>,
     target: BTreeMap<String, BTreeSet<TopicPartition>>,
     subscribed_metadata: BTreeMap<String, (Uuid, i32)>,
+    /// [`metadata_hash`] of `subscribed_metadata`, kept with the epoch: at
+    /// load the metadata itself is not known, the hash is.
+    metadata_hash: i64,
     limits: ConsumerLimits,
+    journal: Journal,
+}
+
+/// A hash (FNV-1a) of the subscribed topics' names, ids and partition
+/// counts; 0 for none. Only compared with itself.
+pub fn metadata_hash(metadata: &BTreeMap<String, (Uuid, i32)>) -> i64 {
+    if metadata.is_empty() {
+        return 0;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for (name, (id, partitions)) in metadata {
+        feed(name.as_bytes());
+        feed(&[0xff]);
+        feed(id.as_bytes());
+        feed(&partitions.to_be_bytes());
+    }
+    hash as i64
 }
 
 impl ConsumerGroup {
@@ -142,21 +268,19 @@ impl ConsumerGroup {
             members: BTreeMap::new(),
             target: BTreeMap::new(),
             subscribed_metadata: BTreeMap::new(),
+            metadata_hash: 0,
             limits,
+            journal: Journal::default(),
         }
     }
 
-    /// An empty group at `epoch` (after a restart).
-    pub fn restored(limits: ConsumerLimits, epoch: i32) -> Self {
+    /// An empty group taking over from an empty classic group at
+    /// `generation`: its epochs continue from there.
+    pub fn after_classic(limits: ConsumerLimits, generation: i32) -> Self {
         let mut group = ConsumerGroup::new(limits);
-        group.restore_epoch(epoch);
+        group.epoch = generation.max(0);
+        group.assignment_epoch = group.epoch;
         group
-    }
-
-    /// Raises the epoch to at least `epoch` (replay).
-    pub fn restore_epoch(&mut self, epoch: i32) {
-        self.epoch = self.epoch.max(epoch);
-        self.assignment_epoch = self.assignment_epoch.max(epoch);
     }
 
     /// Group epoch.
@@ -185,7 +309,7 @@ impl ConsumerGroup {
     }
     /// The assignor in use.
     pub fn assignor(&self) -> &str {
-        self.members.values().find_map(|m| m.assignor.as_deref()).unwrap_or(ASSIGNORS[0])
+        self.members.values().find_map(|m| m.metadata.server_assignor.as_deref()).unwrap_or(ASSIGNORS[0])
     }
 
     /// Kafka's state name for ConsumerGroupDescribe and ListGroups.
@@ -203,6 +327,7 @@ impl ConsumerGroup {
 
     fn bump_epoch(&mut self) {
         self.epoch += 1;
+        self.journal.epoch();
     }
 
     /// The earliest time at which [`tick`](Self::tick) has work: a member's
@@ -235,6 +360,162 @@ impl ConsumerGroup {
         }
     }
 
+    /// How many changes the group has seen; a change is durable once
+    /// [`written_through`](Self::written_through) reaches its count.
+    pub fn changes(&self) -> u64 {
+        self.journal.changes
+    }
+
+    /// The count of changes known written.
+    pub fn written_through(&self) -> u64 {
+        self.journal.written_through
+    }
+
+    /// The records that bring the log up to the group's state, in one
+    /// batch (None when nothing is unwritten): for a member that left, the
+    /// tombstones of its current assignment, target and metadata; then the
+    /// metadata of changed members, the group epoch, changed targets, the
+    /// target's epoch and changed current assignments, each as it is now.
+    /// Hand the write back to [`written`](Self::written) once it ended.
+    pub fn take_unwritten(&mut self, group: &str) -> Option<GroupWrite> {
+        if self.journal.unwritten.is_empty() {
+            return None;
+        }
+        let unwritten = std::mem::take(&mut self.journal.unwritten);
+        let mut records = Vec::new();
+        let key = |member: &str| (group.to_string(), member.to_string());
+        let gone = unwritten.members.union(&unwritten.targets).filter(|id| !self.members.contains_key(*id));
+        for id in gone {
+            let (group, member) = key(id);
+            records.push(OffsetsRecord::ConsumerAssignment {
+                group: group.clone(),
+                member: member.clone(),
+                value: None,
+            });
+            records.push(OffsetsRecord::ConsumerTarget {
+                group: group.clone(),
+                member: member.clone(),
+                partitions: None,
+            });
+            records.push(OffsetsRecord::ConsumerMember { group, member, value: None });
+        }
+        let changed: Vec<&Member> = unwritten.members.iter().filter_map(|id| self.members.get(id)).collect();
+        for member in &changed {
+            let (group, member_id) = key(&member.member_id);
+            records.push(OffsetsRecord::ConsumerMember {
+                group,
+                member: member_id,
+                value: Some(member.metadata.clone()),
+            });
+        }
+        if unwritten.epoch {
+            records.push(OffsetsRecord::ConsumerGroupEpoch {
+                group: group.to_string(),
+                value: Some(GroupEpochValue { epoch: self.epoch, metadata_hash: self.metadata_hash }),
+            });
+        }
+        for id in unwritten.targets.iter().filter(|id| self.members.contains_key(*id)) {
+            let (group, member) = key(id);
+            records.push(OffsetsRecord::ConsumerTarget {
+                group,
+                member,
+                partitions: Some(self.target.get(id).cloned().unwrap_or_default()),
+            });
+        }
+        if unwritten.target_epoch {
+            records.push(OffsetsRecord::ConsumerTargetEpoch {
+                group: group.to_string(),
+                epoch: Some(self.assignment_epoch),
+            });
+        }
+        for member in &changed {
+            let (group, member_id) = key(&member.member_id);
+            let value = member.current_value(self.target.get(&member.member_id));
+            records.push(OffsetsRecord::ConsumerAssignment { group, member: member_id, value: Some(value) });
+        }
+        Some(GroupWrite { records, unwritten, through: self.journal.changes })
+    }
+
+    /// The end of a write [`take_unwritten`](Self::take_unwritten) handed
+    /// out: once written, the changes it covered are durable; if it failed,
+    /// they are unwritten again and the next write carries them.
+    pub fn written(&mut self, write: GroupWrite, ok: bool) {
+        if ok {
+            self.journal.written_through = self.journal.written_through.max(write.through);
+        } else {
+            self.journal.unwritten.merge(write.unwritten);
+        }
+    }
+
+    /// Applies one of the group's records read back at load. A member
+    /// restored runs its session (and any revocation) from `now`.
+    pub fn restore(&mut self, record: OffsetsRecord, now: u64) {
+        match record {
+            OffsetsRecord::ConsumerGroupEpoch { value: Some(value), .. } => {
+                self.epoch = value.epoch;
+                self.metadata_hash = value.metadata_hash;
+            }
+            OffsetsRecord::ConsumerMember { member, value: Some(value), .. } => {
+                let value = MemberMetadataValue { rebalance_timeout_ms: value.rebalance_timeout_ms.max(0), ..value };
+                match self.members.get_mut(&member) {
+                    Some(restored) => restored.metadata = value,
+                    None => {
+                        self.members.insert(member.clone(), Member::new(member, value, now));
+                    }
+                }
+            }
+            OffsetsRecord::ConsumerMember { member, value: None, .. } => {
+                self.members.remove(&member);
+                self.target.remove(&member);
+            }
+            OffsetsRecord::ConsumerTargetEpoch { epoch: Some(epoch), .. } => self.assignment_epoch = epoch,
+            OffsetsRecord::ConsumerTarget { member, partitions, .. } => match partitions {
+                Some(partitions) => {
+                    self.target.insert(member, partitions);
+                }
+                None => {
+                    self.target.remove(&member);
+                }
+            },
+            OffsetsRecord::ConsumerAssignment { member, value, .. } => {
+                let Some(restored) = self.members.get_mut(&member) else { return };
+                let value = value.unwrap_or_default();
+                restored.left_temporarily = value.member_epoch == LEFT_TEMPORARILY_EPOCH;
+                if restored.left_temporarily {
+                    (restored.epoch, restored.previous_epoch) = (value.previous_member_epoch, -1);
+                } else {
+                    (restored.epoch, restored.previous_epoch) = (value.member_epoch, value.previous_member_epoch);
+                }
+                restored.assigned = value.assigned;
+                restored.revoking = value.revoking;
+                restored.revoke_deadline =
+                    (!restored.revoking.is_empty()).then(|| now + restored.metadata.rebalance_timeout_ms as u64);
+            }
+            _ => {}
+        }
+    }
+
+    /// What the records keep of the group: epochs, metadata hash, each
+    /// member's metadata and current assignment, the target (tests compare
+    /// a live group with one replayed from its records).
+    #[cfg(test)]
+    #[allow(clippy::type_complexity)]
+    pub fn durable_view(
+        &self,
+    ) -> (
+        (i32, i32, i64),
+        BTreeMap<String, (MemberMetadataValue, CurrentAssignmentValue)>,
+        BTreeMap<String, BTreeSet<TopicPartition>>,
+    ) {
+        let members = self
+            .members
+            .values()
+            .map(|m| (m.member_id.clone(), (m.metadata.clone(), m.current_value(self.target.get(&m.member_id)))))
+            .collect();
+        let target = self.target.iter().filter(|(_, t)| !t.is_empty()).map(|(id, t)| (id.clone(), t.clone())).collect();
+        ((self.epoch, self.assignment_epoch, self.metadata_hash), members, target)
+    }
+
     /// Whether an offset commit (or a fetch asking for stable offsets) by
     /// `member_id` at `epoch` is allowed.
     pub fn check_member_epoch(&self, member_id: &str, epoch: i32) -> Result<(), ResponseError> {
@@ -258,14 +539,8 @@ impl ConsumerGroup {
         matches: &dyn Fn(&str, &str) -> bool,
         now: u64,
         new_member_id: String,
-        effects: &mut Vec<Effect>,
     ) -> HeartbeatReply {
-        let epoch_before = self.epoch;
-        let reply = self.heartbeat_inner(request, topics, matches, now, new_member_id);
-        if self.epoch != epoch_before {
-            effects.push(Effect::PersistEpoch(self.epoch));
-        }
-        reply
+        self.heartbeat_inner(request, topics, matches, now, new_member_id)
     }
 
     fn heartbeat_inner(
@@ -318,37 +593,46 @@ impl ConsumerGroup {
         // join with an epoch above 0 (KIP-848).
         let mut changed_subscription = joined;
         if let Some(member) = self.members.get_mut(&member_id) {
+            let before = member.metadata.clone();
             member.last_heartbeat = now;
-            member.left_temporarily = false;
+            if member.left_temporarily {
+                member.left_temporarily = false;
+                self.journal.member(&member_id);
+            }
             if let Some(names) = &request.subscribed_topic_names {
                 let mut names = names.clone();
                 names.sort();
                 names.dedup();
-                changed_subscription |= member.subscribed_names != names;
-                member.subscribed_names = names;
+                changed_subscription |= member.metadata.subscribed_names != names;
+                member.metadata.subscribed_names = names;
             }
             if let Some(regex) = &request.subscribed_topic_regex {
                 let regex = Some(regex.clone()).filter(|r| !r.is_empty());
-                changed_subscription |= member.subscribed_regex != regex;
-                member.subscribed_regex = regex;
+                changed_subscription |= member.metadata.subscribed_regex != regex;
+                member.metadata.subscribed_regex = regex;
             }
-            if request.server_assignor.is_some() && member.assignor != request.server_assignor {
-                member.assignor = request.server_assignor.clone();
+            if request.server_assignor.is_some() && member.metadata.server_assignor != request.server_assignor {
+                member.metadata.server_assignor = request.server_assignor.clone();
                 changed_subscription = true;
             }
             if request.rebalance_timeout_ms >= 0 {
-                member.rebalance_timeout_ms = request.rebalance_timeout_ms;
+                member.metadata.rebalance_timeout_ms = request.rebalance_timeout_ms;
             }
             if request.rack_id.is_some() {
-                member.rack_id = request.rack_id.clone();
+                member.metadata.rack_id = request.rack_id.clone();
+            }
+            if member.metadata != before {
+                self.journal.member(&member_id);
             }
         }
         if changed_subscription {
             self.bump_epoch();
         }
         let metadata = self.subscribed_topics(topics, matches);
-        if metadata != self.subscribed_metadata {
-            self.subscribed_metadata = metadata;
+        let hash = metadata_hash(&metadata);
+        self.subscribed_metadata = metadata;
+        if hash != self.metadata_hash {
+            self.metadata_hash = hash;
             self.bump_epoch();
         }
         if self.epoch > self.assignment_epoch {
@@ -379,7 +663,7 @@ impl ConsumerGroup {
         let member_id = if request.member_id.is_empty() { new_member_id } else { request.member_id.clone() };
         let mut inherited: Option<Member> = None;
         if let Some(instance) = &request.instance_id {
-            let holder = self.members.values().find(|m| m.instance_id.as_ref() == Some(instance)).cloned();
+            let holder = self.members.values().find(|m| m.metadata.instance_id.as_ref() == Some(instance)).cloned();
             if let Some(old) = holder.filter(|m| m.member_id != member_id) {
                 if !old.left_temporarily {
                     return Err(HeartbeatReply::error(
@@ -389,8 +673,11 @@ impl ConsumerGroup {
                     ));
                 }
                 self.members.remove(&old.member_id);
+                self.journal.member(&old.member_id);
+                self.journal.target(&old.member_id);
                 if let Some(target) = self.target.remove(&old.member_id) {
                     self.target.insert(member_id.clone(), target);
+                    self.journal.target(&member_id);
                 }
                 inherited = Some(old);
             }
@@ -401,6 +688,7 @@ impl ConsumerGroup {
             existing.revoking.clear();
             existing.epoch = 0;
             existing.previous_epoch = -1;
+            self.journal.member(&member_id);
             return Ok((member_id, false));
         }
         if self.members.len() >= self.limits.max_size {
@@ -410,35 +698,31 @@ impl ConsumerGroup {
         let member = match inherited {
             Some(mut old) => {
                 old.member_id = member_id.clone();
-                old.client_id = request.client_id.clone();
-                old.client_host = request.client_host.clone();
+                old.metadata.client_id = request.client_id.clone();
+                old.metadata.client_host = request.client_host.clone();
                 old.last_heartbeat = now;
                 old
             }
             // A new member: the caller sets its subscription and moves the
             // group epoch.
-            None => Member {
-                member_id: member_id.clone(),
-                instance_id: request.instance_id.clone(),
-                rack_id: request.rack_id.clone(),
-                client_id: request.client_id.clone(),
-                client_host: request.client_host.clone(),
-                subscribed_names: Vec::new(),
-                subscribed_regex: None,
-                assignor: None,
-                rebalance_timeout_ms: request.rebalance_timeout_ms.max(0),
-                epoch: 0,
-                previous_epoch: -1,
-                assigned: BTreeSet::new(),
-                revoking: BTreeSet::new(),
-                last_heartbeat: now,
-                revoke_deadline: None,
-                left_temporarily: false,
-            },
+            None => Member::new(
+                member_id.clone(),
+                MemberMetadataValue {
+                    instance_id: request.instance_id.clone(),
+                    rack_id: request.rack_id.clone(),
+                    client_id: request.client_id.clone(),
+                    client_host: request.client_host.clone(),
+                    subscribed_names: Vec::new(),
+                    subscribed_regex: None,
+                    rebalance_timeout_ms: request.rebalance_timeout_ms.max(0),
+                    server_assignor: None,
+                },
+                now,
+            ),
         };
-        let created = is_new;
         self.members.insert(member_id.clone(), member);
-        Ok((member_id, created))
+        self.journal.member(&member_id);
+        Ok((member_id, is_new))
     }
 
     fn leave(&mut self, request: &Heartbeat) -> HeartbeatReply {
@@ -453,7 +737,7 @@ impl ConsumerGroup {
             Some(instance) if request.member_id.is_empty() => self
                 .members
                 .values()
-                .find(|m| m.instance_id.as_ref() == Some(instance))
+                .find(|m| m.metadata.instance_id.as_ref() == Some(instance))
                 .map(|m| m.member_id.clone())
                 .unwrap_or_default(),
             _ => request.member_id.clone(),
@@ -466,6 +750,7 @@ impl ConsumerGroup {
             // until its session times out.
             if let Some(member) = self.members.get_mut(&id) {
                 member.left_temporarily = true;
+                self.journal.member(&id);
             }
         } else {
             self.remove_member(&id);
@@ -483,22 +768,15 @@ impl ConsumerGroup {
     fn remove_member(&mut self, id: &str) {
         if self.members.remove(id).is_some() {
             self.target.remove(id);
+            self.journal.member(id);
+            self.journal.target(id);
             self.bump_epoch();
         }
     }
 
     /// Expires members whose session or revocation deadline passed.
     /// Returns whether anything changed.
-    pub fn tick(&mut self, now: u64, effects: &mut Vec<Effect>) -> bool {
-        let epoch_before = self.epoch;
-        let changed = self.expire(now);
-        if self.epoch != epoch_before {
-            effects.push(Effect::PersistEpoch(self.epoch));
-        }
-        changed
-    }
-
-    fn expire(&mut self, now: u64) -> bool {
+    pub fn tick(&mut self, now: u64) -> bool {
         let session = self.limits.session_timeout_ms.max(0) as u64;
         let expired: Vec<String> = self
             .members
@@ -535,11 +813,20 @@ impl ConsumerGroup {
                 (m.member_id.clone(), topics)
             })
             .collect();
-        self.target = match self.assignor() {
+        let target = match self.assignor() {
             "range" => range_assign(&subscriptions, &self.subscribed_metadata),
             _ => uniform_assign(&subscriptions, &self.subscribed_metadata, &self.target),
         };
-        self.assignment_epoch = self.epoch;
+        for id in self.target.keys().chain(target.keys()) {
+            if self.target.get(id) != target.get(id) {
+                self.journal.target(id);
+            }
+        }
+        self.target = target;
+        if self.assignment_epoch != self.epoch {
+            self.assignment_epoch = self.epoch;
+            self.journal.target_epoch();
+        }
     }
 
     fn owned_by_others(&self, member_id: &str) -> BTreeSet<TopicPartition> {
@@ -564,6 +851,7 @@ impl ConsumerGroup {
             }
             member.revoking.clear();
             member.revoke_deadline = None;
+            self.journal.member(member_id);
         }
         if member.epoch == assignment_epoch && member.assigned == target {
             return false;
@@ -574,7 +862,8 @@ impl ConsumerGroup {
             debug_assert!(kept.is_disjoint(&revoke));
             member.assigned = kept;
             member.revoking = revoke;
-            member.revoke_deadline = Some(now + member.rebalance_timeout_ms.max(0) as u64);
+            member.revoke_deadline = Some(now + member.metadata.rebalance_timeout_ms.max(0) as u64);
+            self.journal.member(member_id);
             return true;
         }
         let free: BTreeSet<TopicPartition> =
@@ -588,13 +877,17 @@ impl ConsumerGroup {
         }
         debug_assert!(member.assigned.is_subset(&target), "a reconciled member owns only its target");
         debug_assert!(member.revoking.is_empty(), "nothing is left to revoke once the epoch moves");
-        before != (member.epoch, member.assigned.len())
+        let changed = before != (member.epoch, member.assigned.len());
+        if changed {
+            self.journal.member(member_id);
+        }
+        changed
     }
 }
 
 fn subscribes(member: &Member, topic: &str, matches: &dyn Fn(&str, &str) -> bool) -> bool {
-    member.subscribed_names.iter().any(|n| n == topic)
-        || member.subscribed_regex.as_deref().is_some_and(|r| matches(r, topic))
+    member.metadata.subscribed_names.iter().any(|n| n == topic)
+        || member.metadata.subscribed_regex.as_deref().is_some_and(|r| matches(r, topic))
 }
 
 /// Range: per topic, its subscribers sorted by id get contiguous ranges,
@@ -699,19 +992,13 @@ mod tests {
         let mut group = ConsumerGroup::new(LIMITS);
         let mut empty = join("a");
         empty.subscribed_topic_names = Some(Vec::new());
-        let joined = group.heartbeat(empty, &topics, &no_regex, 0, String::new(), &mut Vec::new());
+        let joined = group.heartbeat(empty, &topics, &no_regex, 0, String::new());
         assert_eq!(joined.error, None);
         assert!(joined.member_epoch > 0, "the join gave epoch {}", joined.member_epoch);
-        let next = group.heartbeat(
-            beat("a", joined.member_epoch, &BTreeSet::new()),
-            &topics,
-            &no_regex,
-            1,
-            String::new(),
-            &mut Vec::new(),
-        );
+        let next =
+            group.heartbeat(beat("a", joined.member_epoch, &BTreeSet::new()), &topics, &no_regex, 1, String::new());
         assert_eq!((next.error, next.member_epoch), (None, joined.member_epoch));
-        let second = group.heartbeat(join("b"), &topics, &no_regex, 2, String::new(), &mut Vec::new());
+        let second = group.heartbeat(join("b"), &topics, &no_regex, 2, String::new());
         assert!(second.member_epoch > joined.member_epoch, "every new member moves the group epoch");
     }
 
@@ -720,69 +1007,34 @@ mod tests {
         let topic = Uuid::from_u128(7);
         let topics: TopicsView = [("t".to_string(), (topic, 6))].into_iter().collect();
         let mut group = ConsumerGroup::new(LIMITS);
-        let a = group.heartbeat(join("a"), &topics, &no_regex, 0, String::new(), &mut Vec::new());
+        let a = group.heartbeat(join("a"), &topics, &no_regex, 0, String::new());
         assert_eq!(a.assignment.as_ref().map(|s| s.len()), Some(6));
         let mut owned_a = a.assignment.clone().unwrap();
-        let b = group.heartbeat(join("b"), &topics, &no_regex, 1, String::new(), &mut Vec::new());
+        let b = group.heartbeat(join("b"), &topics, &no_regex, 1, String::new());
         // b's partitions are still owned by a: none yet.
         assert_eq!(b.assignment.as_ref().map(|s| s.len()), Some(0));
         // a is asked to revoke 3 and keeps its epoch.
-        let a2 =
-            group.heartbeat(beat("a", a.member_epoch, &owned_a), &topics, &no_regex, 2, String::new(), &mut Vec::new());
+        let a2 = group.heartbeat(beat("a", a.member_epoch, &owned_a), &topics, &no_regex, 2, String::new());
         assert_eq!(a2.member_epoch, a.member_epoch);
         owned_a = a2.assignment.clone().unwrap();
         assert_eq!(owned_a.len(), 3);
         // Once revoked, a moves to the new epoch; then b gets the rest.
-        let a3 = group.heartbeat(
-            beat("a", a2.member_epoch, &owned_a),
-            &topics,
-            &no_regex,
-            3,
-            String::new(),
-            &mut Vec::new(),
-        );
+        let a3 = group.heartbeat(beat("a", a2.member_epoch, &owned_a), &topics, &no_regex, 3, String::new());
         assert_eq!(a3.member_epoch, group.assignment_epoch());
-        let b2 = group.heartbeat(
-            beat("b", b.member_epoch, &BTreeSet::new()),
-            &topics,
-            &no_regex,
-            4,
-            String::new(),
-            &mut Vec::new(),
-        );
+        let b2 = group.heartbeat(beat("b", b.member_epoch, &BTreeSet::new()), &topics, &no_regex, 4, String::new());
         let owned_b = b2.assignment.unwrap();
         assert_eq!(owned_b.len(), 3);
         assert!(owned_b.is_disjoint(&owned_a));
         assert_eq!(group.state_name(), "Stable");
         // b's session expires (a keeps heartbeating): a gets everything back.
-        group.heartbeat(
-            beat("a", a3.member_epoch, &owned_a),
-            &topics,
-            &no_regex,
-            40_000,
-            String::new(),
-            &mut Vec::new(),
-        );
-        assert!(group.tick(4 + 45_000, &mut Vec::new()));
+        group.heartbeat(beat("a", a3.member_epoch, &owned_a), &topics, &no_regex, 40_000, String::new());
+        assert!(group.tick(4 + 45_000));
         assert!(!group.has_member("b") && group.has_member("a"));
-        let a4 = group.heartbeat(
-            beat("a", a3.member_epoch, &owned_a),
-            &topics,
-            &no_regex,
-            45_010,
-            String::new(),
-            &mut Vec::new(),
-        );
+        let a4 = group.heartbeat(beat("a", a3.member_epoch, &owned_a), &topics, &no_regex, 45_010, String::new());
         assert_eq!(a4.assignment.map(|s| s.len()), Some(6));
         // A stale epoch is fenced.
-        let stale = group.heartbeat(
-            beat("a", a3.member_epoch - 1, &owned_a),
-            &topics,
-            &no_regex,
-            45_020,
-            String::new(),
-            &mut Vec::new(),
-        );
+        let stale =
+            group.heartbeat(beat("a", a3.member_epoch - 1, &owned_a), &topics, &no_regex, 45_020, String::new());
         assert_eq!(stale.error, Some(ResponseError::FencedMemberEpoch));
     }
 

@@ -13,7 +13,7 @@ use kafka_protocol::ResponseError;
 
 use crate::groups::classic::{ClassicGroup, ClassicLimits};
 use crate::groups::consumer::{ConsumerGroup, ConsumerLimits};
-use crate::groups::records::{OffsetValue, OffsetsRecord};
+use crate::groups::records::{self, OffsetValue, OffsetsRecord};
 
 /// The protocol a group runs.
 #[derive(Debug, Clone)]
@@ -144,9 +144,7 @@ impl Coordinator {
             if !classic.is_empty() {
                 return Err(ResponseError::GroupIdNotFound);
             }
-            let mut fresh = ConsumerGroup::new(limits);
-            fresh.restore_epoch(classic.generation());
-            group.protocol = Protocol::Consumer(fresh);
+            group.protocol = Protocol::Consumer(ConsumerGroup::after_classic(limits, classic.generation()));
         }
         match &mut group.protocol {
             Protocol::Consumer(consumer) => Ok(consumer),
@@ -252,10 +250,13 @@ impl Coordinator {
             .keys()
             .map(|(t, p)| OffsetsRecord::Offset { group: id.to_string(), topic: t.clone(), partition: *p, value: None })
             .collect();
-        records.push(match group.protocol {
-            Protocol::Classic(_) => OffsetsRecord::Group { group: id.to_string(), value: None },
-            Protocol::Consumer(_) => OffsetsRecord::ConsumerGroupEpoch { group: id.to_string(), epoch: None },
-        });
+        match group.protocol {
+            Protocol::Classic(_) => records.push(OffsetsRecord::Group { group: id.to_string(), value: None }),
+            Protocol::Consumer(_) => {
+                records.push(OffsetsRecord::ConsumerTargetEpoch { group: id.to_string(), epoch: None });
+                records.push(OffsetsRecord::ConsumerGroupEpoch { group: id.to_string(), value: None });
+            }
+        }
         Ok(records)
     }
 
@@ -330,21 +331,25 @@ impl Coordinator {
                     self.groups.remove(&group);
                 }
             },
-            OffsetsRecord::ConsumerGroupEpoch { group, epoch } => match epoch {
-                Some(epoch) => {
-                    let limits = self.consumer_limits.clone();
-                    let entry = self.group_or_create(&group, now_wall_ms);
-                    match &mut entry.protocol {
-                        Protocol::Consumer(g) => g.restore_epoch(epoch),
-                        Protocol::Classic(_) => {
-                            entry.protocol = Protocol::Consumer(ConsumerGroup::restored(limits, epoch))
-                        }
-                    }
+            OffsetsRecord::ConsumerGroupEpoch { group, value: None } => {
+                self.groups.remove(&group);
+            }
+            consumer @ (OffsetsRecord::ConsumerGroupEpoch { .. }
+            | OffsetsRecord::ConsumerMember { .. }
+            | OffsetsRecord::ConsumerTargetEpoch { .. }
+            | OffsetsRecord::ConsumerTarget { .. }
+            | OffsetsRecord::ConsumerAssignment { .. }) => {
+                // Only loads replay KIP-848 records, in log order: a group
+                // that was classic before them has turned KIP-848.
+                let limits = self.consumer_limits.clone();
+                let entry = self.group_or_create(records::group_of(&consumer), now_wall_ms);
+                if let Protocol::Classic(_) = entry.protocol {
+                    entry.protocol = Protocol::Consumer(ConsumerGroup::new(limits));
                 }
-                None => {
-                    self.groups.remove(&group);
+                if let Protocol::Consumer(g) = &mut entry.protocol {
+                    g.restore(consumer, u64::try_from(now_wall_ms).unwrap_or(0));
                 }
-            },
+            }
         }
     }
 
@@ -375,7 +380,12 @@ impl Coordinator {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use uuid::Uuid;
+
     use super::*;
+    use crate::groups::consumer::{Heartbeat, TopicsView};
 
     fn coordinator() -> Coordinator {
         Coordinator::new(
@@ -424,5 +434,187 @@ mod tests {
         let offsets: Vec<i64> = c.groups["g"].offsets.values().map(|v| v.offset).collect();
         assert_eq!(offsets, vec![10]);
         assert!(c.groups["g"].pending.is_empty());
+    }
+
+    fn consumer_join(id: &str, topics: &[&str]) -> Heartbeat {
+        Heartbeat {
+            member_id: id.into(),
+            member_epoch: 0,
+            rebalance_timeout_ms: 1_000,
+            subscribed_topic_names: Some(topics.iter().map(|t| t.to_string()).collect()),
+            owned: Some(BTreeSet::new()),
+            client_id: format!("client-{id}"),
+            client_host: "/127.0.0.1".into(),
+            ..Default::default()
+        }
+    }
+
+    fn no_regex(_: &str, _: &str) -> bool {
+        false
+    }
+
+    /// Replays `log` into `into` through the bytes, as a load reads them.
+    fn replay_all(into: &mut Coordinator, log: &[OffsetsRecord]) {
+        for record in log {
+            let (key, value) = crate::groups::records::encode(record);
+            let decoded = crate::groups::records::decode(&key, value.as_deref()).expect("decodes");
+            assert_eq!(&decoded, record);
+            into.replay(decoded, 0);
+        }
+        into.check_invariants();
+    }
+
+    /// The group `id` rebuilt from `log` alone.
+    fn replayed(log: &[OffsetsRecord], id: &str) -> Option<Coordinator> {
+        let mut fresh = coordinator();
+        replay_all(&mut fresh, log);
+        fresh.groups.contains_key(id).then_some(fresh)
+    }
+
+    fn view(c: &Coordinator, id: &str) -> Option<String> {
+        match &c.groups.get(id)?.protocol {
+            Protocol::Consumer(g) => Some(format!("{:?}", g.durable_view())),
+            Protocol::Classic(_) => None,
+        }
+    }
+
+    #[test]
+    fn a_kip848_group_replayed_from_its_records_is_the_group() {
+        // Random joins, heartbeats, leaves (dynamic and static) and
+        // expiries; some writes fail and are retried by the next. After
+        // every successful write, the records written so far rebuild
+        // exactly what the records keep of the live group.
+        let topics: TopicsView =
+            [("a".to_string(), (Uuid::from_u128(1), 4)), ("b".to_string(), (Uuid::from_u128(2), 3))]
+                .into_iter()
+                .collect();
+        let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut c = coordinator();
+        // What a load of the records written so far rebuilds.
+        let mut loaded = coordinator();
+        let mut clients: BTreeMap<String, (i32, BTreeSet<(Uuid, i32)>)> = BTreeMap::new();
+        let mut now = 0u64;
+        let mut checked = 0;
+        for step in 0..3_000 {
+            now += next(400);
+            let member = format!("m{}", next(6));
+            let group = c.consumer_for_heartbeat("g", now as i64).expect("consumer group");
+            match next(10) {
+                0 => {
+                    group.tick(now);
+                }
+                1 => {
+                    let mut leave = consumer_join(&member, &[]);
+                    leave.member_epoch = if next(2) == 0 { -1 } else { -2 };
+                    leave.instance_id = (leave.member_epoch == -2).then(|| format!("static-{member}"));
+                    group.heartbeat(leave, &topics, &no_regex, now, String::new());
+                    clients.remove(&member);
+                }
+                _ => {
+                    let request = match clients.get(&member) {
+                        Some((epoch, owned)) if *epoch > 0 => Heartbeat {
+                            member_id: member.clone(),
+                            member_epoch: *epoch,
+                            rebalance_timeout_ms: -1,
+                            owned: Some(owned.clone()),
+                            ..Default::default()
+                        },
+                        _ => {
+                            let mut join = consumer_join(&member, if next(2) == 0 { &["a"] } else { &["a", "b"] });
+                            join.instance_id = (next(3) == 0).then(|| format!("static-{member}"));
+                            join
+                        }
+                    };
+                    let reply = group.heartbeat(request, &topics, &no_regex, now, String::new());
+                    if reply.error.is_none() {
+                        let entry = clients.entry(member.clone()).or_default();
+                        entry.0 = reply.member_epoch;
+                        if let Some(assigned) = reply.assignment {
+                            entry.1 = assigned;
+                        }
+                    } else {
+                        clients.remove(&member);
+                    }
+                }
+            }
+            group.check_invariants();
+            let Some(write) = group.take_unwritten("g") else { continue };
+            let ok = next(5) != 0;
+            if ok {
+                replay_all(&mut loaded, &write.records);
+            }
+            group.written(write, ok);
+            if ok && group.written_through() == group.changes() {
+                let live = view(&c, "g");
+                let rebuilt = view(&loaded, "g");
+                assert_eq!(rebuilt, live, "step {step}: the records rebuild the group");
+                checked += 1;
+            }
+        }
+        assert!(checked > 500, "only {checked} steps were checked");
+    }
+
+    #[test]
+    fn a_replayed_group_carries_on_without_a_rebalance() {
+        let topics: TopicsView = [("a".to_string(), (Uuid::from_u128(1), 4))].into_iter().collect();
+        let mut c = coordinator();
+        let mut owned = BTreeMap::new();
+        let mut log = Vec::new();
+        for round in 0..4 {
+            for member in ["x", "y"] {
+                let group = c.consumer_for_heartbeat("g", 0).unwrap();
+                let request = match owned.get(member) {
+                    None => consumer_join(member, &["a"]),
+                    Some((epoch, parts)) => Heartbeat {
+                        member_id: member.into(),
+                        member_epoch: *epoch,
+                        rebalance_timeout_ms: -1,
+                        owned: Some(BTreeSet::clone(parts)),
+                        ..Default::default()
+                    },
+                };
+                let reply = group.heartbeat(request, &topics, &no_regex, round * 10, String::new());
+                assert_eq!(reply.error, None);
+                let entry = owned.entry(member).or_insert((0, BTreeSet::new()));
+                entry.0 = reply.member_epoch;
+                if let Some(assigned) = reply.assignment {
+                    entry.1 = assigned;
+                }
+                if let Some(write) = group.take_unwritten("g") {
+                    log.extend(write.records.iter().cloned());
+                    group.written(write, true);
+                }
+            }
+        }
+        let Protocol::Consumer(live) = &c.groups["g"].protocol else { panic!("a KIP-848 group") };
+        assert_eq!(live.state_name(), "Stable");
+        let epoch = live.epoch();
+        let mut restarted = replayed(&log, "g").expect("the group is in its records");
+        let group = restarted.consumer_for_heartbeat("g", 100).unwrap();
+        assert_eq!(group.state_name(), "Stable");
+        for (member, (member_epoch, parts)) in &owned {
+            let reply = group.heartbeat(
+                Heartbeat {
+                    member_id: member.to_string(),
+                    member_epoch: *member_epoch,
+                    rebalance_timeout_ms: -1,
+                    owned: Some(parts.clone()),
+                    ..Default::default()
+                },
+                &topics,
+                &no_regex,
+                100,
+                String::new(),
+            );
+            assert_eq!((reply.error, reply.member_epoch), (None, *member_epoch), "{member} carries on");
+        }
+        assert_eq!(group.epoch(), epoch, "no rebalance: the epoch did not move");
+        assert!(group.take_unwritten("g").is_none(), "nothing changed, nothing to write");
     }
 }

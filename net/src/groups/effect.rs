@@ -89,6 +89,4 @@ pub enum Effect {
     Sync(Token, SyncReply),
     /// Write this classic group's metadata record.
     PersistGroup(GroupValue),
-    /// Write this KIP-848 group's epoch record.
-    PersistEpoch(i32),
 }

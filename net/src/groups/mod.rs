@@ -6,11 +6,13 @@
 //!   KIP-848 (ConsumerGroupHeartbeat) state machines, sans IO;
 //! - [`coordinator`]: one partition's groups and committed offsets;
 //! - [`effect`]: what the state machines ask their driver to do;
-//! - [`records`]: Kafka's key and value layouts in `__consumer_offsets`;
+//! - [`records`]: Kafka's key and value layouts in `__consumer_offsets`
+//!   ([`consumer_records`]: the KIP-848 values);
 //! - [`service`]: the driver: loads, appends, answers, runs timers.
 
 pub mod classic;
 pub mod consumer;
+pub mod consumer_records;
 pub mod coordinator;
 pub mod effect;
 pub mod records;

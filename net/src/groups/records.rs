@@ -2,11 +2,18 @@
 //! Kafka's own key and value layouts (so Kafka's tools could read them):
 //! offset commits (key version 1, value version 3), classic group metadata
 //! with its members and their assignments (key version 2, value version 3)
-//! and, for KIP-848 groups, the group epoch (key version 3, value version
-//! 0). A null value is a tombstone. Pure
+//! and, for KIP-848 groups, the group epoch (key 3), each member's
+//! metadata (key 5), the target assignment's epoch (key 6) and each
+//! member's target (key 7) and current assignment (key 8), whose values
+//! are in `groups::consumer_records`. A null value is a tombstone. Pure
 //! functions; decoding checks every length against the bytes present.
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::groups::consumer_records::{
+    self as consumer, CurrentAssignmentValue, GroupEpochValue, MemberMetadataValue, Partitions,
+};
+use crate::record_codec::{put_bytes, put_nullable_string, put_string, RecordReader};
 
 /// A committed offset as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,27 +93,49 @@ pub enum OffsetsRecord {
     ConsumerGroupEpoch {
         /// Group id.
         group: String,
-        /// Epoch, or None to delete the group.
+        /// Epoch and metadata hash, or None to delete the group.
+        value: Option<GroupEpochValue>,
+    },
+    /// A KIP-848 member's metadata, or its removal (None).
+    ConsumerMember {
+        /// Group id.
+        group: String,
+        /// Member id.
+        member: String,
+        /// Metadata, or None: the member left.
+        value: Option<MemberMetadataValue>,
+    },
+    /// The epoch of a KIP-848 group's target assignment (None: deleted).
+    ConsumerTargetEpoch {
+        /// Group id.
+        group: String,
+        /// Assignment epoch.
         epoch: Option<i32>,
+    },
+    /// A KIP-848 member's target assignment (None: deleted).
+    ConsumerTarget {
+        /// Group id.
+        group: String,
+        /// Member id.
+        member: String,
+        /// Its target partitions.
+        partitions: Option<Partitions>,
+    },
+    /// A KIP-848 member's current assignment (None: deleted).
+    ConsumerAssignment {
+        /// Group id.
+        group: String,
+        /// Member id.
+        member: String,
+        /// Its epochs and partitions.
+        value: Option<CurrentAssignmentValue>,
     },
 }
 
-fn put_string(out: &mut BytesMut, s: &str) {
-    let bytes = &s.as_bytes()[..s.len().min(i16::MAX as usize)];
-    out.put_i16(bytes.len() as i16);
-    out.put_slice(bytes);
-}
-
-fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
-    out.put_i32(bytes.len() as i32);
-    out.put_slice(bytes);
-}
-
-fn put_nullable_string(out: &mut BytesMut, s: Option<&str>) {
-    match s {
-        Some(s) => put_string(out, s),
-        None => out.put_i16(-1),
-    }
+fn member_key(key: &mut BytesMut, version: i16, group: &str, member: &str) {
+    key.put_i16(version);
+    put_string(key, group);
+    put_string(key, member);
 }
 
 /// Key and value bytes of `record`.
@@ -153,94 +182,80 @@ pub fn encode(record: &OffsetsRecord) -> (Bytes, Option<Bytes>) {
                 out.freeze()
             })
         }
-        OffsetsRecord::ConsumerGroupEpoch { group, epoch } => {
+        OffsetsRecord::ConsumerGroupEpoch { group, value } => {
             key.put_i16(3);
             put_string(&mut key, group);
-            epoch.map(|e| {
-                let mut out = BytesMut::new();
-                out.put_i16(0);
-                out.put_i32(e);
-                out.freeze()
-            })
+            value.as_ref().map(consumer::encode_group_epoch)
+        }
+        OffsetsRecord::ConsumerMember { group, member, value } => {
+            member_key(&mut key, 5, group, member);
+            value.as_ref().map(consumer::encode_member)
+        }
+        OffsetsRecord::ConsumerTargetEpoch { group, epoch } => {
+            key.put_i16(6);
+            put_string(&mut key, group);
+            epoch.map(consumer::encode_target_epoch)
+        }
+        OffsetsRecord::ConsumerTarget { group, member, partitions } => {
+            member_key(&mut key, 7, group, member);
+            partitions.as_ref().map(consumer::encode_target)
+        }
+        OffsetsRecord::ConsumerAssignment { group, member, value } => {
+            member_key(&mut key, 8, group, member);
+            value.as_ref().map(consumer::encode_current)
         }
     };
     (key.freeze(), value)
 }
 
-/// A bounds-checked reader over one key or value.
-struct Reader<'a>(&'a [u8]);
+/// A classic group's members, in value `version`'s layout. Each member
+/// counted must be there.
+fn read_members(r: &mut RecordReader<'_>, version: i16) -> Option<Vec<MemberValue>> {
+    // A version 0 member takes at least its five lengths and a timeout.
+    let count = r.count(18)?;
+    let mut members = Vec::new();
+    for _ in 0..count {
+        let member_id = r.string()?;
+        let instance_id = if version >= 3 { r.nullable_string()? } else { None };
+        let client_id = r.string()?;
+        let client_host = r.string()?;
+        let rebalance_timeout_ms = if version >= 1 { r.i32()? } else { -1 };
+        let session_timeout_ms = r.i32()?;
+        let subscription = r.bytes()?;
+        let assignment = r.bytes()?;
+        members.push(MemberValue {
+            member_id,
+            instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+            subscription,
+            assignment,
+        });
+    }
+    Some(members)
+}
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn nullable_string(&mut self) -> Option<Option<String>> {
-        let len = self.i16()?;
-        if len < 0 {
-            return Some(None);
-        }
-        Some(Some(String::from_utf8(self.take(len as usize)?.to_vec()).ok()?))
-    }
-    fn string(&mut self) -> Option<String> {
-        self.nullable_string()?
-    }
-    fn bytes(&mut self) -> Option<Bytes> {
-        let len = usize::try_from(self.i32()?).ok()?;
-        Some(Bytes::copy_from_slice(self.take(len)?))
-    }
-    /// A classic group's members, in value `version`'s layout. The count
-    /// read off the wire only bounds the loop; each member must be there.
-    fn members(&mut self, version: i16) -> Option<Vec<MemberValue>> {
-        let count = self.i32()?;
-        let mut members = Vec::new();
-        for _ in 0..count.max(0) {
-            let member_id = self.string()?;
-            let instance_id = if version >= 3 { self.nullable_string()? } else { None };
-            let client_id = self.string()?;
-            let client_host = self.string()?;
-            let rebalance_timeout_ms = if version >= 1 { self.i32()? } else { -1 };
-            let session_timeout_ms = self.i32()?;
-            let subscription = self.bytes()?;
-            let assignment = self.bytes()?;
-            members.push(MemberValue {
-                member_id,
-                instance_id,
-                client_id,
-                client_host,
-                rebalance_timeout_ms,
-                session_timeout_ms,
-                subscription,
-                assignment,
-            });
-        }
-        Some(members)
+/// A tombstone (Some(None)), a decoded value, or None when the value does
+/// not decode.
+fn value_or_tombstone<T>(value: Option<&[u8]>, decode: fn(&[u8]) -> Option<T>) -> Option<Option<T>> {
+    match value {
+        None => Some(None),
+        Some(bytes) => decode(bytes).map(Some),
     }
 }
 
 /// Decodes a record; None for layouts this broker does not keep.
 pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<OffsetsRecord> {
-    let mut k = Reader(key);
+    let mut k = RecordReader::new(key);
     match k.i16()? {
         0 | 1 => {
             let (group, topic, partition) = (k.string()?, k.string()?, k.i32()?);
             let value = match value {
                 None => None,
                 Some(v) => {
-                    let mut r = Reader(v);
+                    let mut r = RecordReader::new(v);
                     let version = r.i16()?;
                     let offset = r.i64()?;
                     let leader_epoch = if version >= 3 { r.i32()? } else { -1 };
@@ -256,14 +271,14 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<OffsetsRecord> {
             let value = match value {
                 None => None,
                 Some(v) => {
-                    let mut r = Reader(v);
+                    let mut r = RecordReader::new(v);
                     let version = r.i16()?;
                     let protocol_type = r.string()?;
                     let generation = r.i32()?;
                     let protocol = r.nullable_string()?;
                     let leader = r.nullable_string()?;
                     let state_timestamp = if version >= 2 { r.i64()? } else { -1 };
-                    let members = r.members(version)?;
+                    let members = read_members(&mut r, version)?;
                     Some(GroupValue { protocol_type, generation, protocol, leader, state_timestamp, members })
                 }
             };
@@ -271,15 +286,35 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<OffsetsRecord> {
         }
         3 => {
             let group = k.string()?;
-            let epoch = match value {
-                None => None,
-                Some(v) => {
-                    let mut r = Reader(v);
-                    r.i16()?;
-                    Some(r.i32()?)
-                }
-            };
-            Some(OffsetsRecord::ConsumerGroupEpoch { group, epoch })
+            Some(OffsetsRecord::ConsumerGroupEpoch {
+                group,
+                value: value_or_tombstone(value, consumer::decode_group_epoch)?,
+            })
+        }
+        5 => {
+            let (group, member) = (k.string()?, k.string()?);
+            Some(OffsetsRecord::ConsumerMember {
+                group,
+                member,
+                value: value_or_tombstone(value, consumer::decode_member)?,
+            })
+        }
+        6 => {
+            let group = k.string()?;
+            Some(OffsetsRecord::ConsumerTargetEpoch {
+                group,
+                epoch: value_or_tombstone(value, consumer::decode_target_epoch)?,
+            })
+        }
+        7 => {
+            let (group, member) = (k.string()?, k.string()?);
+            let partitions = value_or_tombstone(value, consumer::decode_target)?;
+            Some(OffsetsRecord::ConsumerTarget { group, member, partitions })
+        }
+        8 => {
+            let (group, member) = (k.string()?, k.string()?);
+            let value = value_or_tombstone(value, consumer::decode_current)?;
+            Some(OffsetsRecord::ConsumerAssignment { group, member, value })
         }
         _ => None,
     }
@@ -290,7 +325,11 @@ pub fn group_of(record: &OffsetsRecord) -> &str {
     match record {
         OffsetsRecord::Offset { group, .. }
         | OffsetsRecord::Group { group, .. }
-        | OffsetsRecord::ConsumerGroupEpoch { group, .. } => group,
+        | OffsetsRecord::ConsumerGroupEpoch { group, .. }
+        | OffsetsRecord::ConsumerMember { group, .. }
+        | OffsetsRecord::ConsumerTargetEpoch { group, .. }
+        | OffsetsRecord::ConsumerTarget { group, .. }
+        | OffsetsRecord::ConsumerAssignment { group, .. } => group,
     }
 }
 
@@ -340,8 +379,30 @@ mod tests {
                     }],
                 }),
             },
-            OffsetsRecord::ConsumerGroupEpoch { group: "g".into(), epoch: Some(9) },
-            OffsetsRecord::ConsumerGroupEpoch { group: "g".into(), epoch: None },
+            OffsetsRecord::ConsumerGroupEpoch {
+                group: "g".into(),
+                value: Some(GroupEpochValue { epoch: 9, metadata_hash: 3 }),
+            },
+            OffsetsRecord::ConsumerGroupEpoch { group: "g".into(), value: None },
+            OffsetsRecord::ConsumerMember {
+                group: "g".into(),
+                member: "m".into(),
+                value: Some(MemberMetadataValue { client_id: "c".into(), ..Default::default() }),
+            },
+            OffsetsRecord::ConsumerMember { group: "g".into(), member: "m".into(), value: None },
+            OffsetsRecord::ConsumerTargetEpoch { group: "g".into(), epoch: Some(4) },
+            OffsetsRecord::ConsumerTarget {
+                group: "g".into(),
+                member: "m".into(),
+                partitions: Some([(uuid::Uuid::from_u128(5), 1)].into_iter().collect()),
+            },
+            OffsetsRecord::ConsumerTarget { group: "g".into(), member: "m".into(), partitions: None },
+            OffsetsRecord::ConsumerAssignment {
+                group: "g".into(),
+                member: "m".into(),
+                value: Some(CurrentAssignmentValue { member_epoch: 4, ..Default::default() }),
+            },
+            OffsetsRecord::ConsumerAssignment { group: "g".into(), member: "m".into(), value: None },
         ];
         for record in records {
             let (key, value) = encode(&record);

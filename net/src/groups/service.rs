@@ -10,7 +10,8 @@
 //! it, never through the shard's registry, so the simulator drives the
 //! same service over partitions on the fault disk. Time comes from the
 //! shard's clock and member ids from a seeded generator. Lives on its
-//! shard (`Rc`, no locks).
+//! shard (`Rc`; one async lock orders the writes of KIP-848 groups, each of
+//! which carries the group's state as it is when the write starts).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -112,6 +113,9 @@ pub struct GroupService<D: Disk> {
     /// Fired when a deadline earlier than the armed one is armed.
     rearmed: LocalEvent,
     last_expiry_ms: Cell<i64>,
+    /// Held while a KIP-848 group's records are written, so writes land in
+    /// the order they were taken.
+    consumer_writes: futures::lock::Mutex<()>,
 }
 
 fn storage_error(error: &PartitionError) -> ResponseError {
@@ -148,6 +152,7 @@ impl<D: Disk> GroupService<D> {
             armed_ms: Cell::new(None),
             rearmed: LocalEvent::default(),
             last_expiry_ms: Cell::new(now),
+            consumer_writes: futures::lock::Mutex::new(()),
         }
     }
 
@@ -262,9 +267,6 @@ impl<D: Disk> GroupService<D> {
                 }
                 Effect::PersistGroup(value) => {
                     persist.push(OffsetsRecord::Group { group: group.to_string(), value: Some(value) })
-                }
-                Effect::PersistEpoch(epoch) => {
-                    persist.push(OffsetsRecord::ConsumerGroupEpoch { group: group.to_string(), epoch: Some(epoch) })
                 }
             }
         }
@@ -466,16 +468,55 @@ impl<D: Disk> GroupService<D> {
         let loaded = self.loaded(at).await?;
         let now = self.now_ms();
         let new_member_id = uuid::Uuid::from_u64_pair(self.random(), self.random()).to_string();
-        let (reply, effects) = {
+        let (reply, changes) = {
             let mut c = loaded.state.borrow_mut();
             let group = c.consumer_for_heartbeat(group_id, now)?;
-            let mut effects = Vec::new();
-            let reply = group.heartbeat(heartbeat, topics, matches, now as u64, new_member_id, &mut effects);
+            let reply = group.heartbeat(heartbeat, topics, matches, now as u64, new_member_id);
+            let changes = group.changes();
             c.note_membership(group_id, now);
-            (reply, effects)
+            (reply, changes)
         };
-        self.run_effects(&loaded, group_id, effects);
+        self.run_effects(&loaded, group_id, Vec::new());
+        // Answered once what the answer rests on is written (Kafka answers
+        // after the records commit): a member never holds an epoch or a
+        // partition a restart would take back.
+        self.write_consumer_group(&loaded, group_id, changes).await?;
         Ok(reply)
+    }
+
+    /// Writes KIP-848 group `group_id`'s unwritten changes unless its first
+    /// `changes` changes are written already; fails as a coordinator write
+    /// fails. The records are taken under the write lock, so they carry the
+    /// group as it is then, and land in the order taken.
+    async fn write_consumer_group(
+        &self,
+        loaded: &Loaded<D>,
+        group_id: &str,
+        changes: u64,
+    ) -> Result<(), ResponseError> {
+        let written = |loaded: &Loaded<D>| match loaded.state.borrow().groups.get(group_id).map(|g| &g.protocol) {
+            Some(Protocol::Consumer(g)) => g.written_through() >= changes,
+            // Gone (deleted, or classic again): nothing of it to write.
+            _ => true,
+        };
+        if written(loaded) {
+            return Ok(());
+        }
+        let _writing = self.consumer_writes.lock().await;
+        let write = match loaded.state.borrow_mut().groups.get_mut(group_id).map(|g| &mut g.protocol) {
+            Some(Protocol::Consumer(g)) if g.written_through() < changes => g.take_unwritten(group_id),
+            _ => None,
+        };
+        let Some(write) = write else { return Ok(()) };
+        let result = self.append(&loaded.log, &write.records, None).await;
+        if let Err(error) = &result {
+            tracing::warn!(group = group_id, ?error, "writing a consumer group's records failed");
+        }
+        if let Some(Protocol::Consumer(g)) = loaded.state.borrow_mut().groups.get_mut(group_id).map(|g| &mut g.protocol)
+        {
+            g.written(write, result.is_ok());
+        }
+        result
     }
 
     /// OffsetCommit (or, with `txn`, TxnOffsetCommit inside producer
@@ -587,6 +628,7 @@ impl<D: Disk> GroupService<D> {
         let loaded: Vec<Loaded<D>> = self.coordinators.all().into_iter().map(|(_, loaded)| loaded).collect();
         for coordinator in &loaded {
             let mut due = Vec::new();
+            let mut unwritten = Vec::new();
             {
                 let mut c = coordinator.state.borrow_mut();
                 let ids: Vec<String> = c.groups.keys().cloned().collect();
@@ -596,7 +638,11 @@ impl<D: Disk> GroupService<D> {
                     match &mut group.protocol {
                         Protocol::Classic(g) => g.tick(now as u64, &mut effects),
                         Protocol::Consumer(g) => {
-                            g.tick(now as u64, &mut effects);
+                            g.tick(now as u64);
+                            // Expiries, and any write that failed before.
+                            if g.written_through() < g.changes() {
+                                unwritten.push((id.clone(), g.changes()));
+                            }
                         }
                     }
                     c.note_membership(&id, now);
@@ -605,6 +651,10 @@ impl<D: Disk> GroupService<D> {
             }
             for (id, effects) in due {
                 self.run_effects(coordinator, &id, effects);
+            }
+            for (id, changes) in unwritten {
+                // A failure is logged and left for the next tick or change.
+                let _ = self.write_consumer_group(coordinator, &id, changes).await;
             }
             self.rearm(coordinator.state.borrow().next_deadline().map(|d| d as i64));
         }

@@ -9,12 +9,7 @@ use std::collections::BTreeSet;
 use bytes::{BufMut, BytesMut};
 
 use super::coordinator::{TxnMeta, TxnStatus};
-
-fn put_string(out: &mut BytesMut, s: &str) {
-    let bytes = &s.as_bytes()[..s.len().min(i16::MAX as usize)];
-    out.put_i16(bytes.len() as i16);
-    out.put_slice(bytes);
-}
+use crate::record_codec::{put_string, RecordReader};
 
 /// Key bytes for `transactional_id`.
 pub fn encode_key(transactional_id: &str) -> Vec<u8> {
@@ -52,38 +47,9 @@ pub fn encode_value(meta: &TxnMeta) -> Vec<u8> {
     out.to_vec()
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn i8(&mut self) -> Option<i8> {
-        Some(self.take(1)?[0] as i8)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn string(&mut self) -> Option<String> {
-        let len = usize::try_from(self.i16()?).ok()?;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
-    }
-}
-
 /// The transactional id of a key.
 pub fn decode_key(key: &[u8]) -> Option<String> {
-    let mut r = Reader(key);
+    let mut r = RecordReader::new(key);
     if r.i16()? != 0 {
         return None;
     }
@@ -92,7 +58,7 @@ pub fn decode_key(key: &[u8]) -> Option<String> {
 
 /// A value's transaction metadata.
 pub fn decode_value(value: &[u8]) -> Option<TxnMeta> {
-    let mut r = Reader(value);
+    let mut r = RecordReader::new(value);
     if r.i16()? > 1 {
         return None;
     }
@@ -101,14 +67,9 @@ pub fn decode_value(value: &[u8]) -> Option<TxnMeta> {
     let timeout_ms = r.i32()?;
     let status = TxnStatus::from_i8(r.i8()?)?;
     let mut partitions = BTreeSet::new();
-    let topics = r.i32()?;
-    for _ in 0..topics.max(0) {
+    for _ in 0..r.count(6)? {
         let topic = r.string()?;
-        let count = r.i32()?;
-        if count < 0 || count as usize > r.0.len() / 4 {
-            return None;
-        }
-        for _ in 0..count {
+        for _ in 0..r.count(4)? {
             partitions.insert((topic.clone(), r.i32()?));
         }
     }

@@ -731,10 +731,9 @@ impl Sim {
                     *generation = None;
                     *needs_sync = false;
                 }
-                Client::ConsumerMember { epoch, owned, .. } => {
-                    *epoch = 0;
-                    owned.clear();
-                }
+                // A KIP-848 member carries on at its epoch with what it
+                // owns, as a real client does: the group's records bring
+                // it back, or its next heartbeat is fenced and it rejoins.
                 _ => {}
             }
         }

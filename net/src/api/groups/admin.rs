@@ -149,10 +149,10 @@ fn describe_group(c: &Coordinator, id: &str, version: i16) -> describe_groups_re
                             let mut member = describe_groups_response::DescribedGroupMember::default();
                             member.member_id = s(m.member_id.clone());
                             if version >= 4 {
-                                member.group_instance_id = m.instance_id.clone().map(s);
+                                member.group_instance_id = m.metadata.instance_id.clone().map(s);
                             }
-                            member.client_id = s(m.client_id.clone());
-                            member.client_host = s(m.client_host.clone());
+                            member.client_id = s(m.metadata.client_id.clone());
+                            member.client_host = s(m.metadata.client_host.clone());
                             member
                         })
                         .collect();
@@ -280,8 +280,8 @@ fn subscribed_topics(group: &Group, shared: &BrokerShared) -> BTreeSet<String> {
             consumer
                 .members()
                 .flat_map(|m| {
-                    let regex = m.subscribed_regex.clone();
-                    let names = m.subscribed_names.clone();
+                    let regex = m.metadata.subscribed_regex.clone();
+                    let names = m.metadata.subscribed_names.clone();
                     topics
                         .keys()
                         .filter(move |t| names.contains(t) || regex.as_deref().is_some_and(|r| regex_matches(r, t)))

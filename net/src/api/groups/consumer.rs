@@ -164,13 +164,14 @@ fn describe_consumer_group(
         .map(|m| {
             let mut member = consumer_group_describe_response::Member::default();
             member.member_id = s(m.member_id.clone());
-            member.instance_id = m.instance_id.clone().map(s);
-            member.rack_id = m.rack_id.clone().map(s);
+            member.instance_id = m.metadata.instance_id.clone().map(s);
+            member.rack_id = m.metadata.rack_id.clone().map(s);
             member.member_epoch = m.epoch;
-            member.client_id = s(m.client_id.clone());
-            member.client_host = s(m.client_host.clone());
-            member.subscribed_topic_names = m.subscribed_names.iter().map(|n| TopicName(s(n.clone()))).collect();
-            member.subscribed_topic_regex = m.subscribed_regex.clone().map(s);
+            member.client_id = s(m.metadata.client_id.clone());
+            member.client_host = s(m.metadata.client_host.clone());
+            member.subscribed_topic_names =
+                m.metadata.subscribed_names.iter().map(|n| TopicName(s(n.clone()))).collect();
+            member.subscribed_topic_regex = m.metadata.subscribed_regex.clone().map(s);
             member.assignment = assignment(&m.assigned);
             member.target_assignment = assignment(&g.target_of(&m.member_id));
             if version >= 1 {
