@@ -540,17 +540,6 @@ impl ConsumerGroup {
         now: u64,
         new_member_id: String,
     ) -> HeartbeatReply {
-        self.heartbeat_inner(request, topics, matches, now, new_member_id)
-    }
-
-    fn heartbeat_inner(
-        &mut self,
-        request: Heartbeat,
-        topics: &TopicsView,
-        matches: &dyn Fn(&str, &str) -> bool,
-        now: u64,
-        new_member_id: String,
-    ) -> HeartbeatReply {
         let full_request = request.subscribed_topic_names.is_some() || request.subscribed_topic_regex.is_some();
         if let Some(assignor) = &request.server_assignor {
             if !ASSIGNORS.contains(&assignor.as_str()) {

@@ -724,17 +724,15 @@ impl Sim {
         for (client, in_flight) in lost {
             self.lost(client, in_flight.op);
         }
+        // A classic member rejoins. A KIP-848 member carries on at its
+        // epoch with what it owns, as a real client does: the group's
+        // records bring it back, or its next heartbeat is fenced and it
+        // rejoins.
         for client in &mut self.clients {
-            match client {
-                Client::ClassicMember { member_id, generation, needs_sync, .. } => {
-                    member_id.clear();
-                    *generation = None;
-                    *needs_sync = false;
-                }
-                // A KIP-848 member carries on at its epoch with what it
-                // owns, as a real client does: the group's records bring
-                // it back, or its next heartbeat is fenced and it rejoins.
-                _ => {}
+            if let Client::ClassicMember { member_id, generation, needs_sync, .. } = client {
+                member_id.clear();
+                *generation = None;
+                *needs_sync = false;
             }
         }
         self.generations.clear();
