@@ -17,7 +17,8 @@ workload=${4:-throughput}
 duration=${5:-20}
 bench=${SHARDLINE_BENCH:-target/release/shardline-bench}
 out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+# A failed run must not leave its broker running or its data behind.
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 
 run_one() { # label binary round
   local label=$1 binary=$2 round=$3
