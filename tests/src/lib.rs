@@ -316,6 +316,35 @@ impl RawClient {
         false
     }
 
+    /// ListOffsets v7 for one partition of `topic`, as a consumer asks
+    /// (replica id -1) at `isolation` (0 read_uncommitted, 1
+    /// read_committed); `timestamp` -1 is the latest offset, -2 the
+    /// earliest. Returns the partition's answer.
+    pub fn list_offset(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+        isolation: i8,
+    ) -> kafka_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse {
+        use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+        use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, ListOffsetsResponse, TopicName};
+        let mut p = ListOffsetsPartition::default();
+        p.partition_index = partition;
+        p.timestamp = timestamp;
+        let mut t = ListOffsetsTopic::default();
+        t.name = TopicName(StrBytes::from_string(topic.to_string()));
+        t.partitions = vec![p];
+        let mut request = ListOffsetsRequest::default();
+        request.replica_id = BrokerId(-1);
+        request.isolation_level = isolation;
+        request.topics = vec![t];
+        let mut response: ListOffsetsResponse = self.call(ApiKey::ListOffsets, 7, &request);
+        assert_eq!(response.topics.len(), 1, "one topic answered");
+        assert_eq!(response.topics[0].partitions.len(), 1, "one partition answered");
+        response.topics.remove(0).partitions.remove(0)
+    }
+
     /// Sends `request` as `version` and decodes the response.
     pub fn call<Req, Resp>(&mut self, key: ApiKey, version: i16, request: &Req) -> Resp
     where

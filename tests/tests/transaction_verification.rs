@@ -7,7 +7,6 @@
 use bytes::Bytes;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -53,17 +52,7 @@ fn by_timestamp(client: &mut RawClient, timestamp: i64, isolation: i8) -> i64 {
 }
 
 fn list_offset(client: &mut RawClient, partition: i32, timestamp: i64, isolation: i8) -> i64 {
-    let mut p = ListOffsetsPartition::default();
-    p.partition_index = partition;
-    p.timestamp = timestamp;
-    let mut t = ListOffsetsTopic::default();
-    t.name = name("v");
-    t.partitions = vec![p];
-    let mut request = ListOffsetsRequest::default();
-    request.isolation_level = isolation;
-    request.topics = vec![t];
-    let response: ListOffsetsResponse = client.call(ApiKey::ListOffsets, 7, &request);
-    response.topics[0].partitions[0].offset
+    client.list_offset("v", partition, timestamp, isolation).offset
 }
 
 #[test]

@@ -205,19 +205,7 @@ fn an_open_transaction_times_out_after_a_restart_with_no_client() {
     // the transaction (timeout 3 s, plus the timer's and a load's time).
     let mut client = shardline_tests::RawClient::connect(&broker.address);
     let latest = |client: &mut shardline_tests::RawClient, isolation: i8| -> i64 {
-        use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-        use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse, TopicName};
-        let mut p = ListOffsetsPartition::default();
-        p.partition_index = 0;
-        p.timestamp = -1;
-        let mut t = ListOffsetsTopic::default();
-        t.name = TopicName(kafka_protocol::protocol::StrBytes::from_static_str("orphan"));
-        t.partitions = vec![p];
-        let mut request = ListOffsetsRequest::default();
-        request.isolation_level = isolation;
-        request.topics = vec![t];
-        let response: ListOffsetsResponse = client.call(ApiKey::ListOffsets, 7, &request);
-        response.topics[0].partitions[0].offset
+        client.list_offset("orphan", 0, -1, isolation).offset
     };
     let high_watermark = latest(&mut client, 0);
     assert_eq!(high_watermark, 10, "the ten records are there, uncommitted");

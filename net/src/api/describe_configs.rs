@@ -5,6 +5,8 @@
 //! documentation (v3+). `kafka-topics --describe`, `kafka-configs` and
 //! AdminClient.describeConfigs rely on it.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
@@ -39,21 +41,24 @@ struct Detail {
     version: i16,
 }
 
-/// One config as DescribeConfigs answers it; `synonyms` in Kafka's order
-/// (the most specific first).
+/// One config as DescribeConfigs answers it: `synonyms` are the sources
+/// more specific than its `default`, in Kafka's order (the most specific
+/// first); the value is the first of them, else the default.
 fn entry(
     name: &str,
     config_type: ConfigType,
     doc: &'static str,
     read_only: bool,
-    synonyms: Vec<DescribeConfigsSynonym>,
+    mut synonyms: Vec<DescribeConfigsSynonym>,
+    default: DescribeConfigsSynonym,
     detail: Detail,
 ) -> DescribeConfigsResourceResult {
-    let first = synonyms.first().expect("every config has its own source");
+    let effective = synonyms.first().unwrap_or(&default);
     let mut e = DescribeConfigsResourceResult::default();
     e.name = StrBytes::from_string(name.to_string());
-    e.value = first.value.clone();
-    e.config_source = first.source;
+    e.value = effective.value.clone();
+    e.config_source = effective.source;
+    synonyms.push(default);
     e.read_only = read_only;
     if detail.synonyms {
         e.synonyms = synonyms;
@@ -68,14 +73,17 @@ fn entry(
 /// A topic config: set on the topic (DYNAMIC_TOPIC_CONFIG), else from the
 /// broker's `log.*` synonym when that is set (STATIC_BROKER_CONFIG), else
 /// the built-in default (DEFAULT_CONFIG, under the synonym's name).
+/// `defaults` are the topic defaults from the broker's configuration and
+/// the built-in ones.
 fn topic_entry(
     def: &TopicConfigDef,
     set_on_topic: Option<&String>,
     config: &BrokerConfig,
+    defaults: &TopicDefaults,
     detail: Detail,
 ) -> DescribeConfigsResourceResult {
-    let broker_value = default_topic_configs(config).remove(def.name).unwrap_or_default();
-    let built_in = default_topic_configs(&BrokerConfig::default()).remove(def.name).unwrap_or_default();
+    let value_in = |map: &BTreeMap<String, String>| map.get(def.name).cloned().unwrap_or_default();
+    let (broker_value, built_in) = (value_in(&defaults.configured), value_in(&defaults.built_in));
     let mut synonyms = Vec::new();
     if let Some(value) = set_on_topic {
         synonyms.push(synonym(def.name, value, SOURCE_TOPIC));
@@ -83,8 +91,14 @@ fn topic_entry(
     if def.broker_key.is_some_and(|key| config.is_explicit(key)) {
         synonyms.push(synonym(def.broker_synonym, &broker_value, SOURCE_STATIC_BROKER));
     }
-    synonyms.push(synonym(def.broker_synonym, &built_in, SOURCE_DEFAULT));
-    entry(def.name, def.config_type, def.doc, false, synonyms, detail)
+    let default = synonym(def.broker_synonym, &built_in, SOURCE_DEFAULT);
+    entry(def.name, def.config_type, def.doc, false, synonyms, default, detail)
+}
+
+/// Topic defaults, computed once per described topic.
+struct TopicDefaults {
+    configured: BTreeMap<String, String>,
+    built_in: BTreeMap<String, String>,
 }
 
 /// A broker config: STATIC_BROKER_CONFIG when set in the configuration,
@@ -94,8 +108,8 @@ fn broker_entry(def: &BrokerConfigDef, config: &BrokerConfig, detail: Detail) ->
     if def.key.is_some_and(|key| config.is_explicit(key)) {
         synonyms.push(synonym(def.name, &(def.value)(config), SOURCE_STATIC_BROKER));
     }
-    synonyms.push(synonym(def.name, &(def.value)(&BrokerConfig::default()), SOURCE_DEFAULT));
-    entry(def.name, def.config_type, def.doc, true, synonyms, detail)
+    let default = synonym(def.name, &(def.value)(&BrokerConfig::default()), SOURCE_DEFAULT);
+    entry(def.name, def.config_type, def.doc, true, synonyms, default, detail)
 }
 
 /// Handles DescribeConfigs.
@@ -114,8 +128,13 @@ pub fn handle(context: &Context, request: DescribeConfigsRequest, version: i16) 
         match resource.resource_type {
             RESOURCE_TOPIC => match shared.topics.image().topics.get(&name) {
                 Some(topic) => {
+                    let defaults = TopicDefaults {
+                        configured: default_topic_configs(&shared.config),
+                        built_in: default_topic_configs(&BrokerConfig::default()),
+                    };
                     for def in TOPIC_CONFIGS.iter().filter(|def| wanted(def.name)) {
-                        result.configs.push(topic_entry(def, topic.configs.get(def.name), &shared.config, detail));
+                        let set_on_topic = topic.configs.get(def.name);
+                        result.configs.push(topic_entry(def, set_on_topic, &shared.config, &defaults, detail));
                     }
                 }
                 None => {
