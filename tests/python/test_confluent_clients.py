@@ -70,6 +70,18 @@ def produce_all(p, topic, msgs, partition=None):
     return reports
 
 
+def wait_for_high_watermark(c, topic, partition, want, deadline_s=DEADLINE_S):
+    """Polls the partition's high watermark until it is exactly `want`."""
+    deadline = time.monotonic() + deadline_s
+    high = None
+    while time.monotonic() < deadline:
+        _, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        if high >= want:
+            break
+        time.sleep(0.05)
+    assert high == want, f"high watermark {high}, want {want}"
+
+
 def consume_partition(c, topic, partition, expect_count, start=OFFSET_BEGINNING):
     """Assign one partition at `start`, read until EOF after expect_count msgs."""
     c.assign([TopicPartition(topic, partition, start)])
@@ -201,11 +213,15 @@ def test_multi_partition_keys(broker, topic_name):
 def test_acks_zero_and_one(broker, topic_name):
     """acks=0 and acks=1 deliver the same data (acks=0 gets no offsets back)."""
     msgs = make_messages(60, seed=7)
-    for acks in ("0", "1"):
-        p = producer(broker, acks=acks, **{"compression.type": "gzip"})
-        produce_all(p, topic_name, msgs)
     c = consumer(broker)
     try:
+        for acks in ("0", "1"):
+            p = producer(broker, acks=acks, **{"compression.type": "gzip"})
+            produce_all(p, topic_name, msgs)
+            # An acks=0 flush returns once the requests are written, not once
+            # the broker appended them; the acks=1 producer's connection would
+            # race them. Wait for the first 60 to land before sending the rest.
+            wait_for_high_watermark(c, topic_name, 0, 60 if acks == "0" else 120)
         got = consume_partition(c, topic_name, 0, 120)
         check_exact(got, msgs + msgs)
     finally:

@@ -243,7 +243,7 @@ impl Drop for Broker {
 }
 
 /// Whether `error` is the peer closing (a reset), not a timeout.
-fn is_reset(error: &std::io::Error) -> bool {
+pub fn is_reset(error: &std::io::Error) -> bool {
     use std::io::ErrorKind;
     matches!(error.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe)
 }
@@ -360,6 +360,15 @@ impl RawClient {
     where
         Req: Encodable + HeaderVersion,
     {
+        self.try_send_request(key, version, request).expect("send");
+    }
+
+    /// Like [`Self::send_request`], but hands back the write error, for a
+    /// request the broker may refuse by closing the connection mid-send.
+    pub fn try_send_request<Req>(&mut self, key: ApiKey, version: i16, request: &Req) -> std::io::Result<()>
+    where
+        Req: Encodable + HeaderVersion,
+    {
         self.correlation_id += 1;
         let mut header = RequestHeader::default();
         header.request_api_key = key as i16;
@@ -371,7 +380,7 @@ impl RawClient {
         request.encode(&mut body, version).expect("encode request");
         let mut frame = (body.len() as i32).to_be_bytes().to_vec();
         frame.extend_from_slice(&body);
-        self.send_raw(&frame).expect("send");
+        self.send_raw(&frame)
     }
 
     /// Reads and decodes the answer to the last request sent.
