@@ -3,7 +3,8 @@
 //! layouts: big-endian integers, int16-length strings and int32-length
 //! bytes for the classic layouts; unsigned varints, compact strings and
 //! arrays, uuids and tagged-field sections for the flexible ones. One
-//! home for both the group and the transaction coordinators' records.
+//! home for both the group and the transaction coordinators' records (and
+//! for the few fields the gathered Fetch encoding writes itself).
 //! Pure; reading checks every length against the bytes present, so a
 //! length read off the disk never sizes an allocation. Runs on whichever
 //! shard owns the coordinator.

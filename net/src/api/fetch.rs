@@ -22,15 +22,16 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use shardline_engine::format::batch::BatchIter;
 use shardline_engine::partition::Isolation;
 use shardline_engine::runtime::spawn::yield_now;
 
+use super::fetch_encode::FetchReply;
 use super::Context;
 use crate::errors::partition_error;
 use crate::fetch_sessions::SessionError;
@@ -130,20 +131,6 @@ fn isolation(committed: bool) -> Isolation {
         Isolation::ReadCommitted
     } else {
         Isolation::ReadUncommitted
-    }
-}
-
-fn concat(chunks: Vec<Bytes>) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.into_iter().next().unwrap_or_default(),
-        _ => {
-            let mut out = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for chunk in chunks {
-                out.extend_from_slice(&chunk);
-            }
-            out.freeze()
-        }
     }
 }
 
@@ -437,14 +424,15 @@ async fn read_with_long_poll(
     outcomes
 }
 
-/// Handles a Fetch request.
-pub async fn handle(context: &Context, request: FetchRequest, version: i16) -> FetchResponse {
-    let mut response = FetchResponse::default();
+/// Handles a Fetch request. The records stay the `Bytes` the reads
+/// returned, for the gathered write (see [`super::fetch_encode`]).
+pub async fn handle(context: &Context, request: FetchRequest, version: i16) -> FetchReply {
+    let mut reply = FetchReply::default();
     let (mode, targets) = match plan(context, &request, version).await {
         Ok(plan) => plan,
         Err(error) => {
-            response.error_code = error.code();
-            return response;
+            reply.response.error_code = error.code();
+            return reply;
         }
     };
     let response_max = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
@@ -522,10 +510,10 @@ pub async fn handle(context: &Context, request: FetchRequest, version: i16) -> F
                 .collect(),
         );
         if kept[index] {
-            p.records = Some(concat(outcome.records));
+            reply.records.push(outcome.records);
             served.push((target.name.clone(), target.partition));
         } else {
-            p.records = Some(Bytes::new());
+            reply.records.push(Vec::new());
         }
         match topics.last_mut() {
             Some(last) if last.topic.0.as_str() == target.name => last.partitions.push(p),
@@ -541,8 +529,8 @@ pub async fn handle(context: &Context, request: FetchRequest, version: i16) -> F
         session.rotate_served(&served);
     }
     if version >= 7 {
-        response.session_id = session_id;
+        reply.response.session_id = session_id;
     }
-    response.responses = topics;
-    response
+    reply.response.responses = topics;
+    reply
 }

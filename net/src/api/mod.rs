@@ -10,6 +10,7 @@ mod authorized;
 mod create_partitions;
 mod describe_configs;
 mod fetch;
+pub mod fetch_encode;
 mod groups;
 mod init_producer_id;
 mod list_offsets;
@@ -20,7 +21,7 @@ mod transactions;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::Encodable;
@@ -134,6 +135,8 @@ pub fn unsupported_api_versions(correlation_id: i32) -> BytesMut {
 pub enum Answer {
     /// Send this response.
     Respond(Box<ResponseKind>),
+    /// Send this fetch response, its records gathered from where they lie.
+    Fetch(Box<fetch_encode::FetchReply>),
     /// Send nothing (acks=0 produce that succeeded).
     Silent,
     /// Close the connection (acks=0 produce that failed: as Kafka does, so
@@ -141,8 +144,10 @@ pub enum Answer {
     Close,
 }
 
-/// Handles one decoded request.
-pub async fn handle(context: &Context, header: &RequestHeader, request: RequestKind) -> Answer {
+/// Handles one decoded request. `frame` is the frame it was decoded from:
+/// Produce takes its records back out of it (see [`produce::handle`]), so
+/// the caller keeps no other view of it.
+pub async fn handle(context: &Context, header: &RequestHeader, request: RequestKind, frame: Bytes) -> Answer {
     let version = header.request_api_version;
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions_body(0)),
@@ -153,8 +158,8 @@ pub async fn handle(context: &Context, header: &RequestHeader, request: RequestK
         RequestKind::DeleteTopics(request) => {
             ResponseKind::DeleteTopics(admin::delete_topics(context, request, version).await)
         }
-        RequestKind::Produce(request) => return produce::handle(context, request, version).await,
-        RequestKind::Fetch(request) => ResponseKind::Fetch(fetch::handle(context, request, version).await),
+        RequestKind::Produce(request) => return produce::handle(context, request, version, frame).await,
+        RequestKind::Fetch(request) => return Answer::Fetch(Box::new(fetch::handle(context, request, version).await)),
         RequestKind::DescribeConfigs(request) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(context, request, version))
         }

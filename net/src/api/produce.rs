@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use shardline_engine::partition::Durability;
@@ -94,9 +94,61 @@ async fn produce_here(state: &ShardState, produce: PartitionProduce, shape: &Req
     }
 }
 
-/// Handles a Produce request. acks=0 gets no response, and a failure
-/// closes the connection instead.
-pub async fn handle(context: &Context, request: ProduceRequest, version: i16) -> Answer {
+/// Takes each partition's records back out of `frame` (the frame `request`
+/// was decoded from) as exclusive buffers, `[topic][partition]` in request
+/// order, so the log rewrites offsets and epochs in the producer's own
+/// bytes and copies them once, into its tail. The request's names are
+/// detached from the frame first; when some other view of the frame still
+/// lives (never on the connection's path), the records are copied instead.
+fn reclaim_records(frame: Bytes, request: &mut ProduceRequest) -> Vec<Vec<Option<BytesMut>>> {
+    request.transactional_id =
+        request.transactional_id.take().map(|id| TransactionalId(StrBytes::from_string(id.to_string())));
+    let base = frame.as_ptr() as usize;
+    // (start in the frame, length, topic, partition) of each partition's records.
+    let mut regions: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut out: Vec<Vec<Option<BytesMut>>> = Vec::with_capacity(request.topic_data.len());
+    let mut strays: Vec<(usize, usize, Bytes)> = Vec::new();
+    for (t, topic) in request.topic_data.iter_mut().enumerate() {
+        topic.name = TopicName(StrBytes::from_string(topic.name.0.to_string()));
+        out.push(vec![None; topic.partition_data.len()]);
+        for (p, partition) in topic.partition_data.iter_mut().enumerate() {
+            let Some(records) = partition.records.take() else { continue };
+            let start = (records.as_ptr() as usize).wrapping_sub(base);
+            if records.is_empty() || start.checked_add(records.len()).is_none_or(|end| end > frame.len()) {
+                // Not a view of this frame (or empty): handled on its own.
+                strays.push((t, p, records));
+            } else {
+                regions.push((start, records.len(), t, p));
+            }
+        }
+    }
+    for (t, p, records) in strays {
+        out[t][p] = Some(BytesMut::from(&records[..]));
+    }
+    regions.sort_unstable();
+    match frame.try_into_mut() {
+        Ok(mut rest) => {
+            let mut at = 0usize;
+            for (start, len, t, p) in regions {
+                assert!(start >= at, "records of two partitions overlap in one frame");
+                let _ = rest.split_to(start - at);
+                out[t][p] = Some(rest.split_to(len));
+                at = start + len;
+            }
+        }
+        Err(frame) => {
+            for (start, len, t, p) in regions {
+                out[t][p] = Some(BytesMut::from(&frame[start..start + len]));
+            }
+        }
+    }
+    out
+}
+
+/// Handles a Produce request decoded from `frame`. acks=0 gets no
+/// response, and a failure closes the connection instead.
+pub async fn handle(context: &Context, mut request: ProduceRequest, version: i16, frame: Bytes) -> Answer {
+    let mut records = reclaim_records(frame, &mut request);
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
     let timeout_after = Duration::from_millis(request.timeout_ms.max(0) as u64);
@@ -128,7 +180,7 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
                 continue;
             }
             let shard = info.and_then(|t| context.shared.shard_of(&t.partition_shards, index));
-            let decided = match (valid_acks, shard, &partition.records) {
+            let decided = match (valid_acks, shard, records[t][p].take()) {
                 (false, _, _) => Ok(failed(ResponseError::InvalidRequiredAcks)),
                 // Only the coordinators write their internal topics.
                 _ if is_internal(&name) => Ok(failed(ProduceError {
@@ -141,8 +193,6 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
                 (_, Some(_), None) => Ok(failed(ResponseError::InvalidRecord)),
                 (_, Some(_), Some(records)) if records.is_empty() => Ok(failed(ResponseError::InvalidRecord)),
                 (_, Some(shard), Some(records)) => {
-                    // The log rewrites offsets in place: it needs its own copy.
-                    let records = BytesMut::from(&records[..]);
                     work.push((Some(shard), PartitionProduce { topic: name.clone(), index, records }));
                     Err(work.len() - 1)
                 }
@@ -208,4 +258,58 @@ pub async fn handle(context: &Context, request: ProduceRequest, version: i16) ->
         }
     }
     Answer::Respond(Box::new(ResponseKind::Produce(response)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+
+    /// A v9 produce body with `partitions` partitions of topic "t", each
+    /// holding `records` bytes of its own value.
+    fn decoded(partitions: i32, records: usize) -> (Bytes, ProduceRequest) {
+        let mut request = ProduceRequest::default();
+        let mut topic = TopicProduceData::default();
+        topic.name = TopicName(StrBytes::from_static_str("t"));
+        for index in 0..partitions {
+            let mut partition = PartitionProduceData::default();
+            partition.index = index;
+            partition.records = Some(Bytes::from(vec![index as u8; records]));
+            topic.partition_data.push(partition);
+        }
+        request.topic_data.push(topic);
+        let mut body = BytesMut::new();
+        request.encode(&mut body, 9).expect("encode");
+        let frame = body.freeze();
+        let decoded = ProduceRequest::decode(&mut frame.clone(), 9).expect("decode");
+        (frame, decoded)
+    }
+
+    #[test]
+    fn records_are_taken_back_from_the_frame_without_a_copy() {
+        let (frame, mut request) = decoded(3, 5000);
+        let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        let records = reclaim_records(frame, &mut request);
+        for (index, region) in records[0].iter().enumerate() {
+            let region = region.as_ref().expect("records");
+            assert_eq!(&region[..], &vec![index as u8; 5000][..]);
+            assert!(range.contains(&(region.as_ptr() as usize)), "partition {index} was copied");
+        }
+        assert!(request.topic_data[0].partition_data.iter().all(|p| p.records.is_none()));
+    }
+
+    #[test]
+    fn records_are_copied_when_the_frame_is_still_shared() {
+        let (frame, mut request) = decoded(2, 100);
+        let other_view = frame.clone();
+        let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        let records = reclaim_records(frame, &mut request);
+        for (index, region) in records[0].iter().enumerate() {
+            let region = region.as_ref().expect("records");
+            assert_eq!(&region[..], &vec![index as u8; 100][..]);
+            assert!(!range.contains(&(region.as_ptr() as usize)), "a shared frame is never written");
+        }
+        drop(other_view);
+    }
 }

@@ -15,9 +15,10 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use compio::net::TcpStream;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use shardline_engine::runtime::mesh::Mesh;
 
+use crate::api::fetch_encode::{encode_fetch_reply, FrameSegments};
 use crate::api::{self, Context};
 use crate::server::frame::{read_frame, write_frame, FrameError, FrameLimits};
 use crate::server::limits::ConnectionSlot;
@@ -114,7 +115,7 @@ pub async fn serve_connection(mut stream: TcpStream, connection: ConnectionConte
 
 /// Decodes, handles and encodes one request; `None` when no response is due
 /// (acks=0 produce).
-async fn handle_frame(context: &Context, frame: Bytes) -> Result<Option<BytesMut>, Malformed> {
+async fn handle_frame(context: &Context, frame: Bytes) -> Result<Option<FrameSegments>, Malformed> {
     let mut peek = &frame[..];
     let api_key = peek.get_i16();
     let version = peek.get_i16();
@@ -123,16 +124,30 @@ async fn handle_frame(context: &Context, frame: Bytes) -> Result<Option<BytesMut
     if !api::is_supported(key, version) {
         if key == ApiKey::ApiVersions {
             // KIP-511: answer in the v0 layout so the client retries lower.
-            return Ok(Some(api::unsupported_api_versions(correlation_id)));
+            return Ok(Some(vec![api::unsupported_api_versions(correlation_id).freeze()]));
         }
         return Err(Malformed::UnsupportedVersion(key, version));
     }
-    let mut body = frame;
+    let mut body = frame.clone();
     let header_version = key.request_header_version(version);
-    let header = RequestHeader::decode(&mut body, header_version).map_err(|e| Malformed::Decode(e.to_string()))?;
+    let mut header = RequestHeader::decode(&mut body, header_version).map_err(|e| Malformed::Decode(e.to_string()))?;
     let request = RequestKind::decode(key, &mut body, version).map_err(|e| Malformed::Decode(e.to_string()))?;
-    let response = match api::handle(context, &header, request).await {
+    // The handler may take the frame's bytes back (Produce): only the
+    // request itself keeps views of it.
+    drop(body);
+    header.client_id = header.client_id.map(|id| StrBytes::from_string(id.to_string()));
+    let response = match api::handle(context, &header, request, frame).await {
         api::Answer::Respond(response) => response,
+        api::Answer::Fetch(reply) => {
+            let header_version = key.response_header_version(version);
+            return match encode_fetch_reply(header.correlation_id, header_version, &reply, version) {
+                Ok(frame) => Ok(Some(frame)),
+                Err(error) => {
+                    tracing::error!(version, %error, "cannot encode fetch response");
+                    Err(Malformed::Decode(error.to_string()))
+                }
+            };
+        }
         api::Answer::Silent => return Ok(None),
         api::Answer::Close => return Err(Malformed::AcksZeroFailed),
     };
@@ -153,5 +168,5 @@ async fn handle_frame(context: &Context, frame: Bytes) -> Result<Option<BytesMut
     }
     let size = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(Some(out))
+    Ok(Some(vec![out.freeze()]))
 }

@@ -75,8 +75,14 @@ pub async fn read_frame(stream: &mut TcpStream, limits: FrameLimits, clock: &dyn
     Ok(Bytes::from(buffer))
 }
 
-/// Writes one frame (size prefix included in `frame`).
-pub async fn write_frame(stream: &mut TcpStream, frame: bytes::BytesMut) -> io::Result<()> {
-    let BufResult(result, _) = stream.write_all(frame).await;
+/// Writes one frame (size prefix included in its first segment), in one
+/// `sendmsg` with a segment per iovec where the frame has several.
+pub async fn write_frame(stream: &mut TcpStream, mut frame: Vec<Bytes>) -> io::Result<()> {
+    let BufResult(result, _) = if frame.len() == 1 {
+        let whole = frame.pop().unwrap_or_default();
+        stream.write_all(whole).await.map_buffer(|b| vec![b])
+    } else {
+        stream.write_vectored_all(frame).await
+    };
     result
 }
