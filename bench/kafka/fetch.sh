@@ -3,10 +3,10 @@
 # Maven Central into bench/cache/kafka-<version>/libs, using a throwaway pom
 # and `mvn dependency:copy-dependencies`. Idempotent: exits at once when the
 # cache is already complete (marked by libs/.complete).
-# Usage: bench/kafka/fetch.sh [version]   (default: $KAFKA_VERSION or 4.1.1)
+# Usage: bench/kafka/fetch.sh [version]   (default: $KAFKA_VERSION or 4.4.0)
 # Prints the libs directory on its last line of stdout.
 set -euo pipefail
-version=${1:-${KAFKA_VERSION:-4.1.1}}
+version=${1:-${KAFKA_VERSION:-4.4.0}}
 here=$(cd "$(dirname "$0")" && pwd)
 cache=$(cd "$here/.." && pwd)/cache/kafka-$version
 libs=$cache/libs

@@ -7,7 +7,7 @@
 #   <data_dir>/server.properties   generated config
 #   <data_dir>/logs                log.dirs (partition data + KRaft metadata log)
 #   <data_dir>/server-logs/        broker logs: server.log (log4j), kafka.out (JVM stdout/stderr)
-# Env: KAFKA_VERSION (default 4.1.1), JAVA (default $JAVA_HOME/bin/java or java),
+# Env: KAFKA_VERSION (default 4.4.0), JAVA (default $JAVA_HOME/bin/java or java),
 #      KAFKA_LOG_LEVEL (root log4j level, default INFO).
 #
 # Prints "kafka pid <PID>" at once and "kafka ready 127.0.0.1:<port>" once the
@@ -30,7 +30,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $port =~ ^[0-9]+$ ]] || usage
 here=$(cd "$(dirname "$0")" && pwd)
-version=${KAFKA_VERSION:-4.1.1}
+version=${KAFKA_VERSION:-4.4.0}
 libs=$("$here/fetch.sh" "$version" | tail -n 1)
 if [[ -n ${JAVA:-} ]]; then java=$JAVA
 elif [[ -n ${JAVA_HOME:-} ]]; then java=$JAVA_HOME/bin/java

@@ -2,6 +2,7 @@
 //! CPU time and peak RSS around it, build the report. Shared by the
 //! `shardline-bench` command and the harness's own test.
 
+use std::path::Path;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -10,6 +11,7 @@ use rdkafka::ClientConfig;
 
 use crate::broker_stats::{cpu_seconds, peak_rss_mib};
 use crate::load;
+use crate::machine;
 use crate::profile;
 use crate::report::RunReport;
 use crate::workload::Workload;
@@ -34,6 +36,27 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     }
 }
 
+/// The broker a run measures, and how.
+#[derive(Debug, Clone, Default)]
+pub struct RunTarget<'a> {
+    /// Its bootstrap address.
+    pub bootstrap: &'a str,
+    /// "shardline" or "kafka".
+    pub broker: &'a str,
+    /// The durability setting, stated.
+    pub durability: &'a str,
+    /// Its process, for CPU time and peak RSS.
+    pub pid: Option<u32>,
+    /// Its data directory, so a backlog can be dropped from the page cache.
+    pub data_dir: Option<&'a Path>,
+    /// Sample it with perf while the workload runs.
+    pub profile: bool,
+    /// Wait for the page cache's writeback before the run, at most this long.
+    pub settle: Option<Duration>,
+    /// The CPUs it is pinned to, stated.
+    pub cpus: Option<String>,
+}
+
 /// Runs `workload` on a fresh topic and measures the broker process `pid`;
 /// with `profile`, also samples it with perf (where perf works).
 pub fn measure(
@@ -44,15 +67,31 @@ pub fn measure(
     pid: Option<u32>,
     profile: bool,
 ) -> RunReport {
+    measure_with(&RunTarget { bootstrap, broker, durability, pid, profile, ..RunTarget::default() }, workload)
+}
+
+/// Runs `workload` against `target`: fills its backlog (then writes it back
+/// and drops it from the page cache), waits for writeback when asked, and
+/// measures the run.
+pub fn measure_with(target: &RunTarget<'_>, workload: &Workload) -> RunReport {
     let topic = format!("bench-{}-{}", workload.name, std::process::id());
-    create_topic(bootstrap, &topic, workload.partitions);
-    let cpu_before = pid.map_or(0.0, cpu_seconds);
-    let recording = pid.filter(|_| profile).and_then(profile::start);
-    let result = load::run(bootstrap, &topic, workload);
+    create_topic(target.bootstrap, &topic, workload.partitions);
+    let mut backlog_dropped_bytes = None;
+    if workload.backlog_mb > 0 {
+        load::fill_backlog(target.bootstrap, &topic, workload);
+        backlog_dropped_bytes = target.data_dir.map(machine::drop_from_page_cache);
+    }
+    let page_cache = target.settle.map(machine::settle_writeback);
+    let recording = target.pid.filter(|_| target.profile).and_then(profile::start);
+    let cpu_before = target.pid.map_or(0.0, cpu_seconds);
+    let result = load::run(target.bootstrap, &topic, workload, target.pid);
     let profile = recording.and_then(|r| r.finish());
-    let cpu = pid.map_or(0.0, cpu_seconds) - cpu_before;
-    let rss = pid.map_or(0.0, peak_rss_mib);
-    let mut report = RunReport::new(workload, broker, durability, &result, cpu, rss);
+    let cpu = target.pid.map_or(0.0, cpu_seconds) - cpu_before;
+    let rss = target.pid.map_or(0.0, peak_rss_mib);
+    let mut report = RunReport::new(workload, target.broker, target.durability, &result, cpu, rss);
     report.profile = profile;
+    report.page_cache = page_cache;
+    report.backlog_dropped_bytes = backlog_dropped_bytes;
+    report.broker_cpus = target.cpus.clone();
     report
 }

@@ -5,6 +5,7 @@
 pub mod broker_stats;
 pub mod harness;
 pub mod load;
+pub mod machine;
 pub mod profile;
 pub mod report;
 pub mod workload;

@@ -112,6 +112,8 @@ pub struct LoadResult {
     pub errors: u64,
     /// Measured seconds.
     pub window_s: f64,
+    /// The broker's CPU seconds over the measured window, when its pid was given.
+    pub window_cpu_s: Option<f64>,
 }
 
 struct DeliveryContext {
@@ -241,6 +243,7 @@ fn consumer_thread(
     counters: Arc<Counters>,
     latency: Arc<Mutex<Histogram<u64>>>,
     window_micros: (u64, u64),
+    start_at_window: bool,
     stop: Arc<AtomicBool>,
     ready: std::sync::mpsc::Sender<()>,
 ) -> u64 {
@@ -257,6 +260,10 @@ fn consumer_thread(
         let _ = consumer.poll(Duration::from_millis(100));
     }
     let _ = ready.send(());
+    if start_at_window {
+        let wait = window_micros.0.saturating_sub(wall_micros());
+        std::thread::sleep(Duration::from_micros(wait));
+    }
     let mut total = 0u64;
     let mut idle_since = Instant::now();
     loop {
@@ -292,9 +299,66 @@ fn consumer_thread(
     }
 }
 
+/// Produces `workload.backlog_mb` MB of the workload's messages to `topic`
+/// as fast as the broker takes them (acks=1), before a run. Returns the
+/// messages acknowledged.
+pub fn fill_backlog(bootstrap: &str, topic: &str, workload: &Workload) -> u64 {
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "1")
+        .set("linger.ms", "5")
+        .set("batch.size", (1 << 20).to_string())
+        .set("queue.buffering.max.kbytes", "262144")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .expect("backlog producer");
+    let bytes = workload.message_bytes.max(16) as u64;
+    let messages = workload.backlog_mb * 1_000_000 / bytes;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut seq = 0u64;
+    while seq < messages && Instant::now() < deadline {
+        let payload = value(seq, workload.message_bytes);
+        let partition = (seq % workload.partitions as u64) as i32;
+        match producer.send(BaseRecord::<(), _>::to(topic).payload(&payload).partition(partition)) {
+            Ok(()) => seq += 1,
+            Err(_) => std::thread::sleep(Duration::from_micros(200)),
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("the backlog is acknowledged");
+    seq
+}
+
+/// A noisy neighbour: buffered 1 MiB writes at `mb_per_s` into a file in
+/// `dir` until `stop`, wrapping at 4 GiB; the file is removed afterwards.
+fn background_writer(dir: std::path::PathBuf, mb_per_s: u64, stop: Arc<AtomicBool>) {
+    use std::io::{Seek, Write};
+    let path = dir.join(format!("shardline-bench-neighbour-{}", std::process::id()));
+    let Ok(mut file) = std::fs::File::create(&path) else { return };
+    let chunk = vec![0x5au8; 1 << 20];
+    let started = Instant::now();
+    let mut written = 0u64;
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(3600) {
+        let due = Duration::from_secs_f64(written as f64 / (mb_per_s.max(1) as f64 * 1e6));
+        if due > started.elapsed() {
+            std::thread::sleep((due - started.elapsed()).min(Duration::from_millis(100)));
+            continue;
+        }
+        if written.is_multiple_of(4 << 30) && written > 0 && file.rewind().is_err() {
+            break;
+        }
+        if file.write_all(&chunk).is_err() {
+            break;
+        }
+        written += chunk.len() as u64;
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+}
+
 /// Runs `workload` against `bootstrap` on `topic` (created beforehand with
-/// `workload.partitions` partitions).
-pub fn run(bootstrap: &str, topic: &str, workload: &Workload) -> LoadResult {
+/// `workload.partitions` partitions). With `pid`, the broker's CPU time is
+/// read when the measured window opens and when it closes.
+pub fn run(bootstrap: &str, topic: &str, workload: &Workload, pid: Option<u32>) -> LoadResult {
     let counters = Arc::new(Counters::default());
     let produce_latency = Arc::new(Mutex::new(histogram()));
     let e2e_latency = Arc::new(Mutex::new(histogram()));
@@ -318,8 +382,8 @@ pub fn run(bootstrap: &str, topic: &str, workload: &Workload) -> LoadResult {
                 stop.clone(),
                 ready_tx.clone(),
             );
-            let partitions = workload.partitions;
-            std::thread::spawn(move || consumer_thread(b, t, partitions, group, c, l, window_wall, s, r))
+            let (partitions, at_window) = (workload.partitions, workload.backlog_mb > 0);
+            std::thread::spawn(move || consumer_thread(b, t, partitions, group, c, l, window_wall, at_window, s, r))
         })
         .collect();
     for _ in 0..workload.consumers {
@@ -332,8 +396,13 @@ pub fn run(bootstrap: &str, topic: &str, workload: &Workload) -> LoadResult {
     let end = measure_from + duration;
     let sampler = {
         let counters = counters.clone();
-        std::thread::spawn(move || sample_seconds(&counters, start, measure_from, end))
+        std::thread::spawn(move || sample_seconds(&counters, start, measure_from, end, pid))
     };
+    let neighbour_stop = Arc::new(AtomicBool::new(false));
+    let neighbour = (workload.background_write_mb_per_s > 0).then(|| {
+        let (rate, stop) = (workload.background_write_mb_per_s, neighbour_stop.clone());
+        std::thread::spawn(move || background_writer(std::env::temp_dir(), rate, stop))
+    });
     while Instant::now() < start {
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -347,9 +416,13 @@ pub fn run(bootstrap: &str, topic: &str, workload: &Workload) -> LoadResult {
     for producer in producers {
         let _ = producer.join();
     }
+    neighbour_stop.store(true, Ordering::Relaxed);
+    if let Some(neighbour) = neighbour {
+        let _ = neighbour.join();
+    }
     stop.store(true, Ordering::Relaxed);
     let total_consumed_per_consumer: Vec<u64> = consumers.into_iter().map(|c| c.join().unwrap_or(0)).collect();
-    let seconds = sampler.join().unwrap_or_default();
+    let (seconds, window_cpu_s) = sampler.join().unwrap_or_default();
     let window: Vec<&Second> = seconds.iter().filter(|s| s.second >= 0).collect();
     let sum = |f: fn(&Second) -> u64| window.iter().map(|s| f(s)).sum::<u64>();
     let produce_latency = produce_latency.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
@@ -365,19 +438,37 @@ pub fn run(bootstrap: &str, topic: &str, workload: &Workload) -> LoadResult {
         total_consumed_per_consumer,
         errors: counters.errors.load(Ordering::Relaxed),
         window_s: window.len() as f64,
+        window_cpu_s,
         seconds,
     }
 }
 
-/// Samples the counters once a second from `start` to `end` (plus drain).
-fn sample_seconds(counters: &Counters, start: Instant, measure_from: Instant, end: Instant) -> Vec<Second> {
+/// Samples the counters once a second from `start` to `end`, and the CPU
+/// time of broker `pid` (when given) over `measure_from..end`.
+fn sample_seconds(
+    counters: &Counters,
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    pid: Option<u32>,
+) -> (Vec<Second>, Option<f64>) {
     let mut out = Vec::new();
+    let mut cpu_at_window = None;
+    let mut window_cpu = None;
     let mut last = (0, 0, 0, 0);
     let mut tick = start + Duration::from_secs(1);
     while tick <= end {
         let now = Instant::now();
         if tick > now {
             std::thread::sleep(tick - now);
+        }
+        if let Some(pid) = pid {
+            if tick == measure_from {
+                cpu_at_window = Some(crate::broker_stats::cpu_seconds(pid));
+            }
+            if tick == end {
+                window_cpu = cpu_at_window.map(|before| crate::broker_stats::cpu_seconds(pid) - before);
+            }
         }
         let current = (
             counters.acked_messages.load(Ordering::Relaxed),
@@ -397,5 +488,5 @@ fn sample_seconds(counters: &Counters, start: Instant, measure_from: Instant, en
         last = current;
         tick += Duration::from_secs(1);
     }
-    out
+    (out, window_cpu)
 }

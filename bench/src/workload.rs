@@ -49,6 +49,15 @@ pub struct Workload {
     pub duration_s: u64,
     /// Seconds before measuring.
     pub warmup_s: u64,
+    /// A noisy neighbour: MB/s of buffered writes by another process on the
+    /// same file system while the run lasts (0: none).
+    #[serde(default)]
+    pub background_write_mb_per_s: u64,
+    /// A backlog of this many MB written before the run and dropped from the
+    /// page cache; the consumers start reading it from the beginning when
+    /// the measured window opens (0: none, consumers read from the start).
+    #[serde(default)]
+    pub backlog_mb: u64,
 }
 
 impl Workload {
@@ -68,6 +77,8 @@ impl Workload {
             rate: None,
             duration_s: 30,
             warmup_s: 5,
+            background_write_mb_per_s: 0,
+            backlog_mb: 0,
         }
     }
 
@@ -94,12 +105,39 @@ impl Workload {
                 w.consumer_groups = 4;
             }
             "small-messages" => w.message_bytes = 100,
+            // Fixed rate (set like latency's) while one consumer catches up
+            // on a backlog that is no longer in the page cache.
+            "catch-up" => {
+                w.rate = Some(50_000);
+                w.backlog_mb = 2048;
+                w.consumer_groups = 0;
+            }
+            // Fixed rate (set like latency's) while another writer fills
+            // the page cache with dirty pages at a fixed rate.
+            "noisy-neighbour" => {
+                w.rate = Some(50_000);
+                w.background_write_mb_per_s = 100;
+            }
             _ => return None,
         }
         Some(w)
     }
 
     /// Names of every shipped workload.
-    pub const NAMES: &'static [&'static str] =
-        &["smoke", "throughput", "latency", "many-producers", "fanout", "small-messages"];
+    pub const NAMES: &'static [&'static str] = &[
+        "smoke",
+        "throughput",
+        "latency",
+        "many-producers",
+        "fanout",
+        "small-messages",
+        "catch-up",
+        "noisy-neighbour",
+    ];
+
+    /// Whether the compare command runs this at a fixed rate of half
+    /// Kafka's maximum (measured by the throughput workload first).
+    pub fn paced_by_kafka_max(&self) -> bool {
+        matches!(self.name.as_str(), "latency" | "catch-up" | "noisy-neighbour")
+    }
 }

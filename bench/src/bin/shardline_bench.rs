@@ -2,10 +2,14 @@
 //!
 //! * `run`: one workload against a broker already running (`--bootstrap`),
 //!   optionally measuring its process (`--broker-pid`); writes a JSON report.
-//! * `compare`: starts Shardline and Apache Kafka itself (fresh data
-//!   directory each run), alternates them A, B, A, B on each workload at each
-//!   durability setting, and writes `report.json` and `report.md` with
-//!   medians and Shardline/Kafka ratios.
+//! * `compare`: starts Shardline and Apache Kafka (4.4.0 by default) itself
+//!   (fresh data directory each run), alternates them S,K then K,S on each
+//!   workload at each durability setting, each run after the page cache's
+//!   writeback has finished and after the same warm-up (30 s by default, for
+//!   Kafka's JIT), optionally with both brokers pinned to the same CPUs
+//!   (`--broker-cpus`) and the load generator to the rest; writes
+//!   `report.json`, `setup.json` and `report.md` with medians and
+//!   Shardline/Kafka ratios.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,8 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use shardline_bench::harness::measure;
-use shardline_bench::report::{goals_and_profile, markdown, Comparison, Medians};
+use shardline_bench::harness::{measure_with, RunTarget};
+use shardline_bench::machine::{allowed_cpus, cpu_list, parse_cpu_list, pin_current_thread};
+use shardline_bench::report::{goals_and_profile, markdown, setup_markdown, Comparison, Medians, Setup};
 use shardline_bench::workload::Workload;
 
 #[derive(Parser)]
@@ -48,6 +53,13 @@ enum Cmd {
         /// Sample the broker with perf while the workload runs.
         #[arg(long)]
         profile: bool,
+        /// The broker's data directory (a backlog workload drops it from the
+        /// page cache before the run).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Wait for the page cache's writeback to finish before the run.
+        #[arg(long)]
+        settle: bool,
     },
     /// Start both brokers and compare them side by side.
     Compare {
@@ -69,6 +81,18 @@ enum Cmd {
         /// Do not sample Shardline with perf in the last round.
         #[arg(long)]
         no_profile: bool,
+        /// Pin each broker to these CPUs (`taskset -c` syntax, e.g. "0") and
+        /// the load generator to the others.
+        #[arg(long)]
+        broker_cpus: Option<String>,
+        /// Warm-up seconds before each measured window, for both brokers
+        /// (Kafka's JIT needs at least 30 s).
+        #[arg(long, default_value_t = 30)]
+        warmup: u64,
+        /// Apache Kafka version, fetched from Maven Central (default:
+        /// $KAFKA_VERSION, else 4.4.0).
+        #[arg(long)]
+        kafka_version: Option<String>,
     },
 }
 
@@ -78,6 +102,8 @@ struct Started {
     pid: u32,
     bootstrap: String,
     _dir: PathBuf,
+    /// Where its partition data lives.
+    data_dir: PathBuf,
 }
 
 impl Drop for Started {
@@ -98,6 +124,9 @@ impl Drop for Started {
         let _ = std::fs::remove_dir_all(&self._dir);
     }
 }
+
+/// The longest a run waits for the page cache's writeback to finish.
+const SETTLE_LIMIT: Duration = Duration::from_secs(180);
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -126,12 +155,28 @@ fn wait_ready(child: &mut Child, ready: &str) -> Vec<String> {
     }
 }
 
-fn start_shardline(binary: &Path, fsync: bool) -> Started {
+/// A command for `program`, pinned to `cpus` with taskset when given.
+fn pinned(program: &Path, cpus: Option<&[usize]>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(cpu_list(cpus)).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+fn start_shardline(binary: &Path, fsync: bool, cpus: Option<&[usize]>) -> Started {
     let dir = std::env::temp_dir().join(format!("shardline-bench-{}", free_port()));
     let port = free_port();
-    let mut child = Command::new(binary)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(&dir)
+    let mut command = pinned(binary, cpus);
+    command.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(&dir);
+    if let Some(cpus) = cpus {
+        // One shard per pinned core.
+        command.args(["--shards", &cpus.len().to_string()]);
+    }
+    let mut child = command
         .args(["--set", &format!("acks_all_fsync={fsync}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -139,13 +184,14 @@ fn start_shardline(binary: &Path, fsync: bool) -> Started {
         .expect("start shardline (build it with cargo build --release)");
     wait_ready(&mut child, "listening");
     let pid = child.id();
-    Started { child, pid, bootstrap: format!("127.0.0.1:{port}"), _dir: dir }
+    Started { child, pid, bootstrap: format!("127.0.0.1:{port}"), data_dir: dir.clone(), _dir: dir }
 }
 
-fn start_kafka(heap: &str, fsync: bool) -> Started {
+fn start_kafka(heap: &str, fsync: bool, cpus: Option<&[usize]>, version: &str) -> Started {
     let dir = std::env::temp_dir().join(format!("kafka-bench-{}", free_port()));
     let port = free_port();
-    let mut command = Command::new("bash");
+    let mut command = pinned(Path::new("bash"), cpus);
+    command.env("KAFKA_VERSION", version);
     command.arg("bench/kafka/start.sh").arg(&dir).arg(port.to_string()).args(["--heap", heap]);
     if fsync {
         command.arg("--fsync-every-message");
@@ -157,12 +203,46 @@ fn start_kafka(heap: &str, fsync: bool) -> Started {
         .iter()
         .find_map(|l| l.strip_prefix("kafka pid ").and_then(|p| p.trim().parse().ok()))
         .unwrap_or_else(|| child.id());
-    Started { child, pid, bootstrap: format!("127.0.0.1:{port}"), _dir: dir }
+    Started { child, pid, bootstrap: format!("127.0.0.1:{port}"), data_dir: dir.join("logs"), _dir: dir }
+}
+
+/// The first line `program args` prints (stdout or stderr), or "unknown".
+fn first_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|out| {
+            let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
+            String::from_utf8_lossy(&text).lines().next().map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn machine_description() -> String {
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or("?".into(), |kib| format!("{:.0} GiB", kib / 1024.0 / 1024.0));
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpus} CPUs, {memory} RAM, {}", first_line("uname", &["-sr"]))
 }
 
 fn main() {
     match Cli::parse().command {
-        Cmd::Run { bootstrap, workload, broker_pid, broker_name, durability, duration, rate, out, profile } => {
+        Cmd::Run {
+            bootstrap,
+            workload,
+            broker_pid,
+            broker_name,
+            durability,
+            duration,
+            rate,
+            out,
+            profile,
+            data_dir,
+            settle,
+        } => {
             let mut w = Workload::named(&workload)
                 .unwrap_or_else(|| panic!("unknown workload {workload}; known: {:?}", Workload::NAMES));
             if let Some(d) = duration {
@@ -171,7 +251,17 @@ fn main() {
             if rate.is_some() {
                 w.rate = rate;
             }
-            let report = measure(&bootstrap, &w, &broker_name, &durability, broker_pid, profile);
+            let target = RunTarget {
+                bootstrap: &bootstrap,
+                broker: &broker_name,
+                durability: &durability,
+                pid: broker_pid,
+                data_dir: data_dir.as_deref(),
+                profile,
+                settle: settle.then_some(SETTLE_LIMIT),
+                cpus: None,
+            };
+            let report = measure_with(&target, &w);
             let json = serde_json::to_string_pretty(&report).expect("json");
             match out {
                 Some(path) => std::fs::write(&path, json).expect("write report"),
@@ -183,9 +273,43 @@ fn main() {
                 w.name, m.produce_mb_per_s, m.produce_msgs_per_s, m.produce_latency_ms[2], m.e2e_latency_ms[2]
             );
         }
-        Cmd::Compare { workloads, rounds, durability, duration, out_dir, kafka_heap, shardline_bin, no_profile } => {
-            let status = Command::new("bash").arg("bench/kafka/fetch.sh").status().expect("bench/kafka/fetch.sh");
-            assert!(status.success(), "fetching Kafka failed");
+        Cmd::Compare {
+            workloads,
+            rounds,
+            durability,
+            duration,
+            out_dir,
+            kafka_heap,
+            shardline_bin,
+            no_profile,
+            broker_cpus,
+            warmup,
+            kafka_version,
+        } => {
+            let kafka_version =
+                kafka_version.or_else(|| std::env::var("KAFKA_VERSION").ok()).unwrap_or_else(|| "4.4.0".into());
+            let status =
+                Command::new("bash").arg("bench/kafka/fetch.sh").arg(&kafka_version).status().expect("fetch.sh");
+            assert!(status.success(), "fetching Kafka {kafka_version} failed");
+            let broker_cpus = broker_cpus.map(|list| parse_cpu_list(&list).unwrap_or_else(|e| panic!("{e}")));
+            let loadgen_cpus = broker_cpus.as_ref().map(|brokers| {
+                let others: Vec<usize> = allowed_cpus().into_iter().filter(|c| !brokers.contains(c)).collect();
+                assert!(!others.is_empty(), "--broker-cpus leaves no CPU for the load generator");
+                // Pinned before any client thread starts: they all inherit it.
+                pin_current_thread(&others).expect("pin the load generator");
+                others
+            });
+            let setup = Setup {
+                shardline_version: first_line("git", &["describe", "--always", "--dirty"]),
+                kafka_version: kafka_version.clone(),
+                java: first_line(&std::env::var("JAVA").unwrap_or_else(|_| "java".into()), &["-version"]),
+                machine: machine_description(),
+                broker_cpus: broker_cpus.as_deref().map(cpu_list),
+                loadgen_cpus: loadgen_cpus.as_deref().map(cpu_list),
+                warmup_s: warmup,
+                duration_s: duration.unwrap_or(Workload::named("throughput").map_or(30, |w| w.duration_s)),
+                rounds,
+            };
             let settings: Vec<(&str, bool)> = match durability.as_str() {
                 "kafka-default" => vec![("kafka-default (no fsync per write)", false)],
                 "fsync" => vec![("fsync before ack", true)],
@@ -199,24 +323,39 @@ fn main() {
                     if let Some(d) = duration {
                         w.duration_s = d;
                     }
-                    if w.name == "latency" {
+                    w.warmup_s = warmup;
+                    if w.paced_by_kafka_max() {
                         if let Some(max) = kafka_max_rate {
                             w.rate = Some((max / 2.0).max(1.0) as u64);
                         }
                     }
                     let mut runs = Vec::new();
                     for round in 0..rounds {
-                        for broker in ["shardline", "kafka"] {
+                        // The order alternates, so neither broker always
+                        // runs after the other.
+                        let order = if round % 2 == 0 { ["shardline", "kafka"] } else { ["kafka", "shardline"] };
+                        for broker in order {
                             eprintln!("{label} / {} / round {} / {broker}", w.name, round + 1);
+                            let cpus = broker_cpus.as_deref();
                             let started = if broker == "shardline" {
-                                start_shardline(&shardline_bin, fsync)
+                                start_shardline(&shardline_bin, fsync, cpus)
                             } else {
-                                start_kafka(&kafka_heap, fsync)
+                                start_kafka(&kafka_heap, fsync, cpus, &kafka_version)
                             };
                             // perf costs the broker a little CPU: only the last
                             // Shardline round is sampled, and medians absorb it.
                             let profile = !no_profile && broker == "shardline" && round + 1 == rounds;
-                            runs.push(measure(&started.bootstrap, &w, broker, label, Some(started.pid), profile));
+                            let target = RunTarget {
+                                bootstrap: &started.bootstrap,
+                                broker,
+                                durability: label,
+                                pid: Some(started.pid),
+                                data_dir: Some(&started.data_dir),
+                                profile,
+                                settle: Some(SETTLE_LIMIT),
+                                cpus: setup.broker_cpus.clone(),
+                            };
+                            runs.push(measure_with(&target, &w));
                         }
                     }
                     let of = |b: &str| Medians::of(&runs.iter().filter(|r| r.broker == b).cloned().collect::<Vec<_>>());
@@ -236,7 +375,9 @@ fn main() {
             std::fs::create_dir_all(&out_dir).expect("out dir");
             std::fs::write(out_dir.join("report.json"), serde_json::to_string_pretty(&comparisons).expect("json"))
                 .expect("write");
-            let table = markdown(&comparisons) + &goals_and_profile(&comparisons);
+            std::fs::write(out_dir.join("setup.json"), serde_json::to_string_pretty(&setup).expect("json"))
+                .expect("write");
+            let table = setup_markdown(&setup) + &markdown(&comparisons) + &goals_and_profile(&comparisons);
             std::fs::write(out_dir.join("report.md"), &table).expect("write");
             println!("{table}");
             let plotted =
