@@ -48,11 +48,32 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         doc: "What happens to old segments: \"delete\" removes them past the retention limits (the only policy supported).",
     },
     TopicConfigDef {
+        name: "compression.gzip.level",
+        broker_synonym: "compression.gzip.level",
+        broker_key: None,
+        config_type: ConfigType::Int,
+        doc: "The gzip level (1-9, -1: 6) batches are recompressed at when compression.type is gzip.",
+    },
+    TopicConfigDef {
+        name: "compression.lz4.level",
+        broker_synonym: "compression.lz4.level",
+        broker_key: None,
+        config_type: ConfigType::Int,
+        doc: "The lz4 level (1-17) when compression.type is lz4; checked, but Shardline's lz4 has one (fast) level.",
+    },
+    TopicConfigDef {
         name: "compression.type",
         broker_synonym: "compression.type",
         broker_key: None,
         config_type: ConfigType::String,
-        doc: "The stored compression: \"producer\" keeps batches as the producer compressed them (the only value supported).",
+        doc: "The stored compression: \"producer\" keeps batches as the producer compressed them; uncompressed, gzip, snappy, lz4 or zstd recompresses, on produce, a batch the producer compressed otherwise.",
+    },
+    TopicConfigDef {
+        name: "compression.zstd.level",
+        broker_synonym: "compression.zstd.level",
+        broker_key: None,
+        config_type: ConfigType::Int,
+        doc: "The zstd level (-131072-22) batches are recompressed at when compression.type is zstd.",
     },
     TopicConfigDef {
         name: "flush.messages",
@@ -200,7 +221,7 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         name: "compression.type",
         key: None,
         config_type: ConfigType::String,
-        doc: "The stored compression of topics: as the producer sent it.",
+        doc: "The default stored compression of topics: as the producer sent it.",
         value: |_| "producer".into(),
     },
     BrokerConfigDef {

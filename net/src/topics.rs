@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use shardline_engine::LogConfig;
 use uuid::Uuid;
 
+use shardline_engine::format::compression::Codec;
 use shardline_engine::partition::Durability;
 
 use crate::config::BrokerConfig;
@@ -83,7 +84,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 pub fn default_topic_configs(broker: &BrokerConfig) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     out.insert("cleanup.policy".into(), "delete".into());
+    out.insert("compression.gzip.level".into(), "-1".into());
+    out.insert("compression.lz4.level".into(), "9".into());
     out.insert("compression.type".into(), "producer".into());
+    out.insert("compression.zstd.level".into(), "3".into());
     out.insert(
         "flush.messages".into(),
         if broker.log_flush_interval_messages < 0 {
@@ -136,9 +140,26 @@ pub fn log_config_for(
     if all["cleanup.policy"] != "delete" {
         return Err("cleanup.policy: only \"delete\" is supported".into());
     }
-    if all["compression.type"] != "producer" {
-        return Err("compression.type: only \"producer\" (store as sent) is supported".into());
-    }
+    let level = |key: &str, range: std::ops::RangeInclusive<i64>| -> Result<i64, String> {
+        let v = int(key)?;
+        if !range.contains(&v) {
+            return Err(format!("invalid value for {key}: {v}"));
+        }
+        Ok(v)
+    };
+    let gzip_level = level("compression.gzip.level", -1..=9)?;
+    let gzip_level = if gzip_level <= 0 { 6 } else { gzip_level as u32 };
+    level("compression.lz4.level", 1..=17)?;
+    let zstd_level = level("compression.zstd.level", -131_072..=22)? as i32;
+    let compression = match all["compression.type"].as_str() {
+        "producer" => None,
+        "uncompressed" => Some(Codec::Uncompressed),
+        "gzip" => Some(Codec::Gzip { level: gzip_level }),
+        "snappy" => Some(Codec::Snappy),
+        "lz4" => Some(Codec::Lz4),
+        "zstd" => Some(Codec::Zstd { level: zstd_level }),
+        other => return Err(format!("invalid value for compression.type: {other}")),
+    };
     if all["message.timestamp.type"] != "CreateTime" {
         return Err("message.timestamp.type: only CreateTime is supported".into());
     }
@@ -184,6 +205,7 @@ pub fn log_config_for(
         chunk_bytes: 1 << 20,
         max_pending_chunks: (max_message as usize).div_ceil(1 << 20).max(1) * 2 + 6,
         preallocate: true,
+        compression,
     };
     config.validate().map_err(|key| format!("invalid value for {key}"))?;
     Ok((config, fsync))

@@ -211,3 +211,53 @@ fn one_connection_spans_partitions_on_both_shards() {
     let shards: Vec<&str> = ["0,", "1,", "0\n", "1\n"].into_iter().filter(|s| placement.contains(*s)).collect();
     assert!(shards.len() >= 2, "partitions placed on both shards: {placement}");
 }
+
+/// Every batch of partition 0 of `topic`, fetched raw from offset 0.
+fn stored_batch_codecs(broker: &Broker, topic: &str) -> Vec<i16> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use shardline_engine::format::batch::BatchIter;
+    let mut client = shardline_tests::RawClient::connect(&broker.address);
+    let mut partition = FetchPartition::default();
+    partition.partition_max_bytes = 8 << 20;
+    let mut fetch_topic = FetchTopic::default();
+    fetch_topic.topic = TopicName(StrBytes::from_string(topic.to_string()));
+    fetch_topic.partitions = vec![partition];
+    let mut request = FetchRequest::default();
+    request.max_wait_ms = 0;
+    request.max_bytes = 8 << 20;
+    request.session_epoch = -1;
+    request.topics = vec![fetch_topic];
+    let response: FetchResponse = client.call(ApiKey::Fetch, 12, &request);
+    let records = response.responses[0].partitions[0].records.clone().unwrap_or_default();
+    BatchIter::new(&records).map(|(_, header)| header.compression()).collect()
+}
+
+#[test]
+fn a_topics_compression_type_recompresses_every_producer_codec() {
+    let broker = Broker::start(&["--shards", "1"]);
+    let admin = admin(&broker);
+    let options = AdminOptions::new();
+    let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
+    let producers: Vec<FutureProducer> = codecs.iter().map(|codec| producer(&broker, codec, "all")).collect();
+    for (topic_id, topic_codec) in ["uncompressed", "gzip", "snappy", "lz4", "zstd"].into_iter().enumerate() {
+        for (producer_codec, producer) in codecs.iter().zip(&producers) {
+            let topic = format!("recompress-{topic_codec}-{producer_codec}");
+            block_on(async {
+                let new_topic =
+                    NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set("compression.type", topic_codec);
+                admin.create_topics(&[new_topic], &options).await.expect("create")[0].as_ref().expect("created");
+                let sent = produce(producer, &topic, 1, 120, producer_codec).await;
+                let got = consume_all(&consumer(&broker), &topic, 1, 120, Offset::Beginning);
+                assert_eq!(got, sent, "{producer_codec} into a {topic_codec} topic: consumed equals produced");
+            });
+            let stored = stored_batch_codecs(&broker, &topic);
+            assert!(!stored.is_empty(), "{topic}: batches stored");
+            assert!(
+                stored.iter().all(|&codec| codec == topic_id as i16),
+                "{producer_codec} into a {topic_codec} topic is stored as codec {topic_id}: {stored:?}"
+            );
+        }
+    }
+}

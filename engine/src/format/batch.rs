@@ -1,11 +1,15 @@
-//! Kafka record batch (magic 2) header: parsing, validation and in-place
-//! offset assignment.
+//! Kafka record batch (magic 2) header: parsing, validation, in-place
+//! offset assignment, and re-encoding under another codec.
 //!
 //! Owns nothing but byte layouts; pure functions usable on any core. The
 //! produce path (on the partition's owning shard) calls [`validate_batch`]
 //! for every batch and then [`assign_offsets`], which rewrites only the base
 //! offset and partition leader epoch fields. Neither field is covered by the
-//! CRC, so records are never re-encoded.
+//! CRC, so records are not re-encoded, unless the topic's
+//! `compression.type` names another codec than the producer's: then
+//! [`recompressed`] rewrites the batch once, on produce.
+
+use crate::format::compression::{compress, decompress, Codec, DecompressError};
 
 /// Why a record batch was refused on append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -218,6 +222,33 @@ pub fn assign_offsets(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     assert!(base_offset >= 0);
     batch[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_be_bytes());
     batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// The batch `batch` (valid, with `header`) with its records compressed by
+/// `codec` instead: every header field but the length, the codec bits of
+/// the attributes and the CRC is kept, so offsets, timestamps and the
+/// producer's id, epoch and sequence are as the producer sent them. The
+/// records are decompressed within `limit` bytes.
+pub fn recompressed(
+    batch: &[u8],
+    header: &BatchHeader,
+    codec: Codec,
+    limit: usize,
+) -> Result<Vec<u8>, DecompressError> {
+    let stored = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
+    let records = decompress(header.compression(), stored, limit)?;
+    let body = compress(codec, &records);
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
+    out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
+    out.extend_from_slice(&body);
+    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| DecompressError::TooLarge(limit))?;
+    out[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = header.attributes & !ATTR_COMPRESSION_MASK | codec.id();
+    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = compute_crc(&out);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    debug_assert!(validate_batch(&out, true).is_ok(), "a recompressed batch is valid");
+    Ok(out)
 }
 
 /// Iterates the batch headers in a byte range made of whole batches.

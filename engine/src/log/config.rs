@@ -1,6 +1,8 @@
 //! Per-partition log configuration, named after Kafka's topic configs where
 //! one exists, with the bounds every buffer of the log must respect.
 
+use crate::format::compression::Codec;
+
 /// Configuration of one partition log. Lives with the log on its shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -33,6 +35,10 @@ pub struct LogConfig {
     pub max_pending_chunks: usize,
     /// Preallocate segments with fallocate.
     pub preallocate: bool,
+    /// `compression.type`: the codec client batches are stored in (`None`:
+    /// "producer", as sent); a batch in another codec is recompressed once,
+    /// on produce.
+    pub compression: Option<Codec>,
 }
 
 impl Default for LogConfig {
@@ -51,6 +57,7 @@ impl Default for LogConfig {
             chunk_bytes: 1 << 20,
             max_pending_chunks: 16,
             preallocate: true,
+            compression: None,
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::log::{Log, LogOptions, Placement};
 use crate::partition::producer_state::{
     last_sequence, marker_batch, marker_type, AbortedTxn, BatchMeta, ProducerState, SequenceCheck,
 };
-use crate::partition::validation::{check_client_batch, TimestampBounds};
+use crate::partition::validation::{check_client_batch, in_topic_codec, TimestampBounds};
 use crate::storage::disk::Disk;
 
 pub use error::{PartitionError, PartitionResult};
@@ -291,6 +291,12 @@ impl<D: Disk> Partition<D> {
                 check_client_batch(batch, header, bounds, now_ms)?;
             }
         }
+        let valid = match self.log.config().compression {
+            Some(codec) if origin == AppendOrigin::Client && valid.headers().any(|h| h.compression() != codec.id()) => {
+                self.log.validate(in_topic_codec(&valid, codec)?)?
+            }
+            _ => valid,
+        };
         if header.producer_id >= 0 && valid.len() != 1 {
             // Kafka: a producer with an id sends exactly one batch per partition.
             return Err(PartitionError::MultipleProducerBatches);

@@ -5,12 +5,38 @@
 //! DefaultRecord, be as many as the header counts, carry offset deltas
 //! 0, 1, 2, …, and (CreateTime) have timestamps within
 //! `message.timestamp.before.max.ms` / `message.timestamp.after.max.ms` of
-//! the broker's clock. Pure: the caller passes the time.
+//! the broker's clock. A batch the producer compressed otherwise than the
+//! topic's `compression.type` is then recompressed ([`in_topic_codec`]).
+//! Pure: the caller passes the time.
 
-use crate::format::batch::{BatchHeader, ATTR_TIMESTAMP_TYPE, BATCH_HEADER_BYTES};
-use crate::format::compression::decompress;
+use bytes::BytesMut;
+
+use crate::format::batch::{recompressed, BatchHeader, ATTR_TIMESTAMP_TYPE, BATCH_HEADER_BYTES};
+use crate::format::compression::{decompress, Codec};
 use crate::format::records::{walk_records, MAX_DECOMPRESSED_BYTES};
+use crate::log::ValidBatches;
 use crate::partition::error::{PartitionError, RecordError};
+
+/// `valid`'s batches with every one the producer compressed otherwise than
+/// the topic's `codec` recompressed in it (Kafka's LogValidator does the
+/// same, once, on produce).
+pub fn in_topic_codec(valid: &ValidBatches, codec: Codec) -> Result<BytesMut, PartitionError> {
+    let mut out = BytesMut::with_capacity(valid.bytes().len());
+    for (batch, header) in valid.batches() {
+        if header.compression() == codec.id() {
+            out.extend_from_slice(batch);
+            continue;
+        }
+        let rewritten = recompressed(batch, header, codec, MAX_DECOMPRESSED_BYTES).map_err(|error| {
+            PartitionError::InvalidRecords {
+                message: format!("the batch does not decompress: {error}"),
+                records: Vec::new(),
+            }
+        })?;
+        out.extend_from_slice(&rewritten);
+    }
+    Ok(out)
+}
 
 /// The timestamp bounds of a topic (`None`: no bound).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -37,6 +37,7 @@ import org.apache.kafka.common.record.TimestampType;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.ValueSource;
 
 class ProducerConsumerTest {
@@ -157,8 +158,23 @@ class ProducerConsumerTest {
     @ParameterizedTest(name = "compression={0}")
     @ValueSource(strings = {"none", "gzip", "snappy", "lz4", "zstd"})
     void produceAndConsumeEveryRecordOnce(String compression) throws Exception {
-        String topic = "records-" + compression;
-        admin.createTopics(List.of(new NewTopic(topic, PARTITIONS, (short) 1))).all().get(30, TimeUnit.SECONDS);
+        roundTrip(compression, null);
+    }
+
+    /** A topic whose compression.type differs from the producer's: the broker recompresses, the Java consumer reads it. */
+    @ParameterizedTest(name = "producer={0} topic={1}")
+    @CsvSource({"zstd,snappy", "none,lz4", "lz4,gzip", "snappy,zstd", "gzip,uncompressed"})
+    void aTopicsCompressionTypeIsWhatTheConsumerReads(String compression, String topicCompression) throws Exception {
+        roundTrip(compression, topicCompression);
+    }
+
+    private void roundTrip(String compression, String topicCompression) throws Exception {
+        String topic = "records-" + compression + (topicCompression == null ? "" : "-into-" + topicCompression);
+        NewTopic newTopic = new NewTopic(topic, PARTITIONS, (short) 1);
+        if (topicCompression != null) {
+            newTopic.configs(Map.of("compression.type", topicCompression));
+        }
+        admin.createTopics(List.of(newTopic)).all().get(30, TimeUnit.SECONDS);
         long baseTs = System.currentTimeMillis() - 3_600_000L;
         List<List<Sent>> expected = buildRecords(compression, baseTs);
 
