@@ -77,8 +77,9 @@ pub fn measure_with(target: &RunTarget<'_>, workload: &Workload) -> RunReport {
     let topic = format!("bench-{}-{}", workload.name, std::process::id());
     create_topic(target.bootstrap, &topic, workload.partitions);
     let mut backlog_dropped_bytes = None;
+    let mut backlog_messages = 0;
     if workload.backlog_mb > 0 {
-        load::fill_backlog(target.bootstrap, &topic, workload);
+        backlog_messages = load::fill_backlog(target.bootstrap, &topic, workload);
         backlog_dropped_bytes = target.data_dir.map(machine::drop_from_page_cache);
     }
     let page_cache = target.settle.map(machine::settle_writeback);
@@ -91,6 +92,7 @@ pub fn measure_with(target: &RunTarget<'_>, workload: &Workload) -> RunReport {
     let mut report = RunReport::new(workload, target.broker, target.durability, &result, cpu, rss);
     report.profile = profile;
     report.page_cache = page_cache;
+    report.backlog_messages = backlog_messages;
     report.backlog_dropped_bytes = backlog_dropped_bytes;
     report.broker_cpus = target.cpus.clone();
     report

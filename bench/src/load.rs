@@ -114,6 +114,8 @@ pub struct LoadResult {
     pub window_s: f64,
     /// The broker's CPU seconds over the measured window, when its pid was given.
     pub window_cpu_s: Option<f64>,
+    /// Bytes the noisy neighbour wrote (0: none ran).
+    pub neighbour_written_bytes: u64,
 }
 
 struct DeliveryContext {
@@ -330,10 +332,11 @@ pub fn fill_backlog(bootstrap: &str, topic: &str, workload: &Workload) -> u64 {
 
 /// A noisy neighbour: buffered 1 MiB writes at `mb_per_s` into a file in
 /// `dir` until `stop`, wrapping at 4 GiB; the file is removed afterwards.
-fn background_writer(dir: std::path::PathBuf, mb_per_s: u64, stop: Arc<AtomicBool>) {
+/// Returns the bytes written.
+fn background_writer(dir: std::path::PathBuf, mb_per_s: u64, stop: Arc<AtomicBool>) -> u64 {
     use std::io::{Seek, Write};
     let path = dir.join(format!("shardline-bench-neighbour-{}", std::process::id()));
-    let Ok(mut file) = std::fs::File::create(&path) else { return };
+    let Ok(mut file) = std::fs::File::create(&path) else { return 0 };
     let chunk = vec![0x5au8; 1 << 20];
     let started = Instant::now();
     let mut written = 0u64;
@@ -353,6 +356,7 @@ fn background_writer(dir: std::path::PathBuf, mb_per_s: u64, stop: Arc<AtomicBoo
     }
     drop(file);
     let _ = std::fs::remove_file(&path);
+    written
 }
 
 /// Runs `workload` against `bootstrap` on `topic` (created beforehand with
@@ -417,9 +421,7 @@ pub fn run(bootstrap: &str, topic: &str, workload: &Workload, pid: Option<u32>) 
         let _ = producer.join();
     }
     neighbour_stop.store(true, Ordering::Relaxed);
-    if let Some(neighbour) = neighbour {
-        let _ = neighbour.join();
-    }
+    let neighbour_written_bytes = neighbour.map_or(0, |n| n.join().unwrap_or(0));
     stop.store(true, Ordering::Relaxed);
     let total_consumed_per_consumer: Vec<u64> = consumers.into_iter().map(|c| c.join().unwrap_or(0)).collect();
     let (seconds, window_cpu_s) = sampler.join().unwrap_or_default();
@@ -439,6 +441,7 @@ pub fn run(bootstrap: &str, topic: &str, workload: &Workload, pid: Option<u32>) 
         errors: counters.errors.load(Ordering::Relaxed),
         window_s: window.len() as f64,
         window_cpu_s,
+        neighbour_written_bytes,
         seconds,
     }
 }

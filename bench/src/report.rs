@@ -83,9 +83,15 @@ pub struct RunReport {
     /// The page cache when the run started, after waiting for writeback.
     #[serde(default)]
     pub page_cache: Option<PageCacheState>,
+    /// Messages of backlog written before the run.
+    #[serde(default)]
+    pub backlog_messages: u64,
     /// Bytes of backlog dropped from the page cache before the run.
     #[serde(default)]
     pub backlog_dropped_bytes: Option<u64>,
+    /// Bytes the noisy neighbour wrote during the run.
+    #[serde(default)]
+    pub neighbour_written_bytes: u64,
     /// The CPUs the broker was pinned to (none: unpinned).
     #[serde(default)]
     pub broker_cpus: Option<String>,
@@ -131,7 +137,9 @@ impl RunReport {
             profile: None,
             cpu_over_window: result.window_cpu_s.is_some(),
             page_cache: None,
+            backlog_messages: 0,
             backlog_dropped_bytes: None,
+            neighbour_written_bytes: result.neighbour_written_bytes,
             broker_cpus: None,
         }
     }

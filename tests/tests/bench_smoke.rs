@@ -61,3 +61,36 @@ fn smoke_workload_report_is_complete_and_counts_match() {
         assert!(json.get(field).is_some(), "report has {field}");
     }
 }
+
+#[test]
+fn a_backlog_run_beside_a_noisy_neighbour_reads_the_backlog_and_counts_the_window() {
+    use shardline_bench::harness::{measure_with, RunTarget};
+    let broker = Broker::start(&["--shards", "1"]);
+    let mut workload = Workload::named("smoke").expect("smoke workload");
+    workload.name = "smoke-backlog".into();
+    workload.backlog_mb = 8;
+    workload.consumer_groups = 0;
+    workload.background_write_mb_per_s = 20;
+    let target = RunTarget {
+        bootstrap: &broker.address,
+        broker: "shardline",
+        durability: "as configured",
+        pid: Some(broker.pid()),
+        data_dir: Some(&broker.data_dir),
+        profile: false,
+        settle: Some(std::time::Duration::from_secs(60)),
+        cpus: None,
+    };
+    let report = measure_with(&target, &workload);
+    assert_eq!(report.errors, 0);
+    assert_eq!(report.backlog_messages, 8_000_000 / workload.message_bytes as u64, "the whole backlog was written");
+    assert!(report.backlog_dropped_bytes.is_some_and(|b| b >= 8_000_000), "{:?}", report.backlog_dropped_bytes);
+    assert_eq!(
+        report.total_consumed_per_consumer,
+        vec![report.backlog_messages + report.total_acked],
+        "the consumer read the backlog and every message of the run, once"
+    );
+    assert!(report.cpu_over_window, "broker CPU is counted over the measured window");
+    assert!(report.page_cache.is_some(), "the page cache state is recorded");
+    assert!(report.neighbour_written_bytes > 0, "the neighbour wrote");
+}
