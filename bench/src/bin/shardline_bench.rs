@@ -224,7 +224,9 @@ fn machine_description() -> String {
         .ok()
         .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
         .map_or("?".into(), |kib| format!("{:.0} GiB", kib / 1024.0 / 1024.0));
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // Online CPUs, not this process's: the load generator may be pinned.
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(0);
     format!("{cpus} CPUs, {memory} RAM, {}", first_line("uname", &["-sr"]))
 }
 
