@@ -237,7 +237,7 @@ pub fn recompressed(
 ) -> Result<Vec<u8>, DecompressError> {
     let stored = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
     let records = decompress(header.compression(), stored, limit)?;
-    let body = compress(codec, &records);
+    let body = compress(codec, &records)?;
     let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
     out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
     out.extend_from_slice(&body);

@@ -21,6 +21,9 @@ pub enum DecompressError {
     /// The output would exceed the limit.
     #[error("decompressed size exceeds {0} bytes")]
     TooLarge(usize),
+    /// The compressor refused the input (never expected for in-memory output).
+    #[error("cannot compress with {0}: {1}")]
+    Compress(&'static str, String),
 }
 
 /// Reads all of `reader` into a vector, failing past `limit` bytes.
@@ -118,18 +121,20 @@ impl Codec {
 /// Xerial's block size: the Java client frames snappy in 32 KiB blocks.
 const XERIAL_BLOCK: usize = 32 * 1024;
 
-/// Compresses a batch body with `codec`.
-pub fn compress(codec: Codec, data: &[u8]) -> Vec<u8> {
+/// Compresses a batch body with `codec`. The output is in memory, so an
+/// error is not expected; it is still answered, never a panic.
+pub fn compress(codec: Codec, data: &[u8]) -> Result<Vec<u8>, DecompressError> {
     use std::io::Write;
+    let failed = |name: &'static str| move |error: std::io::Error| DecompressError::Compress(name, error.to_string());
     match codec {
-        Codec::Uncompressed => data.to_vec(),
+        Codec::Uncompressed => Ok(data.to_vec()),
         Codec::Gzip { level } => {
             let mut encoder = flate2::write::GzEncoder::new(
                 Vec::with_capacity(data.len() / 2),
                 flate2::Compression::new(level.clamp(1, 9)),
             );
-            encoder.write_all(data).expect("gzip into memory");
-            encoder.finish().expect("gzip into memory")
+            encoder.write_all(data).map_err(failed("gzip"))?;
+            encoder.finish().map_err(failed("gzip"))
         }
         Codec::Snappy => {
             let mut out = XERIAL_MAGIC.to_vec();
@@ -137,21 +142,23 @@ pub fn compress(codec: Codec, data: &[u8]) -> Vec<u8> {
             out.extend_from_slice(&1u32.to_be_bytes());
             let mut encoder = snap::raw::Encoder::new();
             for block in data.chunks(XERIAL_BLOCK) {
-                let compressed = encoder.compress_vec(block).expect("a block below snappy's limit");
+                let compressed = encoder
+                    .compress_vec(block)
+                    .map_err(|error| DecompressError::Compress("snappy", error.to_string()))?;
                 out.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
                 out.extend_from_slice(&compressed);
             }
-            out
+            Ok(out)
         }
         Codec::Lz4 => {
             let info = lz4_flex::frame::FrameInfo::new()
                 .block_size(lz4_flex::frame::BlockSize::Max64KB)
                 .block_mode(lz4_flex::frame::BlockMode::Independent);
             let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::with_capacity(data.len() / 2));
-            encoder.write_all(data).expect("lz4 into memory");
-            encoder.finish().expect("lz4 into memory")
+            encoder.write_all(data).map_err(failed("lz4"))?;
+            encoder.finish().map_err(|error| DecompressError::Compress("lz4", error.to_string()))
         }
-        Codec::Zstd { level } => zstd::bulk::compress(data, level).expect("zstd into memory"),
+        Codec::Zstd { level } => zstd::bulk::compress(data, level).map_err(failed("zstd")),
     }
 }
 
@@ -196,14 +203,17 @@ mod tests {
         let text: Vec<u8> = (0..3_000).flat_map(|i| format!("record value {i} ").into_bytes()).collect();
         for codec in codecs {
             for data in [&input, &text] {
-                let compressed = compress(codec, data);
+                let compressed = compress(codec, data).expect("compresses");
                 assert_eq!(&decompress(codec.id(), &compressed, 1 << 20).expect("round trip"), data, "{codec:?}");
             }
             if codec != Codec::Uncompressed {
-                assert!(compress(codec, &text).len() < text.len() / 2, "{codec:?} compresses");
+                assert!(compress(codec, &text).expect("compresses").len() < text.len() / 2, "{codec:?} compresses");
             }
         }
-        assert!(compress(Codec::Snappy, &input).starts_with(XERIAL_MAGIC), "snappy framed as the Java client does");
+        assert!(
+            compress(Codec::Snappy, &input).expect("compresses").starts_with(XERIAL_MAGIC),
+            "snappy framed as the Java client does"
+        );
         assert_eq!(decompress(9, b"", 10), Err(DecompressError::UnknownCodec(9)));
     }
 }
