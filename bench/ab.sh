@@ -3,7 +3,10 @@
 # alternating A, B, A, B (fresh data directory each run), to compare a
 # change with the commit before it:
 #
-#   bash bench/ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [WORKLOAD] [DURATION_S]
+#   bash bench/ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [WORKLOAD] [DURATION_S] [RUN OPTIONS...]
+#
+# RUN OPTIONS go to each `shardline-bench run` as they are, for example
+# `--compression lz4` or `--topic-compression zstd`.
 #
 # Build both with `cargo build --release -p shardline --bin shardline`
 # (and shardline-bench once). Prints each run's produce MB/s, broker
@@ -15,6 +18,8 @@ b=${2:?new binary}
 rounds=${3:-3}
 workload=${4:-throughput}
 duration=${5:-20}
+shift $(( $# < 5 ? $# : 5 ))
+run_options=("$@")
 bench=${SHARDLINE_BENCH:-target/release/shardline-bench}
 out=$(mktemp -d)
 # A failed run must not leave its broker running or its data behind.
@@ -32,7 +37,7 @@ run_one() { # label binary round
     sleep 0.1
   done
   "$bench" run --bootstrap "127.0.0.1:$port" --workload "$workload" --broker-pid "$pid" \
-    --broker-name "$label" --duration "$duration" --out "$out/$label-$round.json" 2> "$out/$label-$round.bench"
+    --broker-name "$label" --duration "$duration" --out "$out/$label-$round.json" "${run_options[@]}" 2> "$out/$label-$round.bench"
   kill -TERM "$pid"
   wait "$pid" || true
   rm -rf "$data"

@@ -16,14 +16,17 @@ use crate::profile;
 use crate::report::RunReport;
 use crate::workload::Workload;
 
-/// Creates `topic` with `partitions` (an existing one is fine).
-pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+/// Creates `topic` with `partitions` and the topic configs `configs` (an
+/// existing one is fine).
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let created = futures::executor::block_on(
-        admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &options),
-    );
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (name, value) in configs {
+        new_topic = new_topic.set(name, value);
+    }
+    let created = futures::executor::block_on(admin.create_topics(&[new_topic], &options));
     match created {
         Ok(results) => {
             if let Some(Err((_, code))) = results.first() {
@@ -75,7 +78,9 @@ pub fn measure(
 /// measures the run.
 pub fn measure_with(target: &RunTarget<'_>, workload: &Workload) -> RunReport {
     let topic = format!("bench-{}-{}", workload.name, std::process::id());
-    create_topic(target.bootstrap, &topic, workload.partitions);
+    let configs: Vec<(&str, &str)> =
+        workload.topic_compression.as_deref().map(|codec| ("compression.type", codec)).into_iter().collect();
+    create_topic(target.bootstrap, &topic, workload.partitions, &configs);
     let mut backlog_dropped_bytes = None;
     let mut backlog_messages = 0;
     if workload.backlog_mb > 0 {

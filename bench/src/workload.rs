@@ -37,8 +37,12 @@ pub struct Workload {
     pub partitions: i32,
     /// "all", "1" or "0".
     pub acks: String,
-    /// none, gzip, snappy, lz4, zstd.
+    /// The producers' codec: none, gzip, snappy, lz4, zstd.
     pub compression: String,
+    /// The topic's `compression.type` (None: the broker default,
+    /// `producer`, which keeps the producers' codec).
+    #[serde(default)]
+    pub topic_compression: Option<String>,
     /// Producer linger.
     pub linger_ms: u32,
     /// Producer batch size in bytes.
@@ -72,6 +76,7 @@ impl Workload {
             partitions: 16,
             acks: "all".into(),
             compression: "none".into(),
+            topic_compression: None,
             linger_ms: 5,
             batch_bytes: 1 << 20,
             rate: None,
@@ -112,6 +117,12 @@ impl Workload {
                 w.backlog_mb = 2048;
                 w.consumer_groups = 0;
             }
+            // Producers compress with lz4 and the topic stores zstd, so the
+            // broker recompresses every batch on produce.
+            "compressed" => {
+                w.compression = "lz4".into();
+                w.topic_compression = Some("zstd".into());
+            }
             // Fixed rate (set like latency's) while another writer fills
             // the page cache with dirty pages at a fixed rate.
             "noisy-neighbour" => {
@@ -133,6 +144,7 @@ impl Workload {
         "small-messages",
         "catch-up",
         "noisy-neighbour",
+        "compressed",
     ];
 
     /// Whether the compare command runs this at a fixed rate of half

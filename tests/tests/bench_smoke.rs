@@ -94,3 +94,30 @@ fn a_backlog_run_beside_a_noisy_neighbour_reads_the_backlog_and_counts_the_windo
     assert!(report.page_cache.is_some(), "the page cache state is recorded");
     assert!(report.neighbour_written_bytes > 0, "the neighbour wrote");
 }
+
+#[test]
+fn the_compressed_workload_sends_lz4_into_a_zstd_topic() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::ClientConfig;
+    let broker = Broker::start(&["--shards", "1"]);
+    let shipped = Workload::named("compressed").expect("compressed workload");
+    assert_eq!((shipped.compression.as_str(), shipped.topic_compression.as_deref()), ("lz4", Some("zstd")));
+    let mut workload = Workload::named("smoke").expect("smoke workload");
+    workload.name = "smoke-compressed".into();
+    workload.compression = shipped.compression.clone();
+    workload.topic_compression = shipped.topic_compression.clone();
+    let report = measure(&broker.address, &workload, "shardline", "as configured", Some(broker.pid()), false);
+    assert_eq!(report.errors, 0);
+    assert!(report.total_acked > 0);
+    assert_eq!(report.total_consumed_per_consumer, vec![report.total_acked], "every message read once");
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &broker.address).create().expect("admin client");
+    let topic = format!("bench-{}-{}", workload.name, std::process::id());
+    let described =
+        futures::executor::block_on(admin.describe_configs(&[ResourceSpecifier::Topic(&topic)], &AdminOptions::new()))
+            .expect("describe configs");
+    let resource = described[0].as_ref().expect("the topic's configs");
+    let codec = resource.get("compression.type").and_then(|entry| entry.value.clone());
+    assert_eq!(codec.as_deref(), Some("zstd"), "the harness created the topic with the workload's codec");
+}

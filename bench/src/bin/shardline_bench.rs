@@ -50,6 +50,12 @@ enum Cmd {
         rate: Option<u64>,
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The producers' codec, instead of the workload's.
+        #[arg(long)]
+        compression: Option<String>,
+        /// The topic's compression.type, instead of the workload's.
+        #[arg(long)]
+        topic_compression: Option<String>,
         /// Sample the broker with perf while the workload runs.
         #[arg(long)]
         profile: bool,
@@ -241,6 +247,8 @@ fn main() {
             duration,
             rate,
             out,
+            compression,
+            topic_compression,
             profile,
             data_dir,
             settle,
@@ -252,6 +260,12 @@ fn main() {
             }
             if rate.is_some() {
                 w.rate = rate;
+            }
+            if let Some(codec) = compression {
+                w.compression = codec;
+            }
+            if topic_compression.is_some() {
+                w.topic_compression = topic_compression;
             }
             let target = RunTarget {
                 bootstrap: &bootstrap,
