@@ -199,9 +199,47 @@ async fn torn_tail_is_truncated_at_the_first_invalid_byte() {
     disk.overwrite(&path, bytes);
     let log = Log::open(disk.clone(), dir, options(small_config(), 1024), 0).await.expect("reopen");
     assert_eq!(log.offsets().log_end, 9);
-    assert_eq!(disk.contents(&path).expect("segment").len(), 9 * batch_bytes, "truncated at the first invalid byte");
+    let recovered = disk.contents(&path).expect("segment");
+    assert!(recovered.len() >= 9 * batch_bytes);
+    // Cut there; what follows is the reservation made again, zeros.
+    assert!(recovered[9 * batch_bytes..].iter().all(|b| *b == 0), "truncated at the first invalid byte");
     let info = log.append(seeded_batch(42, 1, 300, 0), 0, 0).await.expect("append after recovery");
     assert_eq!(info.base_offset, 9, "offsets continue from the recovered end");
+}
+
+#[compio::test]
+async fn a_sealed_segment_still_holding_its_reservation_is_complete_not_torn() {
+    let disk = FaultDisk::new(11, FaultConfig::default());
+    let dir = Path::new(DIR);
+    let log = Log::open(disk.clone(), dir, options(small_config(), 1024), 0).await.expect("open");
+    let mut sent = Vec::new();
+    for seed in 0..60u64 {
+        let batch = seeded_batch(seed, 1, 3000, 0);
+        sent.push(payload(&batch).to_vec());
+        log.append(batch, 0, 0).await.expect("append");
+    }
+    log.flush().await.expect("flush");
+    let bases = log.segment_bases();
+    assert!(bases.len() >= 3, "rolled: {bases:?}");
+    drop(log);
+    // A crash after a roll, before the seal trimmed the reservation: the
+    // sealed segment's data is followed by zeros, and it lies past the
+    // recovery point, so recovery scans it.
+    let sealed = dir.join(format!("{:020}.log", bases[1]));
+    let mut bytes = disk.contents(&sealed).expect("sealed segment");
+    let data_len = bytes.len();
+    bytes.resize(data_len + 3 * 4096, 0);
+    disk.overwrite(&sealed, bytes);
+    disk.overwrite(&dir.join("recovery-point"), b"0".to_vec());
+    let log = Log::open(disk.clone(), dir, options(small_config(), 1024), 0).await.expect("reopen");
+    assert_eq!(log.segment_bases(), bases, "no segment dropped");
+    let stored = read_all(&log).await;
+    assert_eq!(stored.len(), sent.len());
+    for ((offset, bytes), (i, expected)) in stored.iter().zip(sent.iter().enumerate()) {
+        assert_eq!(*offset, i as i64);
+        assert_eq!(payload(bytes), &expected[..]);
+    }
+    assert_eq!(disk.contents(&sealed).expect("sealed segment").len(), data_len, "trimmed to its data");
 }
 
 #[compio::test]

@@ -63,9 +63,11 @@ pub(crate) async fn open_segment_files<D: Disk>(
     let read = disk.open(&log_path, OpenMode::Read).await?;
     let index = disk.open(&segment_file(dir, base, INDEX_SUFFIX), OpenMode::ReadWrite).await?;
     let time_index = disk.open(&segment_file(dir, base, TIME_INDEX_SUFFIX), OpenMode::ReadWrite).await?;
-    let mut allocated = 0;
-    if config.preallocate {
-        allocated = preallocation_target(config, direct.len().await?);
+    let mut allocated = direct.len().await?;
+    if config.preallocate && allocated == 0 {
+        // A new segment. An existing one keeps its size (its reservation
+        // included) until recovery finds where its data ends.
+        allocated = preallocation_target(config, 0);
         direct.allocate(allocated).await?;
     }
     disk.sync_dir(dir).await?;

@@ -189,7 +189,10 @@ async fn open_sealed<D: Disk>(
             .await?;
         segment.size = end.position;
         segment.next_offset = end.next_offset;
-        torn = end.stopped_early || end.next_offset != next_base;
+        // Complete when its offsets reach the next segment's base; bytes
+        // past its last batch are then the reservation a crash left before
+        // the seal trimmed it (zeros), not a torn write.
+        torn = end.next_offset != next_base;
         if end.position < file_len {
             let writable = disk.open(&segment_file(dir, base, LOG_SUFFIX), OpenMode::ReadWrite).await?;
             writable.set_len(end.position).await?;

@@ -28,6 +28,9 @@ pub struct WriteJob {
     pub end_position: u64,
     /// The log end offset once this job is on disk, when it completes a batch.
     pub end_offset: Option<i64>,
+    /// Whether the first page of `buf` rewrites the partial last page of an
+    /// earlier write (bytes already on disk, followed by new ones).
+    pub rewrites_partial_page: bool,
 }
 
 /// The tail buffer of one segment. See the module documentation.
@@ -44,6 +47,9 @@ pub struct TailBuffer {
     pool: Vec<AlignedBuf>,
     /// (file position, offset after the batch ending there), in append order.
     marks: VecDeque<(u64, i64)>,
+    /// File position after the last real byte handed to a write (or on disk
+    /// when the tail was made).
+    handed_end: u64,
 }
 
 impl TailBuffer {
@@ -66,6 +72,7 @@ impl TailBuffer {
             in_flight: 0,
             pool: Vec::new(),
             marks: VecDeque::new(),
+            handed_end: end_position,
         }
     }
 
@@ -168,7 +175,10 @@ impl TailBuffer {
             self.marks.pop_front();
         }
         self.in_flight += 1;
-        Some(WriteJob { position, buf, end_position, end_offset })
+        debug_assert!(position <= self.handed_end && self.handed_end - position < PAGE_BYTES as u64);
+        let rewrites_partial_page = position < self.handed_end;
+        self.handed_end = end_position;
+        Some(WriteJob { position, buf, end_position, end_offset, rewrites_partial_page })
     }
 
     /// Returns the buffer of a completed write to the pool.
@@ -186,10 +196,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Applies jobs to a model file and checks it equals everything appended.
-    fn drain(tail: &mut TailBuffer, file: &mut Vec<u8>) -> Option<i64> {
+    /// Applies jobs to a model file and checks it equals everything appended
+    /// (`file` beyond its real bytes is padding).
+    fn drain(tail: &mut TailBuffer, file: &mut Vec<u8>, on_disk: &mut u64) -> Option<i64> {
         let mut last = None;
         while let Some(job) = tail.take_write() {
+            assert_eq!(job.rewrites_partial_page, job.position < *on_disk, "job at {}", job.position);
+            *on_disk = job.end_position;
             let end = job.position as usize + job.buf.len();
             if file.len() < end {
                 file.resize(end, 0);
@@ -213,21 +226,22 @@ mod tests {
             let mut expected = file.clone();
             let partial = file[page_floor(start) as usize..].to_vec();
             let mut tail = TailBuffer::new(chunk_pages * PAGE_BYTES, 64, start, &partial);
+            let mut on_disk = start;
             let mut next = 0i64;
             for (i, size) in sizes.iter().enumerate() {
                 let bytes: Vec<u8> = (0..*size).map(|b| (b + i) as u8).collect();
                 if !tail.has_room_for(bytes.len()) {
-                    drain(&mut tail, &mut file);
+                    drain(&mut tail, &mut file, &mut on_disk);
                 }
                 next += 1;
                 tail.append(&bytes, next);
                 expected.extend_from_slice(&bytes);
                 if i % drain_every == 0 {
-                    let end = drain(&mut tail, &mut file);
+                    let end = drain(&mut tail, &mut file, &mut on_disk);
                     prop_assert_eq!(end, Some(next));
                 }
             }
-            drain(&mut tail, &mut file);
+            drain(&mut tail, &mut file, &mut on_disk);
             prop_assert_eq!(tail.end_position(), expected.len() as u64);
             prop_assert_eq!(&file[..expected.len()], &expected[..]);
             prop_assert!(file[expected.len()..].iter().all(|b| *b == 0));

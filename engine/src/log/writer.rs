@@ -229,14 +229,18 @@ async fn reserve<D: Disk>(inner: &Inner<D>, file: &D::File, segment_base: i64, e
 }
 
 async fn write<D: Disk>(inner: &Inner<D>, file: Rc<D::File>, job: WriteJob, segment_base: i64) -> LogResult<()> {
-    let WriteJob { position, buf, end_offset, .. } = job;
+    let WriteJob { position, buf, end_offset, rewrites_partial_page, .. } = job;
     if let Err(error) = reserve(inner, &file, segment_base, position + buf.len() as u64).await {
         if let Some(tail) = tail_of(&mut inner.state.borrow_mut(), segment_base) {
             tail.tail.complete_write(buf);
         }
         return Err(error);
     }
-    let BufResult(result, buf): BufResult<(), AlignedBuf> = file.write_aligned(buf, position).await;
+    let BufResult(result, buf): BufResult<(), AlignedBuf> = if rewrites_partial_page {
+        file.write_aligned_after_partial_page(buf, position).await
+    } else {
+        file.write_aligned(buf, position).await
+    };
     let mut state = inner.state.borrow_mut();
     // A roll may have moved the active tail to the sealing queue meanwhile.
     if let Some(tail) = tail_of(&mut state, segment_base) {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use compio::buf::{BufResult, IoBuf};
 use compio::io::{AsyncReadAt, AsyncWriteAt};
 
-use crate::storage::aligned::AlignedBuf;
+use crate::storage::aligned::{AlignedBuf, PAGE_BYTES};
 use crate::storage::sync_ledger;
 
 /// How a file is opened.
@@ -55,13 +55,25 @@ pub trait Disk: Clone + std::fmt::Debug + 'static {
 pub trait DiskFile: std::fmt::Debug + 'static {
     /// Writes all of an aligned buffer at `position` (O_DIRECT files).
     async fn write_aligned(&self, buf: AlignedBuf, position: u64) -> BufResult<(), AlignedBuf>;
+    /// [`write_aligned`](Self::write_aligned) for a buffer whose first page
+    /// rewrites the partial last page of an earlier write, followed by new
+    /// pages. The real disk writes that page and the rest as two writes in
+    /// flight at once: on ext4 a direct write covering both a written block
+    /// and unwritten (preallocated) ones cannot be submitted without
+    /// blocking, so io_uring would hand every such write to an io-wq thread.
+    async fn write_aligned_after_partial_page(&self, buf: AlignedBuf, position: u64) -> BufResult<(), AlignedBuf> {
+        self.write_aligned(buf, position).await
+    }
     /// Writes all of `buf` at `position` (page-cache files).
     async fn write_all_at(&self, buf: Vec<u8>, position: u64) -> BufResult<(), Vec<u8>>;
     /// Reads up to `len` bytes at `position`; fewer only at end of file.
     async fn read_at(&self, len: usize, position: u64) -> io::Result<Vec<u8>>;
     /// fdatasync.
     async fn sync_data(&self) -> io::Result<()>;
-    /// Reserves space up to `len` bytes (fallocate, keeping the size).
+    /// Reserves space up to `len` bytes and extends the file to that size
+    /// (fallocate; never shrinks). The reserved bytes read as zeros. Direct
+    /// writes inside the file's size go to io_uring without blocking; past
+    /// it (a size-keeping reservation) ext4 refuses non-blocking submission.
     async fn allocate(&self, len: u64) -> io::Result<()>;
     /// Truncates or extends to `len` bytes.
     async fn set_len(&self, len: u64) -> io::Result<()>;
@@ -165,14 +177,48 @@ impl Disk for RealDisk {
     }
 }
 
+impl RealFile {
+    /// Tells the sync ledger (when installed) where the data written so far
+    /// ends.
+    fn note_written(&self, result: &io::Result<()>, end: u64) {
+        if result.is_ok() {
+            sync_ledger::wrote(&self.path, end);
+        }
+    }
+}
+
 impl DiskFile for RealFile {
     async fn write_aligned(&self, buf: AlignedBuf, position: u64) -> BufResult<(), AlignedBuf> {
-        debug_assert_eq!(position % crate::storage::aligned::PAGE_BYTES as u64, 0);
-        write_all(&self.file, buf, position).await
+        debug_assert_eq!(position % PAGE_BYTES as u64, 0);
+        let len = buf.len() as u64;
+        let written = write_all(&self.file, buf, position).await;
+        self.note_written(&written.0, position + len);
+        written
+    }
+
+    async fn write_aligned_after_partial_page(&self, buf: AlignedBuf, position: u64) -> BufResult<(), AlignedBuf> {
+        use compio::buf::IntoInner;
+        debug_assert_eq!(position % PAGE_BYTES as u64, 0);
+        if buf.len() <= PAGE_BYTES {
+            return self.write_aligned(buf, position).await;
+        }
+        let len = buf.len() as u64;
+        let mut first_page = AlignedBuf::new(PAGE_BYTES);
+        first_page.push(&buf.as_slice()[..PAGE_BYTES]);
+        let (first, rest) = futures::join!(
+            write_all(&self.file, first_page, position),
+            write_all(&self.file, buf.slice(PAGE_BYTES..), position + PAGE_BYTES as u64),
+        );
+        let result = first.0.and(rest.0);
+        self.note_written(&result, position + len);
+        BufResult(result, rest.1.into_inner())
     }
 
     async fn write_all_at(&self, buf: Vec<u8>, position: u64) -> BufResult<(), Vec<u8>> {
-        write_all(&self.file, buf, position).await
+        let len = buf.len() as u64;
+        let written = write_all(&self.file, buf, position).await;
+        self.note_written(&written.0, position + len);
+        written
     }
 
     async fn read_at(&self, len: usize, position: u64) -> io::Result<Vec<u8>> {
@@ -195,8 +241,9 @@ impl DiskFile for RealFile {
         if !sync_ledger::is_installed() {
             return self.file.sync_data().await;
         }
-        // What the fdatasync covers: every write completed before it starts.
-        let len = self.file.metadata().await?.len();
+        // What the fdatasync covers: every write completed before it starts
+        // (not the reservation past them, which holds no data).
+        let len = sync_ledger::data_end(&self.path).unwrap_or(self.file.metadata().await?.len());
         self.file.sync_data().await?;
         sync_ledger::synced(&self.path, len);
         Ok(())
@@ -207,10 +254,11 @@ impl DiskFile for RealFile {
         let fd = self.file.as_raw_fd();
         let path = self.path.clone();
         // fallocate has no io_uring opcode in compio; it is a short metadata
-        // operation done once per segment, kept off the shard's thread.
+        // operation done a few times per segment, kept off the shard's thread.
         compio::runtime::spawn_blocking(move || {
             // SAFETY: fd stays open: `self` is borrowed until this completes.
-            let rc = unsafe { libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 0, len as libc::off_t) };
+            // Mode 0: the size grows to `len` (never shrinks).
+            let rc = unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) };
             if rc == 0 {
                 return Ok(());
             }
@@ -230,10 +278,42 @@ impl DiskFile for RealFile {
     }
 
     async fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len).await
+        self.file.set_len(len).await?;
+        sync_ledger::resized(&self.path, len);
+        Ok(())
     }
 
     async fn len(&self) -> io::Result<u64> {
         Ok(self.file.metadata().await?.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[compio::test]
+    async fn a_write_after_a_partial_page_lands_whole_inside_the_reservation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("segment.log");
+        let file = RealDisk.open(&path, OpenMode::DirectWrite).await.expect("open");
+        file.allocate(1 << 20).await.expect("allocate");
+        assert_eq!(file.len().await.expect("len"), 1 << 20, "the reservation is inside the size");
+        let mut first = AlignedBuf::new(PAGE_BYTES);
+        first.push(&[1u8; 100]);
+        first.pad_to_page();
+        let BufResult(result, _) = file.write_aligned(first, 0).await;
+        result.expect("first write");
+        let mut second = AlignedBuf::new(3 * PAGE_BYTES);
+        second.push(&[1u8; 100]);
+        second.push(&[2u8; 2 * PAGE_BYTES + 50]);
+        second.pad_to_page();
+        let BufResult(result, _) = file.write_aligned_after_partial_page(second, 0).await;
+        result.expect("second write");
+        let bytes = std::fs::read(&path).expect("read back");
+        assert_eq!(bytes.len(), 1 << 20);
+        assert!(bytes[..100].iter().all(|b| *b == 1));
+        assert!(bytes[100..100 + 2 * PAGE_BYTES + 50].iter().all(|b| *b == 2));
+        assert!(bytes[100 + 2 * PAGE_BYTES + 50..].iter().all(|b| *b == 0));
     }
 }

@@ -295,6 +295,20 @@ impl DiskFile for FaultFile {
         BufResult(self.issue(op), buf)
     }
 
+    async fn write_aligned_after_partial_page(&self, buf: AlignedBuf, position: u64) -> BufResult<(), AlignedBuf> {
+        if buf.len() <= PAGE_BYTES {
+            return self.write_aligned(buf, position).await;
+        }
+        assert_eq!(position % PAGE_BYTES as u64, 0, "O_DIRECT position must be aligned");
+        assert_eq!(buf.len() % PAGE_BYTES, 0, "O_DIRECT length must be aligned");
+        // Two writes, as the real disk issues them; a power loss may keep
+        // either without the other.
+        let (first_page, rest) = buf.as_slice().split_at(PAGE_BYTES);
+        let rest = PendingOp::Write { position: position + PAGE_BYTES as u64, bytes: rest.to_vec() };
+        let first_page = PendingOp::Write { position, bytes: first_page.to_vec() };
+        BufResult(self.issue(rest).and_then(|()| self.issue(first_page)), buf)
+    }
+
     async fn write_all_at(&self, buf: Vec<u8>, position: u64) -> BufResult<(), Vec<u8>> {
         let op = PendingOp::Write { position, bytes: buf.clone() };
         BufResult(self.issue(op), buf)
@@ -324,7 +338,13 @@ impl DiskFile for FaultFile {
         Ok(())
     }
 
-    async fn allocate(&self, _len: u64) -> io::Result<()> {
+    async fn allocate(&self, len: u64) -> io::Result<()> {
+        // The size grows (zeros), as fallocate's does; it is metadata that a
+        // power loss may drop like any unsynced operation.
+        let current = self.state.borrow().inodes[self.inode].current.len() as u64;
+        if len > current {
+            self.issue(PendingOp::SetLen(len))?;
+        }
         Ok(())
     }
 
