@@ -208,6 +208,23 @@ async fn torn_tail_is_truncated_at_the_first_invalid_byte() {
 }
 
 #[compio::test]
+async fn space_is_reserved_at_the_first_write_not_when_the_partition_is_made() {
+    let disk = FaultDisk::new(13, FaultConfig::default());
+    let dir = Path::new(DIR);
+    let log = Log::open(disk.clone(), dir, options(small_config(), 1024), 0).await.expect("open");
+    let path = dir.join(format!("{:020}.log", 0));
+    assert_eq!(disk.contents(&path).expect("segment").len(), 0, "an empty partition reserves nothing");
+    let batch = seeded_batch(1, 1, 300, 0);
+    let sent = batch.to_vec();
+    log.append(batch, 0, 0).await.expect("append");
+    log.flush().await.expect("flush");
+    let file = disk.contents(&path).expect("segment");
+    assert!(file.len() > sent.len(), "the first write reserved space inside the file's size");
+    assert_eq!(payload(&file[..sent.len()]), payload(&sent), "the batch (offsets and epoch stamped) leads the file");
+    assert!(file[sent.len()..].iter().all(|b| *b == 0));
+}
+
+#[compio::test]
 async fn a_sealed_segment_still_holding_its_reservation_is_complete_not_torn() {
     let disk = FaultDisk::new(11, FaultConfig::default());
     let dir = Path::new(DIR);

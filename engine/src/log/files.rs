@@ -50,26 +50,19 @@ pub(crate) struct SegmentFiles<D: Disk> {
     pub allocated: u64,
 }
 
-/// Opens (creating when missing) the files of an appendable segment,
-/// preallocates the data file and makes the directory entries durable.
-pub(crate) async fn open_segment_files<D: Disk>(
-    disk: &D,
-    dir: &Path,
-    base: i64,
-    config: &crate::log::config::LogConfig,
-) -> LogResult<SegmentFiles<D>> {
+/// Opens (creating when missing) the files of an appendable segment and
+/// makes the directory entries durable.
+pub(crate) async fn open_segment_files<D: Disk>(disk: &D, dir: &Path, base: i64) -> LogResult<SegmentFiles<D>> {
     let log_path = segment_file(dir, base, LOG_SUFFIX);
     let direct = disk.open(&log_path, OpenMode::DirectWrite).await?;
     let read = disk.open(&log_path, OpenMode::Read).await?;
     let index = disk.open(&segment_file(dir, base, INDEX_SUFFIX), OpenMode::ReadWrite).await?;
     let time_index = disk.open(&segment_file(dir, base, TIME_INDEX_SUFFIX), OpenMode::ReadWrite).await?;
-    let mut allocated = direct.len().await?;
-    if config.preallocate && allocated == 0 {
-        // A new segment. An existing one keeps its size (its reservation
-        // included) until recovery finds where its data ends.
-        allocated = preallocation_target(config, 0);
-        direct.allocate(allocated).await?;
-    }
+    // Nothing is reserved here: the writer reserves before the first write
+    // (an empty partition costs no space and no fallocate at creation), and
+    // an existing segment keeps its size, its reservation included, until
+    // recovery finds where its data ends.
+    let allocated = direct.len().await?;
     disk.sync_dir(dir).await?;
     Ok(SegmentFiles {
         read: Rc::new(read),

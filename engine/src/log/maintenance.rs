@@ -185,7 +185,7 @@ impl<D: Disk> Log<D> {
                 base.to_string(),
             )
             .await?;
-            let files = open_segment_files(&self.inner.disk, &self.inner.dir, base, config).await?;
+            let files = open_segment_files(&self.inner.disk, &self.inner.dir, base).await?;
             let mut state = self.inner.state.borrow_mut();
             let tail = TailBuffer::new(config.chunk_bytes, config.max_pending_chunks, 0, &[]);
             state.active = ActiveTail::new(base, files, tail);

@@ -388,9 +388,7 @@ impl<D: Disk> Log<D> {
             state.exclusive = true;
             state.offsets.log_end
         };
-        let opened =
-            crate::log::files::open_segment_files(&self.inner.disk, &self.inner.dir, base, &self.inner.options.config)
-                .await;
+        let opened = crate::log::files::open_segment_files(&self.inner.disk, &self.inner.dir, base).await;
         let mut state = self.inner.state.borrow_mut();
         state.exclusive = false;
         self.inner.changed.notify_all();

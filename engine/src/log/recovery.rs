@@ -92,7 +92,7 @@ impl<D: Disk> Log<D> {
             _ => bases.last().copied().unwrap_or_else(|| log_start_checkpoint.max(0)),
         };
         let mut active_base = active_base;
-        let mut files = open_segment_files(&disk, dir, active_base, config).await?;
+        let mut files = open_segment_files(&disk, dir, active_base).await?;
         let (mut segment, mut tail, epochs_seen) = recover_active(&files, active_base, config, now_ms, !clean).await?;
         if log_start_checkpoint > segment.next_offset {
             // Everything held is below the log start (truncated or deleted
@@ -105,7 +105,7 @@ impl<D: Disk> Log<D> {
                 remove_segments(&disk, dir, &[base]).await?;
             }
             active_base = log_start_checkpoint;
-            files = open_segment_files(&disk, dir, active_base, config).await?;
+            files = open_segment_files(&disk, dir, active_base).await?;
             (segment, tail, _) = recover_active(&files, active_base, config, now_ms, false).await?;
         }
         let log_end = segment.next_offset;
