@@ -26,9 +26,17 @@ pub enum DecompressError {
     Compress(&'static str, String),
 }
 
-/// Reads all of `reader` into a vector, failing past `limit` bytes.
-fn read_bounded(reader: impl Read, limit: usize, codec: &'static str) -> Result<Vec<u8>, DecompressError> {
-    let mut out = Vec::new();
+/// Reads all of `reader` (decompressing `compressed_len` bytes) into a
+/// vector, failing past `limit` bytes. Record batches shrink a few times
+/// under compression, so the vector starts at four times the input rather
+/// than doubling (and copying) its way up from nothing.
+fn read_bounded(
+    reader: impl Read,
+    compressed_len: usize,
+    limit: usize,
+    codec: &'static str,
+) -> Result<Vec<u8>, DecompressError> {
+    let mut out = Vec::with_capacity(compressed_len.saturating_mul(4).min(limit));
     let read = reader.take(limit as u64 + 1).read_to_end(&mut out).map_err(|_| DecompressError::Corrupt(codec))?;
     if read > limit {
         return Err(DecompressError::TooLarge(limit));
@@ -71,12 +79,12 @@ pub fn decompress(codec: i16, data: &[u8], limit: usize) -> Result<Vec<u8>, Deco
     match codec {
         0 if data.len() <= limit => Ok(data.to_vec()),
         0 => Err(DecompressError::TooLarge(limit)),
-        1 => read_bounded(flate2::read::GzDecoder::new(data), limit, "gzip"),
+        1 => read_bounded(flate2::read::GzDecoder::new(data), data.len(), limit, "gzip"),
         2 => snappy(data, limit),
-        3 => read_bounded(lz4_flex::frame::FrameDecoder::new(data), limit, "lz4"),
+        3 => read_bounded(lz4_flex::frame::FrameDecoder::new(data), data.len(), limit, "lz4"),
         4 => {
             let decoder = zstd::stream::read::Decoder::new(data).map_err(|_| DecompressError::Corrupt("zstd"))?;
-            read_bounded(decoder, limit, "zstd")
+            read_bounded(decoder, data.len(), limit, "zstd")
         }
         other => Err(DecompressError::UnknownCodec(other)),
     }
@@ -158,8 +166,36 @@ pub fn compress(codec: Codec, data: &[u8]) -> Result<Vec<u8>, DecompressError> {
             encoder.write_all(data).map_err(failed("lz4"))?;
             encoder.finish().map_err(|error| DecompressError::Compress("lz4", error.to_string()))
         }
-        Codec::Zstd { level } => zstd::bulk::compress(data, level).map_err(failed("zstd")),
+        Codec::Zstd { level } => compress_zstd(data, level).map_err(failed("zstd")),
     }
+}
+
+thread_local! {
+    /// This core's zstd compression context and the level it is set to. A
+    /// context holds megabytes of tables: made afresh for every batch, its
+    /// allocation and first touch cost more than the compression.
+    static ZSTD_COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress_zstd(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    ZSTD_COMPRESSOR.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        match cached.as_mut() {
+            Some((set, compressor)) if *set == level => compressor.compress(data),
+            Some((set, compressor)) => {
+                compressor.set_compression_level(level)?;
+                *set = level;
+                compressor.compress(data)
+            }
+            None => {
+                let mut compressor = zstd::bulk::Compressor::new(level)?;
+                let compressed = compressor.compress(data);
+                *cached = Some((level, compressor));
+                compressed
+            }
+        }
+    })
 }
 
 #[cfg(test)]
