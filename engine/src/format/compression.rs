@@ -5,7 +5,8 @@
 //! (validation, ListOffsets by timestamp). Compression writes what the Java
 //! client writes (gzip, xerial-framed snappy, lz4 frames of independent
 //! 64 KiB blocks, zstd frames), for a topic whose `compression.type`
-//! differs from the producer's codec. Pure functions; any core.
+//! differs from the producer's codec. Functions callable on any core; each
+//! core keeps its own zstd compression context between calls.
 
 use std::io::Read;
 
