@@ -237,7 +237,19 @@ pub fn recompressed(
 ) -> Result<Vec<u8>, DecompressError> {
     let stored = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
     let records = decompress(header.compression(), stored, limit)?;
-    let body = compress(codec, &records)?;
+    recompressed_records(batch, header, codec, &records, limit)
+}
+
+/// [`recompressed`] for a batch whose records were already decompressed
+/// (`records`, the body uncompressed).
+pub fn recompressed_records(
+    batch: &[u8],
+    header: &BatchHeader,
+    codec: Codec,
+    records: &[u8],
+    limit: usize,
+) -> Result<Vec<u8>, DecompressError> {
+    let body = compress(codec, records)?;
     let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
     out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
     out.extend_from_slice(&body);

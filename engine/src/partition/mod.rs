@@ -277,6 +277,8 @@ impl<D: Disk> Partition<D> {
     ) -> PartitionResult<Appended> {
         let valid = self.log.validate(records)?;
         let header = *valid.headers().next().ok_or(PartitionError::MultipleProducerBatches)?;
+        // The records of each client batch, when the checks decompressed them.
+        let mut checked: Vec<Option<Vec<u8>>> = Vec::new();
         if origin == AppendOrigin::Client {
             if valid.headers().any(BatchHeader::is_control) {
                 // Only coordinators write markers (Kafka's LogValidator).
@@ -288,12 +290,12 @@ impl<D: Disk> Partition<D> {
                 after_max_ms: config.timestamp_after_max_ms,
             };
             for (batch, header) in valid.batches() {
-                check_client_batch(batch, header, bounds, now_ms)?;
+                checked.push(check_client_batch(batch, header, bounds, now_ms)?);
             }
         }
         let valid = match self.log.config().compression {
             Some(codec) if origin == AppendOrigin::Client && valid.headers().any(|h| h.compression() != codec.id()) => {
-                self.log.validate(in_topic_codec(&valid, codec)?)?
+                self.log.validate(in_topic_codec(&valid, codec, &checked)?)?
             }
             _ => valid,
         };

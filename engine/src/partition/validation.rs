@@ -11,7 +11,7 @@
 
 use bytes::BytesMut;
 
-use crate::format::batch::{recompressed, BatchHeader, ATTR_TIMESTAMP_TYPE, BATCH_HEADER_BYTES};
+use crate::format::batch::{recompressed, recompressed_records, BatchHeader, ATTR_TIMESTAMP_TYPE, BATCH_HEADER_BYTES};
 use crate::format::compression::{decompress, Codec};
 use crate::format::records::{walk_records, MAX_DECOMPRESSED_BYTES};
 use crate::log::ValidBatches;
@@ -20,18 +20,27 @@ use crate::partition::error::{PartitionError, RecordError};
 /// `valid`'s batches with every one the producer compressed otherwise than
 /// the topic's `codec` recompressed in it (Kafka's LogValidator does the
 /// same, once, on produce).
-pub fn in_topic_codec(valid: &ValidBatches, codec: Codec) -> Result<BytesMut, PartitionError> {
+///
+/// `checked` holds, batch by batch, the records [`check_client_batch`]
+/// decompressed, so a batch is not decompressed twice.
+pub fn in_topic_codec(
+    valid: &ValidBatches,
+    codec: Codec,
+    checked: &[Option<Vec<u8>>],
+) -> Result<BytesMut, PartitionError> {
     let mut out = BytesMut::with_capacity(valid.bytes().len());
-    for (batch, header) in valid.batches() {
+    for (i, (batch, header)) in valid.batches().enumerate() {
         if header.compression() == codec.id() {
             out.extend_from_slice(batch);
             continue;
         }
-        let rewritten = recompressed(batch, header, codec, MAX_DECOMPRESSED_BYTES).map_err(|error| {
-            PartitionError::InvalidRecords {
-                message: format!("the batch does not decompress: {error}"),
-                records: Vec::new(),
-            }
+        let rewritten = match checked.get(i) {
+            Some(Some(records)) => recompressed_records(batch, header, codec, records, MAX_DECOMPRESSED_BYTES),
+            _ => recompressed(batch, header, codec, MAX_DECOMPRESSED_BYTES),
+        };
+        let rewritten = rewritten.map_err(|error| PartitionError::InvalidRecords {
+            message: format!("the batch does not decompress: {error}"),
+            records: Vec::new(),
         })?;
         out.extend_from_slice(&rewritten);
     }
@@ -48,28 +57,28 @@ pub struct TimestampBounds {
 }
 
 /// Checks the records of one client batch (`batch` holds exactly it, its
-/// header already checked) against Kafka's rules at `now_ms`.
+/// header already checked) against Kafka's rules at `now_ms`. Returns the
+/// records decompressed when the batch is compressed.
 pub fn check_client_batch(
     batch: &[u8],
     header: &BatchHeader,
     bounds: TimestampBounds,
     now_ms: i64,
-) -> Result<(), PartitionError> {
+) -> Result<Option<Vec<u8>>, PartitionError> {
     let count = usize::try_from(header.records_count)
         .map_err(|_| PartitionError::InvalidRecords { message: "negative record count".into(), records: Vec::new() })?;
     let stored = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
-    let decompressed;
-    let body = if header.compression() == 0 {
-        stored
+    let decompressed = if header.compression() == 0 {
+        None
     } else {
-        decompressed = decompress(header.compression(), stored, MAX_DECOMPRESSED_BYTES).map_err(|error| {
+        Some(decompress(header.compression(), stored, MAX_DECOMPRESSED_BYTES).map_err(|error| {
             PartitionError::InvalidRecords {
                 message: format!("the batch does not decompress: {error}"),
                 records: Vec::new(),
             }
-        })?;
-        &decompressed[..]
+        })?)
     };
+    let body = decompressed.as_deref().unwrap_or(stored);
     let create_time = header.attributes & ATTR_TIMESTAMP_TYPE == 0;
     let mut misnumbered: Option<(usize, i64)> = None;
     let mut bad_timestamps: Vec<RecordError> = Vec::new();
@@ -94,7 +103,7 @@ pub fn check_client_batch(
     if !bad_timestamps.is_empty() {
         return Err(PartitionError::InvalidTimestamps { records: bad_timestamps });
     }
-    Ok(())
+    Ok(decompressed)
 }
 
 fn out_of_bounds(timestamp: i64, bounds: TimestampBounds, now_ms: i64) -> Option<String> {
@@ -119,7 +128,7 @@ mod tests {
     use crate::format::batch::parse_header;
 
     fn check(bytes: &[u8], bounds: TimestampBounds, now_ms: i64) -> Result<(), PartitionError> {
-        check_client_batch(bytes, &parse_header(bytes).expect("header"), bounds, now_ms)
+        check_client_batch(bytes, &parse_header(bytes).expect("header"), bounds, now_ms).map(|_| ())
     }
 
     #[test]
