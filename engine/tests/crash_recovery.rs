@@ -43,6 +43,16 @@ async fn read_all<D: Disk>(log: &Log<D>) -> Vec<(i64, Vec<u8>)> {
     out
 }
 
+/// Asserts `stored` holds exactly the payloads `sent`, in order, batch `i`
+/// at offset `i * records_per_batch`.
+fn assert_read_back(stored: &[(i64, Vec<u8>)], sent: &[Vec<u8>], records_per_batch: i64) {
+    assert_eq!(stored.len(), sent.len());
+    for ((offset, bytes), (i, expected)) in stored.iter().zip(sent.iter().enumerate()) {
+        assert_eq!(*offset, records_per_batch * i as i64);
+        assert_eq!(payload(bytes), &expected[..]);
+    }
+}
+
 /// One seeded run: several lives, each appending with a random mix of
 /// waits and ending in a power loss at a random step.
 async fn crash_run(seed: u64, faults: FaultConfig) {
@@ -170,11 +180,7 @@ async fn corrupt_and_missing_indexes_are_rebuilt() {
     disk.overwrite(&active_index, vec![0x7F; 16]);
     let log = Log::open(disk.clone(), dir, options(small_config(), 1024), 0).await.expect("reopen");
     let stored = read_all(&log).await;
-    assert_eq!(stored.len(), sent.len());
-    for ((offset, bytes), (i, expected)) in stored.iter().zip(sent.iter().enumerate()) {
-        assert_eq!(*offset, 2 * i as i64);
-        assert_eq!(payload(bytes), &expected[..]);
-    }
+    assert_read_back(&stored, &sent, 2);
     assert_eq!(log.offset_for_timestamp(1_000 + 5, i64::MAX).await.expect("lookup"), Some((9, 1_005)));
     let rebuilt = disk.contents(&index_0).expect("index rewritten");
     assert_eq!(rebuilt.len() % 8, 0, "rebuilt offset index is well formed");
@@ -251,11 +257,7 @@ async fn a_sealed_segment_still_holding_its_reservation_is_complete_not_torn() {
     let log = Log::open(disk.clone(), dir, options(small_config(), 1024), 0).await.expect("reopen");
     assert_eq!(log.segment_bases(), bases, "no segment dropped");
     let stored = read_all(&log).await;
-    assert_eq!(stored.len(), sent.len());
-    for ((offset, bytes), (i, expected)) in stored.iter().zip(sent.iter().enumerate()) {
-        assert_eq!(*offset, i as i64);
-        assert_eq!(payload(bytes), &expected[..]);
-    }
+    assert_read_back(&stored, &sent, 1);
     assert_eq!(disk.contents(&sealed).expect("sealed segment").len(), data_len, "trimmed to its data");
 }
 

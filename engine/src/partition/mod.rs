@@ -277,7 +277,14 @@ impl<D: Disk> Partition<D> {
     ) -> PartitionResult<Appended> {
         let valid = self.log.validate(records)?;
         let header = *valid.headers().next().ok_or(PartitionError::MultipleProducerBatches)?;
-        // The records of each client batch, when the checks decompressed them.
+        // A client batch compressed otherwise than the topic's codec is
+        // recompressed; the checks' decompressed records are kept for it.
+        let recompress_to = match self.log.config().compression {
+            Some(codec) if origin == AppendOrigin::Client && valid.headers().any(|h| h.compression() != codec.id()) => {
+                Some(codec)
+            }
+            _ => None,
+        };
         let mut checked: Vec<Option<Vec<u8>>> = Vec::new();
         if origin == AppendOrigin::Client {
             if valid.headers().any(BatchHeader::is_control) {
@@ -290,15 +297,17 @@ impl<D: Disk> Partition<D> {
                 after_max_ms: config.timestamp_after_max_ms,
             };
             for (batch, header) in valid.batches() {
-                checked.push(check_client_batch(batch, header, bounds, now_ms)?);
+                let records = check_client_batch(batch, header, bounds, now_ms)?;
+                if recompress_to.is_some() {
+                    checked.push(records);
+                }
             }
         }
-        let valid = match self.log.config().compression {
-            Some(codec) if origin == AppendOrigin::Client && valid.headers().any(|h| h.compression() != codec.id()) => {
-                self.log.validate(in_topic_codec(&valid, codec, &checked)?)?
-            }
-            _ => valid,
+        let valid = match recompress_to {
+            Some(codec) => self.log.validate(in_topic_codec(&valid, codec, &checked)?)?,
+            None => valid,
         };
+        drop(checked);
         if header.producer_id >= 0 && valid.len() != 1 {
             // Kafka: a producer with an id sends exactly one batch per partition.
             return Err(PartitionError::MultipleProducerBatches);

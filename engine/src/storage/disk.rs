@@ -243,7 +243,10 @@ impl DiskFile for RealFile {
         }
         // What the fdatasync covers: every write completed before it starts
         // (not the reservation past them, which holds no data).
-        let len = sync_ledger::data_end(&self.path).unwrap_or(self.file.metadata().await?.len());
+        let len = match sync_ledger::data_end(&self.path) {
+            Some(end) => end,
+            None => self.file.metadata().await?.len(),
+        };
         self.file.sync_data().await?;
         sync_ledger::synced(&self.path, len);
         Ok(())
