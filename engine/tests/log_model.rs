@@ -49,6 +49,18 @@ impl Model {
 
 async fn check_read<D: Disk>(log: &Log<D>, model: &Model, offset: i64, max_bytes: usize) {
     let result = log.read(offset, max_bytes, i64::MAX).await.expect("read in range");
+    // The socket read returns the same bytes, resident or not.
+    let for_socket = log.read_resident(offset, max_bytes, i64::MAX).await.expect("socket read in range");
+    assert_eq!(result_bytes(&for_socket), result_bytes(&result), "read_resident at {offset} max {max_bytes}");
+    if let Some(range) = &for_socket.resident {
+        let last = split_batches(std::slice::from_ref(&bytes::Bytes::from(result_bytes(&result))));
+        let next = last.last().map(|(base, bytes)| {
+            let header = shardline_engine::format::batch::parse_header(bytes).expect("a batch");
+            assert_eq!(*base, header.base_offset);
+            header.next_offset()
+        });
+        assert_eq!(Some(range.next_offset), next, "the range's next offset");
+    }
     let got = split_batches(&result.batches);
     let expected: Vec<&(i64, i64, Vec<u8>)> = model.batches.iter().filter(|(_, next, _)| *next > offset).collect();
     if expected.is_empty() {

@@ -70,6 +70,9 @@ pub struct BrokerConfig {
     pub log_message_timestamp_after_max_ms: i64,
     /// `batch_cache_bytes`: per-shard cache of recent batches.
     pub batch_cache_bytes: usize,
+    /// `fetch_splice`: fetches send records still in a resident segment
+    /// file with `splice` (no copy through user space); false copies them.
+    pub fetch_splice: bool,
     /// `retention_check_interval_ms`: how often retention runs.
     pub retention_check_interval_ms: u64,
     /// `max_incremental_fetch_session_cache_slots`: fetch sessions per shard
@@ -139,6 +142,7 @@ impl Default for BrokerConfig {
             log_message_timestamp_before_max_ms: i64::MAX,
             log_message_timestamp_after_max_ms: 3_600_000,
             batch_cache_bytes: 64 << 20,
+            fetch_splice: true,
             retention_check_interval_ms: 300_000,
             max_incremental_fetch_session_cache_slots: 1000,
             offsets_topic_num_partitions: 50,
@@ -232,6 +236,7 @@ impl BrokerConfig {
             "log_message_timestamp_before_max_ms" => self.log_message_timestamp_before_max_ms = parse(key, value)?,
             "log_message_timestamp_after_max_ms" => self.log_message_timestamp_after_max_ms = parse(key, value)?,
             "batch_cache_bytes" => self.batch_cache_bytes = parse(key, value)?,
+            "fetch_splice" => self.fetch_splice = parse(key, value)?,
             "retention_check_interval_ms" => self.retention_check_interval_ms = parse(key, value)?,
             "max_incremental_fetch_session_cache_slots" => {
                 self.max_incremental_fetch_session_cache_slots = parse(key, value)?

@@ -345,6 +345,22 @@ impl RawClient {
         response.topics.remove(0).partitions.remove(0)
     }
 
+    /// CreateTopics v7 for one topic of `partitions` partitions
+    /// (replication factor 1); asserts it was created.
+    pub fn create_topic(&mut self, topic: &str, partitions: i32) {
+        use kafka_protocol::messages::create_topics_request::CreatableTopic;
+        use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
+        let mut creatable = CreatableTopic::default();
+        creatable.name = TopicName(StrBytes::from_string(topic.to_string()));
+        creatable.num_partitions = partitions;
+        creatable.replication_factor = 1;
+        let mut request = CreateTopicsRequest::default();
+        request.topics = vec![creatable];
+        request.timeout_ms = 30_000;
+        let response: CreateTopicsResponse = self.call(ApiKey::CreateTopics, 7, &request);
+        assert_eq!(response.topics[0].error_code, 0, "create {topic}");
+    }
+
     /// Sends `request` as `version` and decodes the response.
     pub fn call<Req, Resp>(&mut self, key: ApiKey, version: i16, request: &Req) -> Resp
     where

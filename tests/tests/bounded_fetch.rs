@@ -10,11 +10,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, ProduceResponse, TopicName,
-};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -32,18 +29,6 @@ const FETCH_MAX_BYTES: u64 = 50 << 20;
 
 fn name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.into()))
-}
-
-fn create_topic(client: &mut RawClient) {
-    let mut topic = CreatableTopic::default();
-    topic.name = name(TOPIC);
-    topic.num_partitions = PARTITIONS;
-    topic.replication_factor = 1;
-    let mut request = CreateTopicsRequest::default();
-    request.topics = vec![topic];
-    request.timeout_ms = 30_000;
-    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
-    assert_eq!(response.topics[0].error_code, 0);
 }
 
 /// Appends `BATCHES` batches to every partition, 50 partitions a request.
@@ -86,7 +71,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 fn a_consumer_over_a_large_backlog_keeps_the_broker_small() {
     let broker = Broker::start(&["--shards", "1", "--set", "batch_cache_bytes=8388608"]);
     let mut client = RawClient::connect(&broker.address);
-    create_topic(&mut client);
+    client.create_topic(TOPIC, PARTITIONS);
     produce_backlog(&mut client);
     drop(client);
     let per_partition = (BATCHES * RECORDS_PER_BATCH) as i64;

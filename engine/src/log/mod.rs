@@ -57,11 +57,29 @@ pub struct AppendInfo {
     pub log_start: i64,
 }
 
+/// Whole batches left in a segment file whose pages are in the page cache:
+/// what a socket send can take straight from the file (`splice`), with no
+/// copy in user space. The file stays open while the range is held.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    /// The segment file (a page-cache read descriptor).
+    pub file: std::sync::Arc<std::fs::File>,
+    /// Where the first batch starts.
+    pub position: u64,
+    /// Bytes of whole batches from `position`.
+    pub len: usize,
+    /// The offset after the last batch in the range.
+    pub next_offset: i64,
+}
+
 /// Whole batches returned by a read, with the offsets at read time.
 #[derive(Debug, Clone, Default)]
 pub struct ReadResult {
     /// Whole record batches, in offset order, as stored.
     pub batches: Vec<Bytes>,
+    /// Instead of `batches`, for [`Log::read_resident`]: the same batches
+    /// as a resident file range (then `batches` is empty).
+    pub resident: Option<FileRange>,
     /// High watermark.
     pub high_watermark: i64,
     /// Log start offset.
@@ -73,7 +91,7 @@ pub struct ReadResult {
 impl ReadResult {
     /// Total bytes of the returned batches.
     pub fn total_bytes(&self) -> usize {
-        self.batches.iter().map(Bytes::len).sum()
+        self.batches.iter().map(Bytes::len).sum::<usize>() + self.resident.as_ref().map_or(0, |r| r.len)
     }
 }
 

@@ -9,18 +9,44 @@ use crate::log::error::{LogError, LogResult};
 use crate::log::index::{OffsetIndex, TimeIndex};
 use crate::log::scan::{scan_batches, ScanCheck};
 use crate::log::segment::{INDEX_SUFFIX, TIME_INDEX_SUFFIX};
-use crate::log::{Log, ReadResult};
+use crate::log::{FileRange, Log, ReadResult};
 use crate::storage::disk::{Disk, DiskFile};
+use crate::storage::page_cache;
 
 /// Extra bytes read past `max_bytes` to cover the distance from the index
 /// entry to the target batch.
 const READ_SLACK_BYTES: u64 = 64 * 1024;
+
+/// A resident range shorter than this is copied: below it a splice costs
+/// more than the copy it saves.
+pub const MIN_SPLICE_BYTES: usize = 16 * 1024;
+
+/// A resident range whose batches average less than this is copied: the
+/// header walk reads each batch's header, which costs more than copying
+/// small batches.
+pub const MIN_SPLICE_AVERAGE_BATCH: usize = 4 * 1024;
+
+/// At most this many batch headers are read to find a resident range.
+const MAX_HEADER_READS: usize = 512;
 
 impl<D: Disk> Log<D> {
     /// Whole batches from the one containing `offset`, ending below
     /// `max_offset` (and below what is written), up to `max_bytes` except
     /// that the first batch is returned whole even when larger.
     pub async fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> LogResult<ReadResult> {
+        self.read_with(offset, max_bytes, max_offset, false).await
+    }
+
+    /// [`read`](Self::read) for a socket send: the same batches, but on a
+    /// batch-cache miss, when they lie in one segment file whose pages are
+    /// all in the page cache, as a [`FileRange`] in `resident` rather than
+    /// copied into memory. A range that is not resident is read as `read`
+    /// does (asynchronously, never blocking the shard).
+    pub async fn read_resident(&self, offset: i64, max_bytes: usize, max_offset: i64) -> LogResult<ReadResult> {
+        self.read_with(offset, max_bytes, max_offset, true).await
+    }
+
+    async fn read_with(&self, offset: i64, max_bytes: usize, max_offset: i64, resident: bool) -> LogResult<ReadResult> {
         let (end, mut result) = {
             let state = self.inner.state.borrow();
             let o = &state.offsets;
@@ -30,6 +56,7 @@ impl<D: Disk> Log<D> {
             let end = max_offset.min(o.written);
             let result = ReadResult {
                 batches: Vec::new(),
+                resident: None,
                 high_watermark: o.high_watermark,
                 log_start: o.log_start,
                 log_end: o.log_end,
@@ -44,8 +71,101 @@ impl<D: Disk> Log<D> {
             result.batches = batches;
             return Ok(result);
         }
+        if resident {
+            if let Some(range) = self.resident_range(offset, end, max_bytes) {
+                result.resident = Some(range);
+                return Ok(result);
+            }
+        }
         result.batches = self.read_from_segments(offset, end, max_bytes).await?;
         Ok(result)
+    }
+
+    /// The batches [`read_batches`] would return for `target`, as a file
+    /// range, when the segment's index is loaded, every header on the way
+    /// is cached and the whole range is resident; `None` otherwise (the
+    /// caller reads the copying way). Mirrors `read_batches` exactly: from
+    /// the indexed position, the batch holding `target` whole, then whole
+    /// batches within `max_bytes` and the read window; a first batch that
+    /// ends past the window is returned alone.
+    fn resident_range(&self, target: i64, end: i64, max_bytes: usize) -> Option<FileRange> {
+        use crate::format::batch::{parse_header, BATCH_HEADER_BYTES};
+        let (base, file, next_offset, size) = self.segment_for(target)?;
+        if target >= next_offset {
+            return None;
+        }
+        let kernel = file.kernel_file()?;
+        let (indexed_offset, position) = self.with_index(base, |index| index.lookup(target))?;
+        let window_end = (position + max_bytes as u64 + READ_SLACK_BYTES).min(size);
+        let mut at = position;
+        let mut first = true;
+        let mut alone = false;
+        let mut start: Option<u64> = None;
+        let mut stop = 0u64;
+        let mut batches = 0usize;
+        let mut last_next = target;
+        let mut walked = false;
+        for _ in 0..MAX_HEADER_READS {
+            if at + BATCH_HEADER_BYTES as u64 > size {
+                walked = true;
+                break;
+            }
+            let bytes = page_cache::read_resident(&kernel, at, BATCH_HEADER_BYTES).ok()??;
+            let Ok(header) = parse_header(&bytes) else {
+                walked = true;
+                break;
+            };
+            if first && header.base_offset != indexed_offset && position > 0 {
+                return None;
+            }
+            first = false;
+            let batch_end = at + header.total_bytes() as u64;
+            if batch_end > size {
+                walked = true;
+                break;
+            }
+            if batch_end > window_end && start.is_none() {
+                // read_batches reads this one (and what follows) by itself.
+                alone = true;
+            }
+            if header.next_offset() <= target {
+                at = batch_end;
+                continue;
+            }
+            if header.next_offset() > end {
+                walked = true;
+                break;
+            }
+            match start {
+                None => {
+                    start = Some(at);
+                    stop = batch_end;
+                }
+                Some(s) if batch_end <= window_end && (batch_end - s) as usize <= max_bytes => stop = batch_end,
+                Some(_) => {
+                    walked = true;
+                    break;
+                }
+            }
+            batches += 1;
+            last_next = header.next_offset();
+            if alone {
+                walked = true;
+                break;
+            }
+            at = batch_end;
+        }
+        // A walk cut short by the header bound would return less than
+        // read_batches does.
+        let start = start.filter(|_| walked)?;
+        let len = (stop - start) as usize;
+        if len < MIN_SPLICE_BYTES || len / batches < MIN_SPLICE_AVERAGE_BATCH {
+            return None;
+        }
+        if !page_cache::is_resident(&kernel, start, len as u64) {
+            return None;
+        }
+        Some(FileRange { file: kernel, position: start, len, next_offset: last_next })
     }
 
     async fn read_from_segments(&self, offset: i64, end: i64, max_bytes: usize) -> LogResult<Vec<Bytes>> {

@@ -102,6 +102,9 @@ pub struct TxnMarker {
 pub struct PartitionRead {
     /// Whole batches, in offset order, as stored.
     pub batches: Vec<Bytes>,
+    /// For [`Partition::read_for_socket`]: the batches as a resident file
+    /// range instead (then `batches` is empty).
+    pub resident: Option<crate::log::FileRange>,
     /// High watermark.
     pub high_watermark: i64,
     /// Last stable offset.
@@ -459,12 +462,38 @@ impl<D: Disk> Partition<D> {
     /// when larger). An offset between the visible end and the log end
     /// reads nothing yet.
     pub async fn read(&self, offset: i64, max_bytes: usize, isolation: Isolation) -> PartitionResult<PartitionRead> {
+        self.read_with(offset, max_bytes, isolation, false).await
+    }
+
+    /// [`read`](Self::read) for a client's socket: the same batches, as a
+    /// resident file range (`resident`) when they are not in the batch
+    /// cache but all in the page cache (see [`crate::log::Log::read_resident`]).
+    pub async fn read_for_socket(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> PartitionResult<PartitionRead> {
+        self.read_with(offset, max_bytes, isolation, true).await
+    }
+
+    async fn read_with(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        isolation: Isolation,
+        resident: bool,
+    ) -> PartitionResult<PartitionRead> {
         let mut out = self.read_position(offset, isolation)?;
         if offset >= out.visible_end {
             return Ok(out);
         }
-        let read = self.log.read(offset, max_bytes, out.visible_end).await?;
-        if isolation == Isolation::ReadCommitted && !read.batches.is_empty() {
+        let read = if resident {
+            self.log.read_resident(offset, max_bytes, out.visible_end).await?
+        } else {
+            self.log.read(offset, max_bytes, out.visible_end).await?
+        };
+        if isolation == Isolation::ReadCommitted && read.total_bytes() > 0 {
             // A read returns chunks that may hold several batches: list every
             // aborted transaction below the read limit (a client ignores
             // those past the data it got).
@@ -473,6 +502,7 @@ impl<D: Disk> Partition<D> {
         out.high_watermark = read.high_watermark;
         out.log_start = read.log_start;
         out.batches = read.batches;
+        out.resident = read.resident;
         Ok(out)
     }
 
@@ -496,6 +526,7 @@ impl<D: Disk> Partition<D> {
         }
         Ok(PartitionRead {
             batches: Vec::new(),
+            resident: None,
             high_watermark: offsets.high_watermark,
             last_stable_offset,
             log_start: offsets.log_start,

@@ -79,6 +79,12 @@ pub trait DiskFile: std::fmt::Debug + 'static {
     async fn set_len(&self, len: u64) -> io::Result<()>;
     /// Current size in bytes.
     async fn len(&self) -> io::Result<u64>;
+    /// The kernel file behind a page-cache read file, for zero-copy sends
+    /// (`splice`) and residency checks; `None` for files only a process's
+    /// memory holds (the fault disk) or that are not opened for reads.
+    fn kernel_file(&self) -> Option<std::sync::Arc<std::fs::File>> {
+        None
+    }
 }
 
 /// The production disk: compio files on io_uring.
@@ -90,6 +96,11 @@ pub struct RealDisk;
 pub struct RealFile {
     file: compio::fs::File,
     path: PathBuf,
+    mode: OpenMode,
+    /// A duplicate of the descriptor as a std file, made on first use by
+    /// [`DiskFile::kernel_file`]; shared with the sends in flight, so a
+    /// segment removed meanwhile stays readable until they finish.
+    kernel: std::cell::OnceCell<Option<std::sync::Arc<std::fs::File>>>,
 }
 
 async fn write_all<B: IoBuf>(file: &compio::fs::File, buf: B, position: u64) -> BufResult<(), B> {
@@ -125,7 +136,7 @@ impl Disk for RealDisk {
         if sync_ledger::is_installed() {
             sync_ledger::opened(path, file.metadata().await?.len());
         }
-        Ok(RealFile { file, path: path.to_path_buf() })
+        Ok(RealFile { file, path: path.to_path_buf(), mode, kernel: std::cell::OnceCell::new() })
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -288,6 +299,27 @@ impl DiskFile for RealFile {
 
     async fn len(&self) -> io::Result<u64> {
         Ok(self.file.metadata().await?.len())
+    }
+
+    fn kernel_file(&self) -> Option<std::sync::Arc<std::fs::File>> {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        if self.mode != OpenMode::Read {
+            return None;
+        }
+        self.kernel
+            .get_or_init(|| {
+                // SAFETY: the descriptor is open while `self` is borrowed;
+                // the duplicate owns its own descriptor.
+                let borrowed = unsafe { BorrowedFd::borrow_raw(self.file.as_raw_fd()) };
+                match borrowed.try_clone_to_owned() {
+                    Ok(owned) => Some(std::sync::Arc::new(std::fs::File::from(owned))),
+                    Err(error) => {
+                        tracing::debug!(path = %self.path.display(), %error, "cannot duplicate a read descriptor");
+                        None
+                    }
+                }
+            })
+            .clone()
     }
 }
 

@@ -8,8 +8,9 @@
 //! [`FaultDisk::crash_process`] as it is after kill -9 (every issued write
 //! kept).
 //! Directory operations (create, rename, remove) are treated as durable at
-//! once. fdatasync and writes can be made to fail with EIO. Used from one
-//! thread; cloning shares the same disk.
+//! once. fdatasync and writes can be made to fail with EIO, and reads of
+//! files under a directory can be held (a disk that does not answer) until
+//! released. Used from one thread; cloning shares the same disk.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use std::rc::Rc;
 
 use compio::buf::BufResult;
 
+use crate::runtime::event::LocalEvent;
 use crate::storage::aligned::{AlignedBuf, PAGE_BYTES};
 use crate::storage::disk::{Disk, DiskFile, OpenMode};
 
@@ -67,6 +69,10 @@ struct State {
     syncs: u64,
     writes: u64,
     bytes_read: u64,
+    /// Reads of files under this directory wait until released.
+    hold_reads_under: Option<PathBuf>,
+    /// Reads waiting now.
+    held_reads: u64,
 }
 
 impl State {
@@ -92,20 +98,42 @@ impl State {
 #[derive(Debug, Clone)]
 pub struct FaultDisk {
     state: Rc<RefCell<State>>,
+    /// Wakes held reads when the hold changes.
+    reads_released: Rc<LocalEvent>,
 }
 
 /// A file of a [`FaultDisk`].
 #[derive(Debug)]
 pub struct FaultFile {
     state: Rc<RefCell<State>>,
+    reads_released: Rc<LocalEvent>,
     inode: usize,
+    /// The name it was opened by.
+    path: PathBuf,
 }
 
 impl FaultDisk {
     /// An empty disk whose random choices follow `seed`.
     pub fn new(seed: u64, faults: FaultConfig) -> Self {
         let state = State { rng: seed | 1, faults, ..State::default() };
-        Self { state: Rc::new(RefCell::new(state)) }
+        Self { state: Rc::new(RefCell::new(state)), reads_released: Rc::default() }
+    }
+
+    /// From now on, reads of files opened under `dir` wait (a disk that
+    /// does not answer) until [`release_reads`](Self::release_reads).
+    pub fn hold_reads_under(&self, dir: &Path) {
+        self.state.borrow_mut().hold_reads_under = Some(dir.to_path_buf());
+    }
+
+    /// Lets every held read, and later ones, go on.
+    pub fn release_reads(&self) {
+        self.state.borrow_mut().hold_reads_under = None;
+        self.reads_released.notify_all();
+    }
+
+    /// Reads waiting on a hold now.
+    pub fn held_reads(&self) -> u64 {
+        self.state.borrow().held_reads
     }
 
     /// Changes the injected faults from now on.
@@ -164,8 +192,10 @@ impl FaultDisk {
             syncs: 0,
             writes: 0,
             bytes_read: 0,
+            hold_reads_under: None,
+            held_reads: 0,
         };
-        FaultDisk { state: Rc::new(RefCell::new(state)) }
+        FaultDisk { state: Rc::new(RefCell::new(state)), reads_released: Rc::default() }
     }
 
     /// The disk after the process was killed (kill -9) now: every write
@@ -216,7 +246,12 @@ impl Disk for FaultDisk {
                 inode
             }
         };
-        Ok(FaultFile { state: self.state.clone(), inode })
+        Ok(FaultFile {
+            state: self.state.clone(),
+            reads_released: self.reads_released.clone(),
+            inode,
+            path: path.to_path_buf(),
+        })
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -271,6 +306,22 @@ impl Disk for FaultDisk {
 }
 
 impl FaultFile {
+    fn is_held(&self) -> bool {
+        let state = self.state.borrow();
+        state.hold_reads_under.as_ref().is_some_and(|dir| self.path.starts_with(dir))
+    }
+
+    async fn wait_while_held(&self) {
+        if !self.is_held() {
+            return;
+        }
+        self.state.borrow_mut().held_reads += 1;
+        while self.is_held() {
+            self.reads_released.listen().await;
+        }
+        self.state.borrow_mut().held_reads -= 1;
+    }
+
     fn issue(&self, op: PendingOp) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
         if matches!(op, PendingOp::Write { .. }) {
@@ -315,6 +366,7 @@ impl DiskFile for FaultFile {
     }
 
     async fn read_at(&self, len: usize, position: u64) -> io::Result<Vec<u8>> {
+        self.wait_while_held().await;
         let mut state = self.state.borrow_mut();
         let current = &state.inodes[self.inode].current;
         let start = (position as usize).min(current.len());

@@ -4,10 +4,12 @@
 //! [`fault_disk::FaultDisk`] keeps files in memory and loses, tears or fails
 //! writes on demand for the crash tests and the simulator;
 //! [`sync_ledger`] lets power-loss tests of the real broker cut files back to
-//! what was fdatasynced.
+//! what was fdatasynced; [`page_cache`] asks what the kernel holds of a
+//! file without waiting for the disk.
 
 pub mod aligned;
 pub mod disk;
 pub mod fault_disk;
+pub mod page_cache;
 pub mod small_files;
 pub mod sync_ledger;

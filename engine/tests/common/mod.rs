@@ -60,3 +60,16 @@ pub fn split_batches(chunks: &[bytes::Bytes]) -> Vec<(i64, Vec<u8>)> {
     }
     out
 }
+
+/// Every byte a read returned, in order: its batches, or its resident file
+/// range read back from the file.
+pub fn result_bytes(result: &shardline_engine::ReadResult) -> Vec<u8> {
+    let mut out: Vec<u8> = result.batches.iter().flat_map(|b| b.iter().copied()).collect();
+    if let Some(range) = &result.resident {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0u8; range.len];
+        range.file.read_exact_at(&mut bytes, range.position).expect("read the resident range back");
+        out.extend_from_slice(&bytes);
+    }
+    out
+}

@@ -12,6 +12,12 @@
 //! [`YIELD_EVERY`] partitions, so a request naming a million partitions
 //! does not stall the shard.
 //!
+//! Records found in the batch cache go out as its `Bytes`; older records
+//! whose file pages are all resident go out as a file range the connection
+//! splices (at most [`MAX_SPLICED_PER_SHARD_READ`] partitions per shard
+//! read, the rest copied; config `fetch_splice`); cold records are read
+//! asynchronously first.
+//!
 //! Fetch sessions (KIP-227, v7+): epoch 0 creates a session holding the
 //! requested partitions; later requests name the session and its next
 //! epoch, add or update partitions and forget others, and the response
@@ -22,7 +28,6 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -31,7 +36,7 @@ use shardline_engine::format::batch::BatchIter;
 use shardline_engine::partition::Isolation;
 use shardline_engine::runtime::spawn::yield_now;
 
-use super::fetch_encode::FetchReply;
+use super::fetch_encode::{FetchReply, Segment};
 use super::Context;
 use crate::errors::partition_error;
 use crate::fetch_sessions::SessionError;
@@ -43,6 +48,11 @@ const MAX_POLL_ROUNDS: usize = 1000;
 
 /// Partitions a loop handles between yields to the shard's other tasks.
 pub const YIELD_EVERY: usize = 256;
+
+/// At most this many partitions of one shard read are sent as resident
+/// file ranges; the rest are copied. Each range costs two splices per
+/// pipe-full, which is more than copying a few of them would.
+pub const MAX_SPLICED_PER_SHARD_READ: usize = 16;
 
 struct Target {
     name: String,
@@ -73,8 +83,8 @@ struct FetchOutcome {
     error_code: i16,
     high_watermark: i64,
     log_start: i64,
-    /// Whole batches.
-    records: Vec<Bytes>,
+    /// Whole batches (in memory, or resident file ranges).
+    records: Vec<Segment>,
     /// Last stable offset (below the first open transaction).
     last_stable_offset: i64,
     /// End of what this isolation level may see (high watermark, or the
@@ -87,13 +97,15 @@ struct FetchOutcome {
 
 impl FetchOutcome {
     fn bytes(&self) -> usize {
-        self.records.iter().map(Bytes::len).sum()
+        self.records.iter().map(Segment::len).sum()
     }
 
     /// The offset after the last batch read (`None` when nothing was read).
     fn next_offset(&self) -> Option<i64> {
-        let last = self.records.last()?;
-        BatchIter::new(last).last().map(|(_, header)| header.next_offset())
+        match self.records.last()? {
+            Segment::Bytes(last) => BatchIter::new(last).last().map(|(_, header)| header.next_offset()),
+            Segment::File(range) => Some(range.next_offset),
+        }
     }
 
     /// Adds what a later read past this one returned.
@@ -146,21 +158,32 @@ struct Read {
     whole_first: bool,
 }
 
-/// Reads one partition on this shard: records up to `max_bytes`, or with
-/// `None` its offsets only.
-async fn read_here(state: &ShardState, read: &Read, max_bytes: Option<usize>, committed: bool) -> FetchOutcome {
+/// What a partition read returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadFor {
+    /// The offsets only (the byte budget is spent).
+    Offsets,
+    /// Records up to this many bytes, in memory.
+    Bytes(usize),
+    /// Records up to this many bytes, resident ones as a file range.
+    Socket(usize),
+}
+
+/// Reads one partition on this shard as `what` says.
+async fn read_here(state: &ShardState, read: &Read, what: ReadFor, committed: bool) -> FetchOutcome {
     let Some(replica) = state.partitions.get(&read.topic, read.partition) else { return unknown() };
     let partition = &replica.partition;
-    let result = match max_bytes {
-        Some(max_bytes) => partition.read(read.offset, max_bytes, isolation(committed)).await,
-        None => partition.read_position(read.offset, isolation(committed)),
+    let result = match what {
+        ReadFor::Bytes(max_bytes) => partition.read(read.offset, max_bytes, isolation(committed)).await,
+        ReadFor::Socket(max_bytes) => partition.read_for_socket(read.offset, max_bytes, isolation(committed)).await,
+        ReadFor::Offsets => partition.read_position(read.offset, isolation(committed)),
     };
     match result {
         Ok(read) => FetchOutcome {
             error_code: 0,
             high_watermark: read.high_watermark,
             log_start: read.log_start,
-            records: read.batches,
+            records: read.batches.into_iter().map(Segment::Bytes).chain(read.resident.map(Segment::File)).collect(),
             last_stable_offset: read.last_stable_offset,
             visible_end: read.visible_end,
             aborted: read.aborted.iter().map(|a| (a.producer_id, a.first_offset)).collect(),
@@ -194,6 +217,7 @@ async fn read_shard(
     let mut left = budget;
     let mut first_free = first_free;
     let mut first_kept = 0;
+    let mut spliced = 0usize;
     let mut out = Vec::with_capacity(reads.len());
     for (i, read) in reads.iter().enumerate() {
         if i > 0 && i % YIELD_EVERY == 0 {
@@ -201,7 +225,15 @@ async fn read_shard(
         }
         let partition_room = read.whole_first || read.max_bytes > 0;
         let limit = ((first_free || left > 0) && partition_room).then(|| read.max_bytes.min(left));
-        let mut outcome = read_here(&state, read, limit, committed).await;
+        let what = match limit {
+            None => ReadFor::Offsets,
+            Some(max) if state.config.fetch_splice && spliced < MAX_SPLICED_PER_SHARD_READ => ReadFor::Socket(max),
+            Some(max) => ReadFor::Bytes(max),
+        };
+        let mut outcome = read_here(&state, read, what, committed).await;
+        if outcome.records.iter().any(|r| matches!(r, Segment::File(_))) {
+            spliced += 1;
+        }
         let got = outcome.bytes();
         if got > 0 {
             let fits_partition = read.whole_first || got <= read.max_bytes;

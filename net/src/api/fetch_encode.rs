@@ -2,7 +2,9 @@
 //! every field but the records are encoded into small buffers, and each
 //! partition's records follow as the `Bytes` the reads returned (batch
 //! cache or file), so the record bytes are never copied in user space on
-//! their way to the socket (`sendmsg` with one iovec per segment).
+//! their way to the socket (`sendmsg` with one iovec per segment). Records
+//! still in a resident segment file go as a [`Segment::File`], which the
+//! connection splices from the page cache to the socket.
 //!
 //! Each partition's fields are encoded by kafka-protocol (with null records,
 //! spliced); the few fields around them (counts, topic names, the top-level
@@ -15,6 +17,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{FetchResponse, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
+use shardline_engine::log::FileRange;
 
 use crate::record_codec::{put_compact_string, put_string, put_uvarint};
 
@@ -27,6 +30,38 @@ pub const SHARE_AT_LEAST: usize = 1024;
 /// (`IOV_MAX` is 1024).
 pub const MAX_SHARED_SEGMENTS: usize = 256;
 
+/// One piece of a response frame: bytes in memory, or whole batches in a
+/// segment file's resident pages, sent with `splice`.
+#[derive(Debug, Clone)]
+pub enum Segment {
+    /// Bytes in memory (encoded fields, or batches from the batch cache or
+    /// a copying read).
+    Bytes(Bytes),
+    /// Whole batches in a segment file, resident in the page cache.
+    File(FileRange),
+}
+
+impl Segment {
+    /// Bytes this segment adds to the frame.
+    pub fn len(&self) -> usize {
+        match self {
+            Segment::Bytes(bytes) => bytes.len(),
+            Segment::File(range) => range.len,
+        }
+    }
+
+    /// Whether it adds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Bytes> for Segment {
+    fn from(bytes: Bytes) -> Self {
+        Segment::Bytes(bytes)
+    }
+}
+
 /// A fetch response whose records are kept as segments: `records[i]` holds
 /// the records of the `i`-th partition of `response` (counting across
 /// topics in order), whose own `records` field is ignored.
@@ -35,7 +70,7 @@ pub struct FetchReply {
     /// Every field of the response except the records.
     pub response: FetchResponse,
     /// Each partition's records, as whole batches in log order.
-    pub records: Vec<Vec<Bytes>>,
+    pub records: Vec<Vec<Segment>>,
 }
 
 /// Why a fetch response could not be encoded: a bug in the broker (a
@@ -59,13 +94,13 @@ macro_rules! ensure {
 
 /// A response frame as it goes to the socket: size prefix included, in
 /// order; the segments' concatenation is the frame.
-pub type FrameSegments = Vec<Bytes>;
+pub type FrameSegments = Vec<Segment>;
 
 /// Builds a frame from small encoded pieces and shared record segments.
 struct Gather {
     /// The first piece, which holds the size prefix filled in last.
     first: Option<BytesMut>,
-    segments: Vec<Bytes>,
+    segments: Vec<Segment>,
     pending: BytesMut,
     shared: usize,
     len: usize,
@@ -86,20 +121,29 @@ impl Gather {
         self.len += piece.len();
         match self.first {
             None => self.first = Some(piece),
-            Some(_) => self.segments.push(piece.freeze()),
+            Some(_) => self.segments.push(Segment::Bytes(piece.freeze())),
         }
     }
 
-    /// Appends `records`: shared when large and the iovec budget allows,
-    /// copied otherwise.
-    fn put_records(&mut self, records: &Bytes) {
+    /// Appends `records`: a file range as itself; bytes shared when large
+    /// and the iovec budget allows, copied otherwise.
+    fn put_records(&mut self, records: &Segment) {
+        let records = match records {
+            Segment::Bytes(bytes) => bytes,
+            Segment::File(range) => {
+                self.flush_pending();
+                self.len += range.len;
+                self.segments.push(Segment::File(range.clone()));
+                return;
+            }
+        };
         if records.len() < SHARE_AT_LEAST || self.shared >= MAX_SHARED_SEGMENTS {
             self.pending.extend_from_slice(records);
             return;
         }
         self.flush_pending();
         self.len += records.len();
-        self.segments.push(records.clone());
+        self.segments.push(Segment::Bytes(records.clone()));
         self.shared += 1;
     }
 
@@ -109,9 +153,9 @@ impl Gather {
         let size = i32::try_from(self.len - 4).map_err(|_| failure(format!("a response of {} bytes", self.len)))?;
         first[..4].copy_from_slice(&size.to_be_bytes());
         let mut out = Vec::with_capacity(1 + self.segments.len());
-        out.push(first.freeze());
+        out.push(Segment::Bytes(first.freeze()));
         out.append(&mut self.segments);
-        debug_assert_eq!(out.iter().map(Bytes::len).sum::<usize>(), self.len, "the size prefix counts every segment");
+        debug_assert_eq!(out.iter().map(Segment::len).sum::<usize>(), self.len, "the size prefix counts every segment");
         Ok(out)
     }
 }
@@ -141,7 +185,7 @@ fn null_records_and_trailer(version: i16) -> (usize, usize) {
 fn put_partition(
     gather: &mut Gather,
     partition: &PartitionData,
-    records: &[Bytes],
+    records: &[Segment],
     version: i16,
 ) -> Result<(), EncodeFailure> {
     let flexible = version >= 12;
@@ -162,7 +206,7 @@ fn put_partition(
     let trailer = encoded.split_off(head_len + null_len);
     encoded.truncate(head_len);
     gather.pending.extend_from_slice(&encoded);
-    let total: usize = records.iter().map(Bytes::len).sum();
+    let total: usize = records.iter().map(Segment::len).sum();
     if flexible {
         put_uvarint(&mut gather.pending, u32::try_from(total + 1).map_err(failure)?);
     } else {
@@ -234,6 +278,23 @@ mod tests {
     use kafka_protocol::protocol::StrBytes;
     use proptest::prelude::*;
 
+    /// The bytes a segment stands for.
+    fn segment_bytes(segment: &Segment) -> Vec<u8> {
+        match segment {
+            Segment::Bytes(bytes) => bytes.to_vec(),
+            Segment::File(range) => {
+                use std::os::unix::fs::FileExt;
+                let mut out = vec![0u8; range.len];
+                range.file.read_exact_at(&mut out, range.position).expect("read the range");
+                out
+            }
+        }
+    }
+
+    fn gathered(frame: &FrameSegments) -> Vec<u8> {
+        frame.iter().flat_map(segment_bytes).collect()
+    }
+
     /// kafka-protocol's encoding of the same frame, records concatenated.
     fn reference(correlation_id: i32, reply: &FetchReply, version: i16) -> Vec<u8> {
         let mut response = reply.response.clone();
@@ -241,7 +302,7 @@ mod tests {
         for topic in &mut response.responses {
             for partition in &mut topic.partitions {
                 let segments = records.next().expect("a list per partition");
-                partition.records = Some(segments.iter().flat_map(|s| s.iter().copied()).collect::<Vec<u8>>().into());
+                partition.records = Some(segments.iter().flat_map(segment_bytes).collect::<Vec<u8>>().into());
             }
         }
         let header_version = if version >= 12 { 1 } else { 0 };
@@ -257,8 +318,9 @@ mod tests {
 
     fn reply_strategy() -> impl Strategy<Value = FetchReply> {
         let segment = prop_oneof![
-            (0usize..64).prop_map(|n| Bytes::from(vec![7u8; n])),
-            (SHARE_AT_LEAST..SHARE_AT_LEAST * 3).prop_map(|n| Bytes::from((0..n).map(|b| b as u8).collect::<Vec<_>>())),
+            (0usize..64).prop_map(|n| Segment::Bytes(Bytes::from(vec![7u8; n]))),
+            (SHARE_AT_LEAST..SHARE_AT_LEAST * 3)
+                .prop_map(|n| Segment::Bytes(Bytes::from((0..n).map(|b| b as u8).collect::<Vec<_>>()))),
         ];
         let partition = (
             any::<i32>(),
@@ -317,8 +379,7 @@ mod tests {
             }
             let header_version = if version >= 12 { 1 } else { 0 };
             let frame = encode_fetch_reply(correlation_id, header_version, &reply, version).expect("encodes");
-            let gathered: Vec<u8> = frame.iter().flat_map(|s| s.iter().copied()).collect();
-            prop_assert_eq!(gathered, reference(correlation_id, &reply, version));
+            prop_assert_eq!(gathered(&frame), reference(correlation_id, &reply, version));
         }
     }
 
@@ -330,9 +391,9 @@ mod tests {
         topic.topic = TopicName(StrBytes::from_static_str("t"));
         topic.partitions.push(PartitionData::default());
         reply.response.responses.push(topic);
-        reply.records.push(vec![big.clone(), big.clone()]);
+        reply.records.push(vec![big.clone().into(), big.clone().into()]);
         let frame = encode_fetch_reply(1, 1, &reply, 12).expect("encodes");
-        let shared = frame.iter().filter(|s| s.as_ptr() == big.as_ptr()).count();
+        let shared = frame.iter().filter(|s| matches!(s, Segment::Bytes(b) if b.as_ptr() == big.as_ptr())).count();
         assert_eq!(shared, 2, "both batches go out from the cache's own buffer");
     }
 
@@ -345,12 +406,42 @@ mod tests {
             let mut p = PartitionData::default();
             p.partition_index = index;
             topic.partitions.push(p);
-            reply.records.push(vec![Bytes::from(vec![3u8; SHARE_AT_LEAST])]);
+            reply.records.push(vec![Bytes::from(vec![3u8; SHARE_AT_LEAST]).into()]);
         }
         reply.response.responses.push(topic);
         let frame = encode_fetch_reply(1, 1, &reply, 12).expect("encodes");
         assert!(frame.len() <= 2 * MAX_SHARED_SEGMENTS + 2, "{} segments", frame.len());
-        let gathered: Vec<u8> = frame.iter().flat_map(|s| s.iter().copied()).collect();
-        assert_eq!(gathered, reference(1, &reply, 12));
+        assert_eq!(gathered(&frame), reference(1, &reply, 12));
+    }
+
+    #[test]
+    fn file_ranges_go_out_as_themselves_between_the_fields() {
+        use std::io::Write;
+        let mut temp = tempfile::NamedTempFile::new().expect("temp file");
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        temp.write_all(&content).expect("write");
+        let file = std::sync::Arc::new(std::fs::File::open(temp.path()).expect("open"));
+        let range =
+            |position: u64, len: usize| Segment::File(FileRange { file: file.clone(), position, len, next_offset: 0 });
+        for version in [4i16, 11, 12] {
+            let mut reply = FetchReply::default();
+            let mut topic = FetchableTopicResponse::default();
+            topic.topic = TopicName(StrBytes::from_static_str("t"));
+            for index in 0..3 {
+                let mut p = PartitionData::default();
+                p.partition_index = index;
+                p.high_watermark = 7;
+                topic.partitions.push(p);
+            }
+            reply.records.push(vec![range(100, 30_000)]);
+            reply.records.push(vec![Bytes::from(vec![9u8; 10]).into(), range(50_000, 20_000)]);
+            reply.records.push(Vec::new());
+            reply.response.responses.push(topic);
+            let header_version = if version >= 12 { 1 } else { 0 };
+            let frame = encode_fetch_reply(3, header_version, &reply, version).expect("encodes");
+            let files = frame.iter().filter(|s| matches!(s, Segment::File(_))).count();
+            assert_eq!(files, 2, "each range is its own segment");
+            assert_eq!(gathered(&frame), reference(3, &reply, version), "v{version}");
+        }
     }
 }

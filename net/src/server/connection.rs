@@ -18,7 +18,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use shardline_engine::runtime::mesh::Mesh;
 
-use crate::api::fetch_encode::{encode_fetch_reply, FrameSegments};
+use crate::api::fetch_encode::{encode_fetch_reply, FrameSegments, Segment};
 use crate::api::{self, Context};
 use crate::server::frame::{read_frame, write_frame, FrameError, FrameLimits};
 use crate::server::limits::ConnectionSlot;
@@ -69,6 +69,7 @@ pub async fn serve_connection(mut stream: TcpStream, connection: ConnectionConte
         }
     };
     let mut answered_one = false;
+    let mut pipe = None;
     loop {
         if state.shutting_down.get() {
             return;
@@ -98,7 +99,7 @@ pub async fn serve_connection(mut stream: TcpStream, connection: ConnectionConte
         }
         match outcome {
             Ok(Some(response)) => {
-                if let Err(error) = write_frame(&mut stream, response).await {
+                if let Err(error) = write_frame(&mut stream, response, &mut pipe).await {
                     tracing::debug!(%peer, %error, "write failed");
                     return;
                 }
@@ -124,7 +125,7 @@ async fn handle_frame(context: &Context, frame: Bytes) -> Result<Option<FrameSeg
     if !api::is_supported(key, version) {
         if key == ApiKey::ApiVersions {
             // KIP-511: answer in the v0 layout so the client retries lower.
-            return Ok(Some(vec![api::unsupported_api_versions(correlation_id).freeze()]));
+            return Ok(Some(vec![Segment::Bytes(api::unsupported_api_versions(correlation_id).freeze())]));
         }
         return Err(Malformed::UnsupportedVersion(key, version));
     }
@@ -168,5 +169,5 @@ async fn handle_frame(context: &Context, frame: Bytes) -> Result<Option<FrameSeg
     }
     let size = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(Some(vec![out.freeze()]))
+    Ok(Some(vec![Segment::Bytes(out.freeze())]))
 }

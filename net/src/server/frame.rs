@@ -14,6 +14,9 @@ use compio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
 use shardline_engine::runtime::clock::{timeout, Clock, Elapsed};
 
+use crate::api::fetch_encode::{FrameSegments, Segment};
+use crate::server::splice::SplicePipe;
+
 /// The body buffer's first allocation.
 pub const FIRST_CHUNK: usize = 64 * 1024;
 
@@ -75,14 +78,41 @@ pub async fn read_frame(stream: &mut TcpStream, limits: FrameLimits, clock: &dyn
     Ok(Bytes::from(buffer))
 }
 
-/// Writes one frame (size prefix included in its first segment), in one
-/// `sendmsg` with a segment per iovec where the frame has several.
-pub async fn write_frame(stream: &mut TcpStream, mut frame: Vec<Bytes>) -> io::Result<()> {
-    let BufResult(result, _) = if frame.len() == 1 {
-        let whole = frame.pop().unwrap_or_default();
-        stream.write_all(whole).await.map_buffer(|b| vec![b])
-    } else {
-        stream.write_vectored_all(frame).await
+/// Writes one frame (size prefix included in its first segment): each run
+/// of in-memory segments in one `sendmsg` with a segment per iovec, each
+/// file range spliced through the connection's `pipe` (made on first use).
+pub async fn write_frame(
+    stream: &mut TcpStream,
+    frame: FrameSegments,
+    pipe: &mut Option<SplicePipe>,
+) -> io::Result<()> {
+    let mut run: Vec<Bytes> = Vec::new();
+    for segment in frame {
+        match segment {
+            Segment::Bytes(bytes) => run.push(bytes),
+            Segment::File(range) => {
+                write_run(stream, std::mem::take(&mut run)).await?;
+                let pipe = match pipe {
+                    Some(pipe) => pipe,
+                    None => pipe.insert(SplicePipe::new().await?),
+                };
+                pipe.send(stream, &range).await?;
+            }
+        }
+    }
+    write_run(stream, run).await
+}
+
+/// Writes in-memory segments in order, in one `sendmsg` where there are
+/// several.
+async fn write_run(stream: &mut TcpStream, mut run: Vec<Bytes>) -> io::Result<()> {
+    let BufResult(result, _) = match run.len() {
+        0 => return Ok(()),
+        1 => {
+            let whole = run.pop().unwrap_or_default();
+            stream.write_all(whole).await.map_buffer(|b| vec![b])
+        }
+        _ => stream.write_vectored_all(run).await,
     };
     result
 }

@@ -1,6 +1,7 @@
 //! The running broker: startup and shutdown ([`broker`]), the connections,
 //! their admission and their bounded framing ([`connection`], [`limits`],
-//! [`frame`], [`log_limit`]), and the background timers of every shard
+//! [`frame`], [`log_limit`]; [`splice`] for zero-copy sends of resident
+//! file ranges), and the background timers of every shard
 //! ([`timers`]). The runtime glue between
 //! the protocol edge (`api`) and the compio executors; nothing below it
 //! imports it.
@@ -10,4 +11,5 @@ pub mod connection;
 pub mod frame;
 pub mod limits;
 pub mod log_limit;
+pub mod splice;
 pub mod timers;
