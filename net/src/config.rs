@@ -70,6 +70,10 @@ pub struct BrokerConfig {
     pub log_message_timestamp_after_max_ms: i64,
     /// `batch_cache_bytes`: per-shard cache of recent batches.
     pub batch_cache_bytes: usize,
+    /// `io_priority`: each shard thread's I/O priority (`default`,
+    /// `realtime:N`, `best-effort:N`), which io_uring gives its reads and
+    /// writes.
+    pub io_priority: String,
     /// `fetch_splice`: fetches send records still in a resident segment
     /// file with `splice` (no copy through user space); false copies them.
     pub fetch_splice: bool,
@@ -143,6 +147,7 @@ impl Default for BrokerConfig {
             log_message_timestamp_after_max_ms: 3_600_000,
             batch_cache_bytes: 64 << 20,
             fetch_splice: true,
+            io_priority: "default".into(),
             retention_check_interval_ms: 300_000,
             max_incremental_fetch_session_cache_slots: 1000,
             offsets_topic_num_partitions: 50,
@@ -237,6 +242,7 @@ impl BrokerConfig {
             "log_message_timestamp_after_max_ms" => self.log_message_timestamp_after_max_ms = parse(key, value)?,
             "batch_cache_bytes" => self.batch_cache_bytes = parse(key, value)?,
             "fetch_splice" => self.fetch_splice = parse(key, value)?,
+            "io_priority" => self.io_priority = value.into(),
             "retention_check_interval_ms" => self.retention_check_interval_ms = parse(key, value)?,
             "max_incremental_fetch_session_cache_slots" => {
                 self.max_incremental_fetch_session_cache_slots = parse(key, value)?
@@ -266,6 +272,8 @@ impl BrokerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.advertised()?;
+        shardline_engine::runtime::io_priority::IoPriority::parse(&self.io_priority)
+            .map_err(|why| bad("io_priority", why))?;
         if self.num_partitions < 1 {
             return Err(bad("num_partitions", "must be at least 1"));
         }

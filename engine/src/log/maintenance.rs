@@ -131,6 +131,7 @@ impl<D: Disk> Log<D> {
                 let drained = state.offsets.written == state.offsets.log_end
                     && !state.sync_in_flight
                     && !state.writer_busy
+                    && state.writes.is_empty()
                     && state.sealing.is_empty()
                     && !state.active.tail.has_unwritten()
                     && !state.active.tail.has_in_flight();

@@ -43,6 +43,7 @@ use crate::log::tail::TailBuffer;
 use crate::storage::disk::Disk;
 
 pub use crate::log::options::LogOptions;
+pub use crate::log::writer::MAX_WRITES_IN_FLIGHT;
 
 /// What an append assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

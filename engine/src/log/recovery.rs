@@ -144,6 +144,8 @@ impl<D: Disk> Log<D> {
             writer_running: true,
             sync_in_flight: false,
             writer_busy: false,
+            writes: VecDeque::new(),
+            next_write_id: 0,
             truncations: 0,
         };
         let inner = Rc::new(Inner {

@@ -79,9 +79,28 @@ pub(crate) struct State<D: Disk> {
     pub sync_in_flight: bool,
     /// The writer task is executing a job (write, seal, index or checkpoint).
     pub writer_busy: bool,
+    /// Data writes handed to the disk and not yet retired, in the order
+    /// they were issued (file order): `written` moves past one only once it
+    /// and every earlier one completed.
+    pub writes: VecDeque<PendingWrite<D>>,
+    /// Identifies the next data write issued.
+    pub next_write_id: u64,
     /// Bumped by every truncation (syncs and waiters started before it
     /// must not count offsets re-appended after it).
     pub truncations: u64,
+}
+
+/// A data write in flight (see [`State::writes`]).
+pub struct PendingWrite<D: Disk> {
+    /// Which write this is.
+    pub id: u64,
+    /// The file written.
+    pub file: Rc<D::File>,
+    /// The log end offset once this write and every earlier one are on
+    /// disk, when it completes a batch.
+    pub end_offset: Option<i64>,
+    /// Whether it completed (successfully).
+    pub done: bool,
 }
 
 pub(crate) struct Inner<D: Disk> {
@@ -119,6 +138,28 @@ impl<D: Disk> State<D> {
         if self.poisoned.is_none() {
             tracing::error!(%reason, "partition log poisoned; appends refused until reopened");
             self.poisoned = Some(reason);
+        }
+    }
+
+    /// Marks write `id` done and retires every completed write at the
+    /// front of the queue: their files need a sync, and `written` moves to
+    /// the last batch end among them.
+    pub fn retire_write(&mut self, id: u64, policy: crate::log::offsets::HighWatermarkPolicy) {
+        if let Some(write) = self.writes.iter_mut().find(|w| w.id == id) {
+            write.done = true;
+        }
+        while let Some(write) = self.writes.pop_front() {
+            if !write.done {
+                self.writes.push_front(write);
+                break;
+            }
+            self.note_unsynced(&write.file);
+            if let Some(end) = write.end_offset {
+                if end > self.offsets.written {
+                    self.offsets.written = end;
+                    self.offsets.follow(policy);
+                }
+            }
         }
     }
 

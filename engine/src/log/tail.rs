@@ -96,6 +96,14 @@ impl TailBuffer {
         !self.sealed.is_empty() || self.filling.len() > self.filling_handed
     }
 
+    /// Whether the next write [`take_write`](Self::take_write) would hand
+    /// out rewrites the partial last page of an earlier one: it must wait
+    /// until that one is on disk, or the older bytes could land last.
+    pub fn next_write_rewrites_partial_page(&self) -> bool {
+        let position = self.sealed.front().map_or(self.filling_position, |(position, _)| *position);
+        position < self.handed_end
+    }
+
     /// Whether writes handed out have not completed yet.
     pub fn has_in_flight(&self) -> bool {
         self.in_flight > 0

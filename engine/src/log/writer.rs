@@ -1,6 +1,10 @@
 //! The writer task of one partition log, spawned on the partition's shard.
 //!
-//! It drains the O_DIRECT tail to disk in order, seals rolled segments
+//! It drains the O_DIRECT tail to disk, up to [`MAX_WRITES_IN_FLIGHT`]
+//! chunk writes at once (each its own task; a write that rewrites the
+//! partial last page of an earlier one waits until no write is in flight),
+//! retiring them in file order so `written` never passes a gap; it seals
+//! rolled segments
 //! (trim the preallocation, write their indexes, advance the recovery
 //! point), and runs group commit: when anyone waits for durability (or
 //! `flush.messages` / `flush.ms` say so), a sync task issues one fdatasync
@@ -16,12 +20,16 @@ use compio::buf::BufResult;
 use crate::log::error::LogResult;
 use crate::log::files::{write_checkpoint, EPOCH_CHECKPOINT_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
 use crate::log::index::{OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
-use crate::log::state::{Inner, SealingTail, State};
-use crate::log::tail::WriteJob;
+use crate::log::state::{Inner, PendingWrite, SealingTail, State};
+use crate::log::tail::{TailBuffer, WriteJob};
 use crate::runtime::clock::Clock;
 use crate::runtime::spawn::spawn_local;
 use crate::storage::aligned::AlignedBuf;
 use crate::storage::disk::{Disk, DiskFile};
+
+/// Chunk writes of one log in flight at once: a deeper disk queue than one
+/// write at a time, bounded so a burst does not flood the device.
+pub const MAX_WRITES_IN_FLIGHT: usize = 4;
 
 enum Job<D: Disk> {
     Write {
@@ -68,7 +76,7 @@ pub(crate) async fn run<D: Disk>(inner: Rc<Inner<D>>) {
                 idle(&*inner.options.clock, listen, flush_deadline_ms).await;
                 Ok(())
             }
-            Job::Write { file, job, segment_base } => write(&inner, file, job, segment_base).await,
+            Job::Write { file, job, segment_base } => start_write(&inner, file, job, segment_base).await,
             Job::Seal(sealing) => seal(&inner, sealing).await,
             Job::Sync { files, target, messages, generation } => {
                 spawn_local(sync_task(inner.clone(), files, target, messages, generation));
@@ -118,13 +126,20 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
     if !state.sync_in_flight && sync_due(&state, config, now_ms) {
         return take_sync(&mut state);
     }
+    let in_flight = state.writes.len();
+    // A rolled segment is written out and sealed before the active one's
+    // writes go on.
+    let mut sealing_pending = false;
     if let Some(front) = state.sealing.front_mut() {
-        if let Some(job) = front.active.tail.take_write() {
+        sealing_pending = true;
+        if let Some(job) = take_write(&mut front.active.tail, in_flight) {
             let file = front.active.direct_file.clone();
             return Job::Write { file, job, segment_base: front.active.base_offset };
         }
-        if let Some(sealing) = state.sealing.pop_front() {
-            return Job::Seal(sealing);
+        if !front.active.tail.has_unwritten() && !front.active.tail.has_in_flight() {
+            if let Some(sealing) = state.sealing.pop_front() {
+                return Job::Seal(sealing);
+            }
         }
     }
     if state.metadata_version > state.metadata_taken {
@@ -132,9 +147,11 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
         let version = state.metadata_version;
         return Job::PersistMetadata { epochs: state.epochs.encode(), log_start: state.offsets.log_start, version };
     }
-    if let Some(job) = state.active.tail.take_write() {
-        let file = state.active.direct_file.clone();
-        return Job::Write { file, job, segment_base: state.active.base_offset };
+    if !sealing_pending {
+        if let Some(job) = take_write(&mut state.active.tail, in_flight) {
+            let file = state.active.direct_file.clone();
+            return Job::Write { file, job, segment_base: state.active.base_offset };
+        }
     }
     if state.closed && state.offsets.durable < state.offsets.written && !state.sync_in_flight {
         return take_sync(&mut state);
@@ -143,7 +160,7 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
         return job;
     }
 
-    if state.closed && !state.sync_in_flight {
+    if state.closed && !state.sync_in_flight && state.writes.is_empty() {
         return Job::Exit;
     }
     let flush_deadline_ms = match config.flush_ms {
@@ -151,6 +168,15 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
         _ => None,
     };
     Job::Idle { flush_deadline_ms }
+}
+
+/// The tail's next write, when another may be in flight now: within
+/// [`MAX_WRITES_IN_FLIGHT`], and alone when it rewrites a partial page.
+fn take_write(tail: &mut TailBuffer, in_flight: usize) -> Option<WriteJob> {
+    if in_flight >= MAX_WRITES_IN_FLIGHT || (in_flight > 0 && tail.next_write_rewrites_partial_page()) {
+        return None;
+    }
+    tail.take_write()
 }
 
 fn take_sync<D: Disk>(state: &mut State<D>) -> Job<D> {
@@ -228,14 +254,36 @@ async fn reserve<D: Disk>(inner: &Inner<D>, file: &D::File, segment_base: i64, e
     Ok(())
 }
 
-async fn write<D: Disk>(inner: &Inner<D>, file: Rc<D::File>, job: WriteJob, segment_base: i64) -> LogResult<()> {
-    let WriteJob { position, buf, end_offset, rewrites_partial_page, .. } = job;
-    if let Err(error) = reserve(inner, &file, segment_base, position + buf.len() as u64).await {
+/// Queues a write in file order, reserves the space it needs, and starts
+/// it as its own task (the writer goes on meanwhile).
+async fn start_write<D: Disk>(
+    inner: &Rc<Inner<D>>,
+    file: Rc<D::File>,
+    job: WriteJob,
+    segment_base: i64,
+) -> LogResult<()> {
+    let id = {
+        let mut state = inner.state.borrow_mut();
+        let id = state.next_write_id;
+        state.next_write_id += 1;
+        state.writes.push_back(PendingWrite { id, file: file.clone(), end_offset: job.end_offset, done: false });
+        assert!(state.writes.len() <= MAX_WRITES_IN_FLIGHT, "writes in flight are bounded");
+        id
+    };
+    if let Err(error) = reserve(inner, &file, segment_base, job.position + job.buf.len() as u64).await {
         if let Some(tail) = tail_of(&mut inner.state.borrow_mut(), segment_base) {
-            tail.tail.complete_write(buf);
+            tail.tail.complete_write(job.buf);
         }
         return Err(error);
     }
+    spawn_local(write_task(inner.clone(), file, job, segment_base, id));
+    Ok(())
+}
+
+/// One chunk write: on completion its buffer goes back to the tail and the
+/// completed writes at the front of the queue are retired.
+async fn write_task<D: Disk>(inner: Rc<Inner<D>>, file: Rc<D::File>, job: WriteJob, segment_base: i64, id: u64) {
+    let WriteJob { position, buf, rewrites_partial_page, .. } = job;
     let BufResult(result, buf): BufResult<(), AlignedBuf> = if rewrites_partial_page {
         file.write_aligned_after_partial_page(buf, position).await
     } else {
@@ -246,17 +294,13 @@ async fn write<D: Disk>(inner: &Inner<D>, file: Rc<D::File>, job: WriteJob, segm
     if let Some(tail) = tail_of(&mut state, segment_base) {
         tail.tail.complete_write(buf);
     }
-    result?;
-    state.note_unsynced(&file);
-    if let Some(end) = end_offset {
-        if end > state.offsets.written {
-            state.offsets.written = end;
-            state.offsets.follow(inner.options.policy);
-        }
+    match result {
+        Ok(()) => state.retire_write(id, inner.options.policy),
+        Err(error) => state.poison(format!("write at {position} failed: {error}")),
     }
     drop(state);
     inner.changed.notify_all();
-    Ok(())
+    inner.writer_wake.notify_all();
 }
 
 /// Runs one group commit beside the writer and wakes it when done.

@@ -8,9 +8,10 @@
 //! [`FaultDisk::crash_process`] as it is after kill -9 (every issued write
 //! kept).
 //! Directory operations (create, rename, remove) are treated as durable at
-//! once. fdatasync and writes can be made to fail with EIO, and reads of
-//! files under a directory can be held (a disk that does not answer) until
-//! released. Used from one thread; cloning shares the same disk.
+//! once. fdatasync and writes can be made to fail with EIO, reads of files
+//! under a directory can be held (a disk that does not answer) until
+//! released, and O_DIRECT writes can be held and released one by one (a
+//! device completing them out of order). Used from one thread; cloning shares the same disk.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -73,6 +74,13 @@ struct State {
     hold_reads_under: Option<PathBuf>,
     /// Reads waiting now.
     held_reads: u64,
+    /// Writes wait until released one by one.
+    hold_writes: bool,
+    /// Tickets of the writes waiting now, oldest first.
+    held_writes: Vec<u64>,
+    /// Tickets released but not yet resumed.
+    released_writes: Vec<u64>,
+    next_write_ticket: u64,
 }
 
 impl State {
@@ -99,14 +107,14 @@ impl State {
 pub struct FaultDisk {
     state: Rc<RefCell<State>>,
     /// Wakes held reads when the hold changes.
-    reads_released: Rc<LocalEvent>,
+    holds_changed: Rc<LocalEvent>,
 }
 
 /// A file of a [`FaultDisk`].
 #[derive(Debug)]
 pub struct FaultFile {
     state: Rc<RefCell<State>>,
-    reads_released: Rc<LocalEvent>,
+    holds_changed: Rc<LocalEvent>,
     inode: usize,
     /// The name it was opened by.
     path: PathBuf,
@@ -116,7 +124,7 @@ impl FaultDisk {
     /// An empty disk whose random choices follow `seed`.
     pub fn new(seed: u64, faults: FaultConfig) -> Self {
         let state = State { rng: seed | 1, faults, ..State::default() };
-        Self { state: Rc::new(RefCell::new(state)), reads_released: Rc::default() }
+        Self { state: Rc::new(RefCell::new(state)), holds_changed: Rc::default() }
     }
 
     /// From now on, reads of files opened under `dir` wait (a disk that
@@ -128,12 +136,48 @@ impl FaultDisk {
     /// Lets every held read, and later ones, go on.
     pub fn release_reads(&self) {
         self.state.borrow_mut().hold_reads_under = None;
-        self.reads_released.notify_all();
+        self.holds_changed.notify_all();
     }
 
     /// Reads waiting on a hold now.
     pub fn held_reads(&self) -> u64 {
         self.state.borrow().held_reads
+    }
+
+    /// From now on, every data write waits (issued but not done) until
+    /// released with [`release_held_write`](Self::release_held_write) or
+    /// [`release_writes`](Self::release_writes).
+    pub fn hold_writes(&self) {
+        self.state.borrow_mut().hold_writes = true;
+    }
+
+    /// Writes waiting on the hold now.
+    pub fn held_writes(&self) -> usize {
+        self.state.borrow().held_writes.len()
+    }
+
+    /// Lets the `index`-th oldest held write complete (the others keep
+    /// waiting); false when there is none.
+    pub fn release_held_write(&self, index: usize) -> bool {
+        let mut state = self.state.borrow_mut();
+        if index >= state.held_writes.len() {
+            return false;
+        }
+        let ticket = state.held_writes.remove(index);
+        state.released_writes.push(ticket);
+        drop(state);
+        self.holds_changed.notify_all();
+        true
+    }
+
+    /// Ends the hold: every held write, and later ones, go on.
+    pub fn release_writes(&self) {
+        let mut state = self.state.borrow_mut();
+        state.hold_writes = false;
+        let held = std::mem::take(&mut state.held_writes);
+        state.released_writes.extend(held);
+        drop(state);
+        self.holds_changed.notify_all();
     }
 
     /// Changes the injected faults from now on.
@@ -194,8 +238,12 @@ impl FaultDisk {
             bytes_read: 0,
             hold_reads_under: None,
             held_reads: 0,
+            hold_writes: false,
+            held_writes: Vec::new(),
+            released_writes: Vec::new(),
+            next_write_ticket: 0,
         };
-        FaultDisk { state: Rc::new(RefCell::new(state)), reads_released: Rc::default() }
+        FaultDisk { state: Rc::new(RefCell::new(state)), holds_changed: Rc::default() }
     }
 
     /// The disk after the process was killed (kill -9) now: every write
@@ -248,7 +296,7 @@ impl Disk for FaultDisk {
         };
         Ok(FaultFile {
             state: self.state.clone(),
-            reads_released: self.reads_released.clone(),
+            holds_changed: self.holds_changed.clone(),
             inode,
             path: path.to_path_buf(),
         })
@@ -311,13 +359,38 @@ impl FaultFile {
         state.hold_reads_under.as_ref().is_some_and(|dir| self.path.starts_with(dir))
     }
 
+    /// Waits while writes are held, until this one is released.
+    async fn wait_for_write_release(&self) {
+        let ticket = {
+            let mut state = self.state.borrow_mut();
+            if !state.hold_writes {
+                return;
+            }
+            let ticket = state.next_write_ticket;
+            state.next_write_ticket += 1;
+            state.held_writes.push(ticket);
+            ticket
+        };
+        loop {
+            let listen = self.holds_changed.listen();
+            {
+                let mut state = self.state.borrow_mut();
+                if let Some(at) = state.released_writes.iter().position(|t| *t == ticket) {
+                    state.released_writes.swap_remove(at);
+                    return;
+                }
+            }
+            listen.await;
+        }
+    }
+
     async fn wait_while_held(&self) {
         if !self.is_held() {
             return;
         }
         self.state.borrow_mut().held_reads += 1;
         while self.is_held() {
-            self.reads_released.listen().await;
+            self.holds_changed.listen().await;
         }
         self.state.borrow_mut().held_reads -= 1;
     }
@@ -342,6 +415,7 @@ impl DiskFile for FaultFile {
     async fn write_aligned(&self, buf: AlignedBuf, position: u64) -> BufResult<(), AlignedBuf> {
         assert_eq!(position % PAGE_BYTES as u64, 0, "O_DIRECT position must be aligned");
         assert_eq!(buf.len() % PAGE_BYTES, 0, "O_DIRECT length must be aligned");
+        self.wait_for_write_release().await;
         let op = PendingOp::Write { position, bytes: buf.as_slice().to_vec() };
         BufResult(self.issue(op), buf)
     }
@@ -352,6 +426,7 @@ impl DiskFile for FaultFile {
         }
         assert_eq!(position % PAGE_BYTES as u64, 0, "O_DIRECT position must be aligned");
         assert_eq!(buf.len() % PAGE_BYTES, 0, "O_DIRECT length must be aligned");
+        self.wait_for_write_release().await;
         // Two writes, as the real disk issues them; a power loss may keep
         // either without the other.
         let (first_page, rest) = buf.as_slice().split_at(PAGE_BYTES);

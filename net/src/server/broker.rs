@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use compio::net::TcpListener;
 use shardline_engine::runtime::clock::{system_clock, timeout};
+use shardline_engine::runtime::io_priority::IoPriority;
 use shardline_engine::runtime::mesh::Mesh;
 use shardline_engine::runtime::pool::ShardPool;
 use shardline_engine::RealDisk;
@@ -130,6 +131,11 @@ impl Broker {
                 let ready = ready_tx.clone();
                 let listener = if shard == 0 { first.lock().ok().and_then(|mut f| f.take()) } else { None };
                 async move {
+                    let priority = IoPriority::parse(&shared.config.io_priority).unwrap_or(IoPriority::Default);
+                    if let Err(error) = priority.apply_to_current_thread() {
+                        let _ = ready.send(Err(format!("shard {shard}: io_priority {priority:?}: {error}")));
+                        return;
+                    }
                     let started = start_shard(shard, &shared, &state, listener, local_addr).await;
                     let listener = match started {
                         Ok(listener) => {
