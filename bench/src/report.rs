@@ -239,6 +239,10 @@ pub struct Setup {
     pub duration_s: u64,
     /// Rounds per workload; the order alternates (S,K then K,S).
     pub rounds: usize,
+    /// Settings given to every Shardline run (`key=value`), beyond the
+    /// durability one.
+    #[serde(default)]
+    pub shardline_settings: Vec<String>,
 }
 
 /// Markdown: the setup, stated.
@@ -247,7 +251,7 @@ pub fn setup_markdown(setup: &Setup) -> String {
         "Shardline {} vs Apache Kafka {} ({}); {}; brokers pinned to CPUs {}, load generator to {}; \
          {} s warm-up (JIT) then {} s measured per run, broker CPU counted over the measured window; \
          {} rounds, order alternating S,K / K,S; each run starts after the page cache's writeback \
-         has finished.\n\n",
+         has finished; Shardline settings: {}.\n\n",
         setup.shardline_version,
         setup.kafka_version,
         setup.java,
@@ -257,6 +261,7 @@ pub fn setup_markdown(setup: &Setup) -> String {
         setup.warmup_s,
         setup.duration_s,
         setup.rounds,
+        if setup.shardline_settings.is_empty() { "defaults".to_string() } else { setup.shardline_settings.join(", ") },
     )
 }
 

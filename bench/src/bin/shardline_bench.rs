@@ -99,6 +99,10 @@ enum Cmd {
         /// $KAFKA_VERSION, else 4.4.0).
         #[arg(long)]
         kafka_version: Option<String>,
+        /// A Shardline setting (`key=value`, repeatable) for every
+        /// Shardline run, stated in the report.
+        #[arg(long = "shardline-set")]
+        shardline_set: Vec<String>,
     },
 }
 
@@ -173,7 +177,7 @@ fn pinned(program: &Path, cpus: Option<&[usize]>) -> Command {
     }
 }
 
-fn start_shardline(binary: &Path, fsync: bool, cpus: Option<&[usize]>) -> Started {
+fn start_shardline(binary: &Path, fsync: bool, cpus: Option<&[usize]>, settings: &[String]) -> Started {
     let dir = std::env::temp_dir().join(format!("shardline-bench-{}", free_port()));
     let port = free_port();
     let mut command = pinned(binary, cpus);
@@ -181,6 +185,9 @@ fn start_shardline(binary: &Path, fsync: bool, cpus: Option<&[usize]>) -> Starte
     if let Some(cpus) = cpus {
         // One shard per pinned core.
         command.args(["--shards", &cpus.len().to_string()]);
+    }
+    for setting in settings {
+        command.args(["--set", setting]);
     }
     let mut child = command
         .args(["--set", &format!("acks_all_fsync={fsync}")])
@@ -301,6 +308,7 @@ fn main() {
             broker_cpus,
             warmup,
             kafka_version,
+            shardline_set,
         } => {
             let kafka_version =
                 kafka_version.or_else(|| std::env::var("KAFKA_VERSION").ok()).unwrap_or_else(|| "4.4.0".into());
@@ -325,6 +333,7 @@ fn main() {
                 warmup_s: warmup,
                 duration_s: duration.unwrap_or(Workload::named("throughput").map_or(30, |w| w.duration_s)),
                 rounds,
+                shardline_settings: shardline_set.clone(),
             };
             let settings: Vec<(&str, bool)> = match durability.as_str() {
                 "kafka-default" => vec![("kafka-default (no fsync per write)", false)],
@@ -354,7 +363,7 @@ fn main() {
                             eprintln!("{label} / {} / round {} / {broker}", w.name, round + 1);
                             let cpus = broker_cpus.as_deref();
                             let started = if broker == "shardline" {
-                                start_shardline(&shardline_bin, fsync, cpus)
+                                start_shardline(&shardline_bin, fsync, cpus, &shardline_set)
                             } else {
                                 start_kafka(&kafka_heap, fsync, cpus, &kafka_version)
                             };
