@@ -74,6 +74,10 @@ pub struct BrokerConfig {
     /// `realtime:N`, `best-effort:N`), which io_uring gives its reads and
     /// writes.
     pub io_priority: String,
+    /// `append_io_priority`: the I/O priority on the SQEs of each
+    /// partition's O_DIRECT appends (same forms as `io_priority`; `default`
+    /// leaves them at the thread's).
+    pub append_io_priority: String,
     /// `fetch_splice`: fetches send records still in a resident segment
     /// file with `splice` (no copy through user space); false copies them.
     pub fetch_splice: bool,
@@ -148,6 +152,7 @@ impl Default for BrokerConfig {
             batch_cache_bytes: 64 << 20,
             fetch_splice: true,
             io_priority: "default".into(),
+            append_io_priority: "default".into(),
             retention_check_interval_ms: 300_000,
             max_incremental_fetch_session_cache_slots: 1000,
             offsets_topic_num_partitions: 50,
@@ -243,6 +248,7 @@ impl BrokerConfig {
             "batch_cache_bytes" => self.batch_cache_bytes = parse(key, value)?,
             "fetch_splice" => self.fetch_splice = parse(key, value)?,
             "io_priority" => self.io_priority = value.into(),
+            "append_io_priority" => self.append_io_priority = value.into(),
             "retention_check_interval_ms" => self.retention_check_interval_ms = parse(key, value)?,
             "max_incremental_fetch_session_cache_slots" => {
                 self.max_incremental_fetch_session_cache_slots = parse(key, value)?
@@ -274,6 +280,8 @@ impl BrokerConfig {
         self.advertised()?;
         shardline_engine::runtime::io_priority::IoPriority::parse(&self.io_priority)
             .map_err(|why| bad("io_priority", why))?;
+        shardline_engine::runtime::io_priority::IoPriority::parse(&self.append_io_priority)
+            .map_err(|why| bad("append_io_priority", why))?;
         if self.num_partitions < 1 {
             return Err(bad("num_partitions", "must be at least 1"));
         }

@@ -3,11 +3,12 @@
 //! a shard at the realtime class has its O_DIRECT appends and its reads
 //! dispatched ahead of other processes' page-cache writeback by schedulers
 //! that honour classes (mq-deadline, bfq). Set once by each shard thread at
-//! start.
+//! start. Appends can carry their own priority on their SQEs instead
+//! (`storage::priority_write`), which this type encodes too.
 
 use std::io;
 
-const IOPRIO_CLASS_SHIFT: u32 = 13;
+const IOPRIO_CLASS_SHIFT: u16 = 13;
 const IOPRIO_WHO_PROCESS: libc::c_int = 1;
 
 /// An I/O priority class and level (0 is the highest of 0..=7).
@@ -38,19 +39,24 @@ impl IoPriority {
         }
     }
 
-    fn value(self) -> Option<libc::c_int> {
+    /// The kernel's encoding (class and level), as `ioprio_set(2)` and an
+    /// SQE's `ioprio` take it; 0 for the default.
+    pub fn encoded(self) -> u16 {
         let (class, level) = match self {
-            IoPriority::Default => return None,
-            IoPriority::Realtime(level) => (1, level),
-            IoPriority::BestEffort(level) => (2, level),
+            IoPriority::Default => return 0,
+            IoPriority::Realtime(level) => (1u16, level),
+            IoPriority::BestEffort(level) => (2u16, level),
         };
-        Some(((class << IOPRIO_CLASS_SHIFT) | u32::from(level)) as libc::c_int)
+        (class << IOPRIO_CLASS_SHIFT) | u16::from(level)
     }
 
     /// Sets this priority on the calling thread (not the other threads of
     /// the process). The realtime class needs CAP_SYS_ADMIN.
     pub fn apply_to_current_thread(self) -> io::Result<()> {
-        let Some(value) = self.value() else { return Ok(()) };
+        if self == IoPriority::Default {
+            return Ok(());
+        }
+        let value = libc::c_int::from(self.encoded());
         // SAFETY: a plain syscall on the calling thread (who 0 = itself).
         let rc = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, value) };
         if rc == 0 {
@@ -90,6 +96,9 @@ mod tests {
         std::thread::spawn(|| {
             IoPriority::BestEffort(3).apply_to_current_thread().expect("best effort needs no privilege");
             assert_eq!(IoPriority::current_thread_value().expect("get"), (2 << IOPRIO_CLASS_SHIFT) | 3);
+            assert_eq!(IoPriority::BestEffort(3).encoded(), (2 << IOPRIO_CLASS_SHIFT) | 3);
+            assert_eq!(IoPriority::Realtime(0).encoded(), 1 << IOPRIO_CLASS_SHIFT);
+            assert_eq!(IoPriority::Default.encoded(), 0);
         })
         .join()
         .expect("thread");

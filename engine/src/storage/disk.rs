@@ -10,6 +10,7 @@ use compio::buf::{BufResult, IoBuf};
 use compio::io::{AsyncReadAt, AsyncWriteAt};
 
 use crate::storage::aligned::{AlignedBuf, PAGE_BYTES};
+use crate::storage::priority_write::{append_priority, PriorityWriteAt};
 use crate::storage::sync_ledger;
 
 /// How a file is opened.
@@ -104,13 +105,32 @@ pub struct RealFile {
 }
 
 async fn write_all<B: IoBuf>(file: &compio::fs::File, buf: B, position: u64) -> BufResult<(), B> {
+    write_all_with_priority(file, buf, position, 0).await
+}
+
+/// Writes all of `buf` at `position`, each write's SQE carrying `ioprio`
+/// (0: the thread's own priority).
+async fn write_all_with_priority<B: IoBuf>(
+    file: &compio::fs::File,
+    buf: B,
+    position: u64,
+    ioprio: u16,
+) -> BufResult<(), B> {
     use compio::buf::IntoInner;
+    use compio::driver::ToSharedFd;
     let total = buf.buf_len();
     let mut done = 0usize;
     let mut buf = buf;
     while done < total {
-        let mut writer = file;
-        let BufResult(result, slice) = writer.write_at(buf.slice(done..), position + done as u64).await;
+        let at = position + done as u64;
+        let BufResult(result, slice) = if ioprio == 0 {
+            let mut writer = file;
+            writer.write_at(buf.slice(done..), at).await
+        } else {
+            let op = PriorityWriteAt::new(file.to_shared_fd(), at, buf.slice(done..), ioprio);
+            let BufResult(result, op) = compio::runtime::submit(op).await;
+            BufResult(result, op.into_inner())
+        };
         buf = slice.into_inner();
         match result {
             Ok(0) => return BufResult(Err(io::ErrorKind::WriteZero.into()), buf),
@@ -202,7 +222,7 @@ impl DiskFile for RealFile {
     async fn write_aligned(&self, buf: AlignedBuf, position: u64) -> BufResult<(), AlignedBuf> {
         debug_assert_eq!(position % PAGE_BYTES as u64, 0);
         let len = buf.len() as u64;
-        let written = write_all(&self.file, buf, position).await;
+        let written = write_all_with_priority(&self.file, buf, position, append_priority()).await;
         self.note_written(&written.0, position + len);
         written
     }
@@ -216,9 +236,10 @@ impl DiskFile for RealFile {
         let len = buf.len() as u64;
         let mut first_page = AlignedBuf::new(PAGE_BYTES);
         first_page.push(&buf.as_slice()[..PAGE_BYTES]);
+        let ioprio = append_priority();
         let (first, rest) = futures::join!(
-            write_all(&self.file, first_page, position),
-            write_all(&self.file, buf.slice(PAGE_BYTES..), position + PAGE_BYTES as u64),
+            write_all_with_priority(&self.file, first_page, position, ioprio),
+            write_all_with_priority(&self.file, buf.slice(PAGE_BYTES..), position + PAGE_BYTES as u64, ioprio),
         );
         let result = first.0.and(rest.0);
         self.note_written(&result, position + len);
@@ -350,5 +371,30 @@ mod tests {
         assert!(bytes[..100].iter().all(|b| *b == 1));
         assert!(bytes[100..100 + 2 * PAGE_BYTES + 50].iter().all(|b| *b == 2));
         assert!(bytes[100 + 2 * PAGE_BYTES + 50..].iter().all(|b| *b == 0));
+    }
+
+    #[compio::test]
+    async fn appends_carry_the_append_priority_to_the_kernel() {
+        use crate::storage::priority_write::set_append_priority;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("segment.log");
+        let file = RealDisk.open(&path, OpenMode::DirectWrite).await.expect("open");
+        let page = |byte: u8| {
+            let mut buf = AlignedBuf::new(PAGE_BYTES);
+            buf.push(&[byte; PAGE_BYTES]);
+            buf
+        };
+        // Class 7 does not exist: the kernel refuses the SQE, which shows
+        // the field reaches it.
+        set_append_priority(7 << 13);
+        let BufResult(refused, _) = file.write_aligned(page(1), 0).await;
+        assert_eq!(refused.map_err(|e| e.raw_os_error()), Err(Some(libc::EINVAL)), "an invalid priority is refused");
+        // Best effort, level 0: written.
+        set_append_priority(crate::runtime::io_priority::IoPriority::BestEffort(0).encoded());
+        let BufResult(written, _) = file.write_aligned(page(2), 0).await;
+        set_append_priority(0);
+        written.expect("a valid priority writes");
+        let bytes = std::fs::read(&path).expect("read back");
+        assert_eq!(bytes, vec![2u8; PAGE_BYTES]);
     }
 }

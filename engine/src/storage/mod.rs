@@ -5,11 +5,13 @@
 //! writes on demand for the crash tests and the simulator;
 //! [`sync_ledger`] lets power-loss tests of the real broker cut files back to
 //! what was fdatasynced; [`page_cache`] asks what the kernel holds of a
-//! file without waiting for the disk.
+//! file without waiting for the disk; [`priority_write`] gives appends
+//! their own I/O priority.
 
 pub mod aligned;
 pub mod disk;
 pub mod fault_disk;
 pub mod page_cache;
+pub mod priority_write;
 pub mod small_files;
 pub mod sync_ledger;

@@ -13,6 +13,7 @@ use shardline_engine::runtime::clock::{system_clock, timeout};
 use shardline_engine::runtime::io_priority::IoPriority;
 use shardline_engine::runtime::mesh::Mesh;
 use shardline_engine::runtime::pool::ShardPool;
+use shardline_engine::storage::priority_write::set_append_priority;
 use shardline_engine::RealDisk;
 
 use crate::config::BrokerConfig;
@@ -136,6 +137,8 @@ impl Broker {
                         let _ = ready.send(Err(format!("shard {shard}: io_priority {priority:?}: {error}")));
                         return;
                     }
+                    let appends = IoPriority::parse(&shared.config.append_io_priority).unwrap_or(IoPriority::Default);
+                    set_append_priority(appends.encoded());
                     let started = start_shard(shard, &shared, &state, listener, local_addr).await;
                     let listener = match started {
                         Ok(listener) => {
