@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use shardline_engine::runtime::io_priority::IoPriority;
 
 /// The broker's configuration. See README.md for every key.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -274,14 +275,19 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// `io_priority` (the shard threads') and `append_io_priority` (the
+    /// appends' SQEs), parsed.
+    pub fn io_priorities(&self) -> Result<(IoPriority, IoPriority), ConfigError> {
+        let thread = IoPriority::parse(&self.io_priority).map_err(|why| bad("io_priority", why))?;
+        let appends = IoPriority::parse(&self.append_io_priority).map_err(|why| bad("append_io_priority", why))?;
+        Ok((thread, appends))
+    }
+
     /// Checks every value; the error names the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.advertised()?;
-        shardline_engine::runtime::io_priority::IoPriority::parse(&self.io_priority)
-            .map_err(|why| bad("io_priority", why))?;
-        shardline_engine::runtime::io_priority::IoPriority::parse(&self.append_io_priority)
-            .map_err(|why| bad("append_io_priority", why))?;
+        self.io_priorities()?;
         if self.num_partitions < 1 {
             return Err(bad("num_partitions", "must be at least 1"));
         }

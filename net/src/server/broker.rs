@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use compio::net::TcpListener;
 use shardline_engine::runtime::clock::{system_clock, timeout};
-use shardline_engine::runtime::io_priority::IoPriority;
 use shardline_engine::runtime::mesh::Mesh;
 use shardline_engine::runtime::pool::ShardPool;
 use shardline_engine::storage::priority_write::set_append_priority;
@@ -132,13 +131,16 @@ impl Broker {
                 let ready = ready_tx.clone();
                 let listener = if shard == 0 { first.lock().ok().and_then(|mut f| f.take()) } else { None };
                 async move {
-                    let priority = IoPriority::parse(&shared.config.io_priority).unwrap_or(IoPriority::Default);
-                    if let Err(error) = priority.apply_to_current_thread() {
-                        let _ = ready.send(Err(format!("shard {shard}: io_priority {priority:?}: {error}")));
+                    let applied =
+                        shared.config.io_priorities().map_err(|e| e.to_string()).and_then(|(thread, appends)| {
+                            thread.apply_to_current_thread().map_err(|e| format!("io_priority {thread:?}: {e}"))?;
+                            set_append_priority(appends.encoded());
+                            Ok(())
+                        });
+                    if let Err(error) = applied {
+                        let _ = ready.send(Err(format!("shard {shard}: {error}")));
                         return;
                     }
-                    let appends = IoPriority::parse(&shared.config.append_io_priority).unwrap_or(IoPriority::Default);
-                    set_append_priority(appends.encoded());
                     let started = start_shard(shard, &shared, &state, listener, local_addr).await;
                     let listener = match started {
                         Ok(listener) => {
