@@ -6,6 +6,7 @@ pub mod broker_stats;
 pub mod harness;
 pub mod load;
 pub mod machine;
+pub mod partitions;
 pub mod profile;
 pub mod report;
 pub mod workload;

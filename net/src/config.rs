@@ -82,6 +82,13 @@ pub struct BrokerConfig {
     /// `fetch_splice`: fetches send records still in a resident segment
     /// file with `splice` (no copy through user space); false copies them.
     pub fetch_splice: bool,
+    /// `open_files_per_shard`: segment and index descriptors each shard
+    /// keeps open (least recently used closed first; reopened on use).
+    pub open_files_per_shard: usize,
+    /// `partition_idle_ms`: a segment descriptor no read or write used for
+    /// this long (up to twice this) is closed, and a partition with no
+    /// append for as long gives back its disk reservation.
+    pub partition_idle_ms: u64,
     /// `retention_check_interval_ms`: how often retention runs.
     pub retention_check_interval_ms: u64,
     /// `max_incremental_fetch_session_cache_slots`: fetch sessions per shard
@@ -154,6 +161,8 @@ impl Default for BrokerConfig {
             fetch_splice: true,
             io_priority: "default".into(),
             append_io_priority: "default".into(),
+            open_files_per_shard: 2048,
+            partition_idle_ms: 60_000,
             retention_check_interval_ms: 300_000,
             max_incremental_fetch_session_cache_slots: 1000,
             offsets_topic_num_partitions: 50,
@@ -250,6 +259,8 @@ impl BrokerConfig {
             "fetch_splice" => self.fetch_splice = parse(key, value)?,
             "io_priority" => self.io_priority = value.into(),
             "append_io_priority" => self.append_io_priority = value.into(),
+            "open_files_per_shard" => self.open_files_per_shard = parse(key, value)?,
+            "partition_idle_ms" => self.partition_idle_ms = parse(key, value)?,
             "retention_check_interval_ms" => self.retention_check_interval_ms = parse(key, value)?,
             "max_incremental_fetch_session_cache_slots" => {
                 self.max_incremental_fetch_session_cache_slots = parse(key, value)?
@@ -304,6 +315,12 @@ impl BrokerConfig {
         if self.max_connections_per_ip < 1 && self.max_connections_per_ip_overrides.trim().is_empty() {
             // Kafka: 0 is allowed only with overrides (only listed addresses may connect).
             return Err(bad("max_connections_per_ip", "0 needs max_connections_per_ip_overrides"));
+        }
+        if self.open_files_per_shard < 4 {
+            return Err(bad("open_files_per_shard", "must be at least 4"));
+        }
+        if self.partition_idle_ms < 1 {
+            return Err(bad("partition_idle_ms", "must be positive"));
         }
         if self.connections_max_idle_ms < 1 {
             return Err(bad("connections_max_idle_ms", "must be positive"));

@@ -14,6 +14,9 @@ use shardline_engine::partition::{Durability, Isolation, Partition, PartitionRes
 use shardline_engine::runtime::clock::{timeout, SharedClock};
 use shardline_engine::{Disk, HighWatermarkPolicy, LogConfig, LogOptions};
 
+/// Partitions a shard closes at once at shutdown.
+pub const CLOSES_IN_FLIGHT: usize = 64;
+
 /// A partition's address.
 pub type PartitionKey = (String, i32);
 
@@ -58,6 +61,11 @@ impl<D: Disk> PartitionRegistry<D> {
     /// The replica of `topic`/`partition`, if this shard holds it.
     pub fn get(&self, topic: &str, partition: i32) -> Option<Rc<Replica<D>>> {
         self.replicas.borrow().get(&(topic.to_string(), partition)).cloned()
+    }
+
+    /// The disk its partitions live on.
+    pub fn disk(&self) -> &D {
+        &self.disk
     }
 
     /// Every replica, in key order.
@@ -105,13 +113,16 @@ impl<D: Disk> PartitionRegistry<D> {
 
     /// Closes every partition cleanly (shutdown): flushed, clean marker,
     /// producer snapshot.
+    /// [`CLOSES_IN_FLIGHT`] at a time, so their syncs overlap.
     pub async fn close_all(&self) {
+        use futures::StreamExt;
         let all = std::mem::take(&mut *self.replicas.borrow_mut());
-        for ((topic, partition), replica) in all {
+        let closes = futures::stream::iter(all).map(|((topic, partition), replica)| async move {
             if let Err(error) = replica.partition.close().await {
                 tracing::error!(topic, partition, %error, "closing partition");
             }
-        }
+        });
+        closes.buffer_unordered(CLOSES_IN_FLIGHT).collect::<Vec<()>>().await;
     }
 
     /// Waits until any of `watches` (topic, partition, offset) can read past
@@ -146,6 +157,14 @@ impl<D: Disk> PartitionRegistry<D> {
             if let Err(error) = replica.partition.snapshot_producers(expire_before_ms).await {
                 tracing::warn!(dir = %replica.partition.dir().display(), %error, "writing producer snapshot");
             }
+        }
+    }
+
+    /// Asks every partition with no append since the previous call to give
+    /// back its disk reservation.
+    pub fn release_idle_reservations(&self) {
+        for replica in self.replicas.borrow().values() {
+            replica.partition.log().release_idle_reservation();
         }
     }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use shardline_engine::runtime::clock::SharedClock;
 use shardline_engine::runtime::event::LocalEvent;
+use shardline_engine::storage::file_cache::CachedDisk;
 use shardline_engine::RealDisk;
 
 use crate::config::BrokerConfig;
@@ -56,6 +57,10 @@ impl BrokerShared {
     }
 }
 
+/// The disk a shard's partitions live on: the real disk, with the
+/// shard's descriptors kept within `open_files_per_shard`.
+pub type ShardDisk = CachedDisk<RealDisk>;
+
 /// The shard that hands out producer id blocks.
 pub const PRODUCER_ID_SHARD: usize = 0;
 
@@ -88,13 +93,13 @@ pub struct ShardState {
     /// This shard's clock.
     pub clock: SharedClock,
     /// The partitions this shard holds.
-    pub partitions: PartitionRegistry<RealDisk>,
+    pub partitions: PartitionRegistry<ShardDisk>,
     /// Incremental fetch sessions of this shard's connections.
     pub fetch_sessions: RefCell<FetchSessions>,
     /// Group coordinators of this shard's `__consumer_offsets` partitions.
-    pub groups: GroupService<RealDisk>,
+    pub groups: GroupService<ShardDisk>,
     /// Transaction coordinators of this shard's `__transaction_state` partitions.
-    pub txns: TxnService<RealDisk>,
+    pub txns: TxnService<ShardDisk>,
     /// This shard's producer ids.
     pub producer_ids: ProducerIdPool,
     /// The producer id block allocator (on [`PRODUCER_ID_SHARD`] once started).
@@ -111,8 +116,8 @@ impl ShardState {
     /// Empty state for `shard`; `seed` seeds its random choices (fetch
     /// session ids, member ids).
     pub fn new(shard: usize, config: Arc<BrokerConfig>, clock: SharedClock, seed: u64) -> Self {
-        let partitions =
-            PartitionRegistry::new(RealDisk, config.data_dir.clone(), clock.clone(), config.batch_cache_bytes);
+        let disk = CachedDisk::new(RealDisk, config.open_files_per_shard);
+        let partitions = PartitionRegistry::new(disk, config.data_dir.clone(), clock.clone(), config.batch_cache_bytes);
         let sessions =
             FetchSessions::new(config.max_incremental_fetch_session_cache_slots, shard, config.shard_count(), seed);
         let groups = GroupService::new(group_config(&config), clock.clone(), seed.rotate_left(17));

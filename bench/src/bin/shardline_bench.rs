@@ -67,6 +67,21 @@ enum Cmd {
         #[arg(long)]
         settle: bool,
     },
+    /// The client side of `bench/partitions.sh`: create many partitions and
+    /// measure (`fill`), or wait until every one reads back (`--verify`,
+    /// after a restart). Prints JSON.
+    Partitions {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long)]
+        partitions: usize,
+        /// Seconds of produce spread over every partition after the fill.
+        #[arg(long, default_value_t = 10)]
+        spread: u64,
+        /// Only wait until every partition's first record reads back.
+        #[arg(long)]
+        verify: bool,
+    },
     /// Start both brokers and compare them side by side.
     Compare {
         #[arg(long, default_value = "throughput,latency")]
@@ -295,6 +310,16 @@ fn main() {
                 "{}: {:.1} MB/s, {:.0} msg/s, produce p99.9 {:.1} ms, e2e p99.9 {:.1} ms",
                 w.name, m.produce_mb_per_s, m.produce_msgs_per_s, m.produce_latency_ms[2], m.e2e_latency_ms[2]
             );
+        }
+        Cmd::Partitions { bootstrap, partitions, spread, verify } => {
+            if verify {
+                let started = std::time::Instant::now();
+                shardline_bench::partitions::read_all(&bootstrap, partitions, Duration::from_secs(600));
+                println!("{{\"verify_s\": {:.3}}}", started.elapsed().as_secs_f64());
+            } else {
+                let fill = shardline_bench::partitions::fill(&bootstrap, partitions, spread);
+                println!("{}", serde_json::to_string(&fill).expect("json"));
+            }
         }
         Cmd::Compare {
             workloads,

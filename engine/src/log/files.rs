@@ -32,11 +32,16 @@ pub const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// Largest step of space reserved ahead of the write position.
 pub const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
 
+/// Smallest step of space reserved ahead of the write position.
+pub const MIN_PREALLOCATE_STEP_BYTES: u64 = 16 << 10;
+
 /// How far to reserve a segment's data file when `end` bytes are needed:
-/// steps that double with the segment (1 MiB to 64 MiB ahead), so an idle
-/// partition reserves little and a busy one rarely calls fallocate.
+/// steps that double with the segment (16 KiB to 64 MiB ahead), so a new
+/// partition reserves little and a busy one rarely calls fallocate. An
+/// idle partition gives its reservation back
+/// (`Log::release_idle_reservation`).
 pub(crate) fn preallocation_target(config: &crate::log::config::LogConfig, end: u64) -> u64 {
-    let step = end.clamp(1 << 20, PREALLOCATE_STEP_BYTES);
+    let step = end.clamp(MIN_PREALLOCATE_STEP_BYTES, PREALLOCATE_STEP_BYTES);
     (end + step).min(config.segment_bytes.max(end))
 }
 
@@ -51,9 +56,11 @@ pub(crate) struct SegmentFiles<D: Disk> {
 }
 
 /// Opens (creating when missing) the files of an appendable segment and
-/// makes the directory entries durable.
+/// makes the directory entries of those it created durable.
 pub(crate) async fn open_segment_files<D: Disk>(disk: &D, dir: &Path, base: i64) -> LogResult<SegmentFiles<D>> {
     let log_path = segment_file(dir, base, LOG_SUFFIX);
+    let creates =
+        [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX].iter().any(|s| !disk.exists(&segment_file(dir, base, s)));
     let direct = disk.open(&log_path, OpenMode::DirectWrite).await?;
     let read = disk.open(&log_path, OpenMode::Read).await?;
     let index = disk.open(&segment_file(dir, base, INDEX_SUFFIX), OpenMode::ReadWrite).await?;
@@ -63,7 +70,9 @@ pub(crate) async fn open_segment_files<D: Disk>(disk: &D, dir: &Path, base: i64)
     // an existing segment keeps its size, its reservation included, until
     // recovery finds where its data ends.
     let allocated = direct.len().await?;
-    disk.sync_dir(dir).await?;
+    if creates {
+        disk.sync_dir(dir).await?;
+    }
     Ok(SegmentFiles {
         read: Rc::new(read),
         direct: Rc::new(direct),

@@ -242,6 +242,7 @@ impl<D: Disk> Log<D> {
             segment.persisted_time_entries = segment.persisted_time_entries.min(time_len);
             let lens = (segment.persisted_index_entries, segment.persisted_time_entries);
             state.offsets.truncate_to(new_end);
+            state.written_position = (state.active.base_offset, cut_position);
             state.truncations += 1;
             state.epochs.truncate_from_end(new_end);
             state.metadata_version += 1;

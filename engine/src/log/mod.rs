@@ -262,6 +262,29 @@ impl<D: Disk> Log<D> {
         self.inner.state.borrow().segments.values().map(|s| s.size).sum()
     }
 
+    /// Gives back the active segment's reserved space past its data
+    /// (the file is cut to the page after its last byte) when nothing was
+    /// appended since the previous call: called periodically by the shard,
+    /// so a partition idle for one to two periods holds no reservation.
+    /// The writer does the cut once nothing is being written.
+    pub fn release_idle_reservation(&self) {
+        let mut state = self.inner.state.borrow_mut();
+        if std::mem::take(&mut state.appended_since_release) {
+            return;
+        }
+        let data_end = crate::storage::aligned::page_ceil(state.active_segment().size);
+        if state.active.allocated > data_end && !state.release_wanted {
+            state.release_wanted = true;
+            drop(state);
+            self.inner.writer_wake.notify_all();
+        }
+    }
+
+    /// Bytes held by the tail's buffers (its memory while idle).
+    pub fn tail_buffer_bytes(&self) -> usize {
+        self.inner.state.borrow().active.tail.buffered_capacity()
+    }
+
     /// Appends one or more client batches as the leader (validated, then
     /// offsets assigned in place and stamped with `leader_epoch`). Returns
     /// once the batches are in the tail and readable by replicas; wait with
@@ -380,6 +403,7 @@ impl<D: Disk> Log<D> {
             state.messages_since_sync += (i64::from(header.last_offset_delta) + 1) as u64;
         }
         assert!(next > base_offset, "an append moves the log end");
+        state.appended_since_release = true;
         state.offsets.log_end = next;
         state.offsets.check();
         AppendInfo { base_offset, last_offset: next - 1, max_timestamp, log_start: state.offsets.log_start }

@@ -200,7 +200,8 @@ impl<D: Disk> Log<D> {
     fn segment_for(&self, offset: i64) -> Option<(i64, std::rc::Rc<D::File>, i64, u64)> {
         let state = self.inner.state.borrow();
         let (base, segment) = state.segments.range(..=offset).next_back()?;
-        Some((*base, segment.read_file.clone(), segment.next_offset, segment.size))
+        let readable = state.readable_size(*base, segment.size, segment.next_offset);
+        Some((*base, segment.read_file.clone(), segment.next_offset, readable))
     }
 
     fn drop_index(&self, base: i64) {

@@ -109,17 +109,23 @@ impl<D: Disk> Log<D> {
             (segment, tail, _) = recover_active(&files, active_base, config, now_ms, false).await?;
         }
         let log_end = segment.next_offset;
+        let written_size = segment.size;
         discovered.segments.insert(active_base, segment);
         let first_base = *discovered.segments.keys().next().unwrap_or(&active_base);
         let log_start = log_start_checkpoint.clamp(first_base, log_end);
-        let mut epochs = read_checkpoint(&disk, dir, EPOCH_CHECKPOINT_FILE)
-            .await
-            .and_then(|text| LeaderEpochCache::decode(&text))
-            .unwrap_or_default();
+        let checkpointed_epochs = read_checkpoint(&disk, dir, EPOCH_CHECKPOINT_FILE).await;
+        let decoded = checkpointed_epochs.as_deref().map(LeaderEpochCache::decode);
+        let recorded = decoded.clone().flatten().unwrap_or_default();
+        let mut epochs = recorded.clone();
         epochs.truncate_from_end(log_end);
         for (epoch, offset) in epochs_seen {
             epochs.assign(epoch, offset);
         }
+        // The checkpoints are written again only when recovery changed what
+        // they say, or one is unreadable (a missing file reads as the
+        // default: no epochs, log start 0).
+        let unreadable = matches!(decoded, Some(None));
+        let metadata_changed = unreadable || epochs != recorded || log_start != log_start_checkpoint;
         let mut offsets = PartitionOffsets::recovered(log_start, log_end);
         offsets.follow(options.policy);
         if !clean && had_segments {
@@ -131,7 +137,7 @@ impl<D: Disk> Log<D> {
             active: ActiveTail::new(active_base, files, tail),
             sealing: VecDeque::new(),
             epochs,
-            metadata_version: 1,
+            metadata_version: u64::from(metadata_changed),
             metadata_taken: 0,
             metadata_persisted: 0,
             poisoned: None,
@@ -147,6 +153,9 @@ impl<D: Disk> Log<D> {
             writes: VecDeque::new(),
             next_write_id: 0,
             truncations: 0,
+            written_position: (active_base, written_size),
+            appended_since_release: false,
+            release_wanted: false,
         };
         let inner = Rc::new(Inner {
             disk,

@@ -88,6 +88,17 @@ pub(crate) struct State<D: Disk> {
     /// Bumped by every truncation (syncs and waiters started before it
     /// must not count offsets re-appended after it).
     pub truncations: u64,
+    /// Where `offsets.written` ends on disk: (segment base, file
+    /// position). Bytes past it in that segment (and in later ones) may be
+    /// a later write that completed first, or a failed one's leftovers:
+    /// reads from the files stop there ([`State::readable_size`]).
+    pub written_position: (i64, u64),
+    /// Something was appended since the last
+    /// `Log::release_idle_reservation`.
+    pub appended_since_release: bool,
+    /// The writer should give back the active segment's reservation past
+    /// its data once nothing is being written.
+    pub release_wanted: bool,
 }
 
 /// A data write in flight (see [`State::writes`]).
@@ -99,6 +110,8 @@ pub struct PendingWrite<D: Disk> {
     /// The log end offset once this write and every earlier one are on
     /// disk, when it completes a batch.
     pub end_offset: Option<i64>,
+    /// The segment written and where that batch ends in it.
+    pub end_position: (i64, u64),
     /// Whether it completed (successfully).
     pub done: bool,
 }
@@ -157,9 +170,24 @@ impl<D: Disk> State<D> {
             if let Some(end) = write.end_offset {
                 if end > self.offsets.written {
                     self.offsets.written = end;
+                    self.written_position = write.end_position;
                     self.offsets.follow(policy);
                 }
             }
+        }
+    }
+
+    /// Bytes of segment `base` (of `size` bytes, ending at `next_offset`)
+    /// that reads may take from its file: all of a segment before the one
+    /// where `written` ends, up to `written` in that one, none after it
+    /// unless `written` passed its end.
+    pub fn readable_size(&self, base: i64, size: u64, next_offset: i64) -> u64 {
+        let (written_base, written_position) = self.written_position;
+        match base.cmp(&written_base) {
+            std::cmp::Ordering::Less => size,
+            std::cmp::Ordering::Equal => size.min(written_position),
+            std::cmp::Ordering::Greater if next_offset <= self.offsets.written => size,
+            std::cmp::Ordering::Greater => 0,
         }
     }
 

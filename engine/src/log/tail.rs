@@ -6,9 +6,11 @@
 //! padded to its last page, and that partial last page is carried into the
 //! next chunk so the following write rewrites it with the newer bytes.
 //!
-//! Memory follows traffic: a quiet partition holds one small buffer
+//! Memory follows traffic: an idle partition holds one page (its partial
+//! last page; see [`TailBuffer::park`]), a quiet one a small buffer
 //! ([`SMALL_CHUNK_BYTES`]); bursts use full chunks, and at most one spare
-//! full chunk is kept.
+//! full chunk is kept. Buffers come from and go back to the shard's pool
+//! ([`AlignedBuf::pooled`]).
 
 use std::collections::VecDeque;
 
@@ -28,6 +30,9 @@ pub struct WriteJob {
     pub end_position: u64,
     /// The log end offset once this job is on disk, when it completes a batch.
     pub end_offset: Option<i64>,
+    /// Where the batch ending at `end_offset` ends in the file (0 when
+    /// `end_offset` is `None`).
+    pub end_offset_position: u64,
     /// Whether the first page of `buf` rewrites the partial last page of an
     /// earlier write (bytes already on disk, followed by new ones).
     pub rewrites_partial_page: bool,
@@ -60,7 +65,7 @@ impl TailBuffer {
         assert!(max_chunks >= 2);
         let filling_position = page_floor(end_position);
         assert_eq!((end_position - filling_position) as usize, partial_page.len());
-        let mut filling = AlignedBuf::new(chunk_bytes.min(SMALL_CHUNK_BYTES));
+        let mut filling = AlignedBuf::pooled(PAGE_BYTES);
         filling.push(partial_page);
         Self {
             chunk_bytes,
@@ -130,16 +135,40 @@ impl TailBuffer {
     /// for a quiet partition (which also releases the spare).
     fn fresh_buffer(&mut self, busy: bool) -> AlignedBuf {
         if !busy {
-            self.pool.clear();
-            return AlignedBuf::new(self.chunk_bytes.min(SMALL_CHUNK_BYTES));
+            self.pool.drain(..).for_each(AlignedBuf::recycle);
+            return AlignedBuf::pooled(self.chunk_bytes.min(SMALL_CHUNK_BYTES));
         }
         match self.pool.pop() {
             Some(mut buf) => {
                 buf.clear();
                 buf
             }
-            None => AlignedBuf::new(self.chunk_bytes),
+            None => AlignedBuf::pooled(self.chunk_bytes),
         }
+    }
+
+    /// Gives the tail's buffers back to the shard's pool when nothing is
+    /// unwritten or in flight, keeping one page: the partial last page the
+    /// next write rewrites. Called when the partition's writer goes idle.
+    pub fn park(&mut self) {
+        if self.has_unwritten() || self.in_flight > 0 {
+            return;
+        }
+        self.pool.drain(..).for_each(AlignedBuf::recycle);
+        if self.filling.capacity() == PAGE_BYTES {
+            return;
+        }
+        assert!(self.filling.len() < PAGE_BYTES, "all handed: only the partial last page is left");
+        let mut page = AlignedBuf::pooled(PAGE_BYTES);
+        page.push(self.filling.as_slice());
+        std::mem::replace(&mut self.filling, page).recycle();
+    }
+
+    /// Bytes of buffers the tail holds (not those of writes in flight).
+    pub fn buffered_capacity(&self) -> usize {
+        self.filling.capacity()
+            + self.sealed.iter().map(|(_, b)| b.capacity()).sum::<usize>()
+            + self.pool.iter().map(AlignedBuf::capacity).sum::<usize>()
     }
 
     fn seal_filling(&mut self) {
@@ -175,18 +204,20 @@ impl TailBuffer {
         let unpadded = buf.pad_to_page();
         let end_position = position + unpadded as u64;
         let mut end_offset = None;
+        let mut end_offset_position = 0;
         while let Some(&(mark_position, offset)) = self.marks.front() {
             if mark_position > end_position {
                 break;
             }
             end_offset = Some(offset);
+            end_offset_position = mark_position;
             self.marks.pop_front();
         }
         self.in_flight += 1;
         debug_assert!(position <= self.handed_end && self.handed_end - position < PAGE_BYTES as u64);
         let rewrites_partial_page = position < self.handed_end;
         self.handed_end = end_position;
-        Some(WriteJob { position, buf, end_position, end_offset, rewrites_partial_page })
+        Some(WriteJob { position, buf, end_position, end_offset, end_offset_position, rewrites_partial_page })
     }
 
     /// Returns the buffer of a completed write to the pool.
@@ -195,7 +226,16 @@ impl TailBuffer {
         self.in_flight -= 1;
         if buf.capacity() == self.chunk_bytes && self.pool.is_empty() {
             self.pool.push(buf);
+        } else {
+            buf.recycle();
         }
+    }
+}
+
+impl Drop for TailBuffer {
+    fn drop(&mut self) {
+        self.pool.drain(..).for_each(AlignedBuf::recycle);
+        self.sealed.drain(..).for_each(|(_, buf)| buf.recycle());
     }
 }
 
@@ -229,7 +269,8 @@ mod tests {
         fn writes_reproduce_appended_bytes(sizes in proptest::collection::vec(1usize..40_000, 1..60),
                                            drain_every in 1usize..5,
                                            start in 0u64..10_000,
-                                           chunk_pages in prop_oneof![Just(4usize), Just(64usize)]) {
+                                           chunk_pages in prop_oneof![Just(4usize), Just(64usize)],
+                                           park in proptest::bool::ANY) {
             let mut file = vec![7u8; start as usize];
             let mut expected = file.clone();
             let partial = file[page_floor(start) as usize..].to_vec();
@@ -247,6 +288,10 @@ mod tests {
                 if i % drain_every == 0 {
                     let end = drain(&mut tail, &mut file, &mut on_disk);
                     prop_assert_eq!(end, Some(next));
+                    if park {
+                        tail.park();
+                        prop_assert_eq!(tail.buffered_capacity(), PAGE_BYTES);
+                    }
                 }
             }
             drain(&mut tail, &mut file, &mut on_disk);

@@ -56,6 +56,13 @@ enum Job<D: Disk> {
         log_start: i64,
         version: u64,
     },
+    /// Cut the active segment's file to `to` (its data, page padded),
+    /// giving back the reservation past it.
+    Release {
+        file: Rc<D::File>,
+        segment_base: i64,
+        to: u64,
+    },
     /// Nothing to do until woken, or until `flush_deadline_ms` (clock time).
     Idle {
         flush_deadline_ms: Option<i64>,
@@ -88,6 +95,7 @@ pub(crate) async fn run<D: Disk>(inner: Rc<Inner<D>>) {
             Job::PersistMetadata { epochs, log_start, version } => {
                 persist_metadata(&inner, epochs, log_start, version).await
             }
+            Job::Release { file, segment_base, to } => release(&inner, file, segment_base, to).await,
         };
         inner.state.borrow_mut().writer_busy = false;
         if let Err(error) = outcome {
@@ -159,6 +167,9 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
     if let Some(job) = index_to_persist(&mut state) {
         return job;
     }
+    if let Some(job) = reservation_to_release(&mut state) {
+        return job;
+    }
 
     if state.closed && !state.sync_in_flight && state.writes.is_empty() {
         return Job::Exit;
@@ -167,6 +178,8 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
         Some(interval) if state.offsets.durable < state.offsets.written => Some(state.last_sync_ms + interval as i64),
         _ => None,
     };
+    // Nothing to write: the tail's buffers go back to the shard's pool.
+    state.active.tail.park();
     Job::Idle { flush_deadline_ms }
 }
 
@@ -212,6 +225,32 @@ fn index_to_persist<D: Disk>(state: &mut State<D>) -> Option<Job<D>> {
         time_at: (time_from * TIME_ENTRY_BYTES) as u64,
         entries: (index_upto, time_upto),
     })
+}
+
+/// The cut `Log::release_idle_reservation`
+/// asked for, once nothing is being written or sealed.
+fn reservation_to_release<D: Disk>(state: &mut State<D>) -> Option<Job<D>> {
+    if !state.release_wanted || !state.writes.is_empty() || !state.sealing.is_empty() {
+        return None;
+    }
+    if state.active.tail.has_unwritten() || state.active.tail.has_in_flight() {
+        return None;
+    }
+    state.release_wanted = false;
+    let to = crate::storage::aligned::page_ceil(state.active_segment().size);
+    if state.active.allocated <= to {
+        return None;
+    }
+    Some(Job::Release { file: state.active.direct_file.clone(), segment_base: state.active.base_offset, to })
+}
+
+async fn release<D: Disk>(inner: &Inner<D>, file: Rc<D::File>, segment_base: i64, to: u64) -> LogResult<()> {
+    file.set_len(to).await?;
+    let mut state = inner.state.borrow_mut();
+    if state.active.base_offset == segment_base {
+        state.active.allocated = to;
+    }
+    Ok(())
 }
 
 async fn idle(clock: &dyn Clock, listen: crate::runtime::event::Listen<'_>, deadline_ms: Option<i64>) {
@@ -266,7 +305,13 @@ async fn start_write<D: Disk>(
         let mut state = inner.state.borrow_mut();
         let id = state.next_write_id;
         state.next_write_id += 1;
-        state.writes.push_back(PendingWrite { id, file: file.clone(), end_offset: job.end_offset, done: false });
+        state.writes.push_back(PendingWrite {
+            id,
+            file: file.clone(),
+            end_offset: job.end_offset,
+            end_position: (segment_base, job.end_offset_position),
+            done: false,
+        });
         assert!(state.writes.len() <= MAX_WRITES_IN_FLIGHT, "writes in flight are bounded");
         id
     };

@@ -667,8 +667,12 @@ impl<D: Disk> Partition<D> {
     pub async fn close(&self) -> PartitionResult<()> {
         self.log.close().await?;
         let end = self.log.offsets().log_end;
-        let state = self.producers.borrow().clone();
-        snapshots::write(self.log.disk(), self.log.dir(), end, &state).await?;
+        // A snapshot at the log end is already there when nothing was
+        // appended since the last close.
+        if !snapshots::exists(self.log.disk(), self.log.dir(), end) {
+            let state = self.producers.borrow().clone();
+            snapshots::write(self.log.disk(), self.log.dir(), end, &state).await?;
+        }
         Ok(())
     }
 }

@@ -45,6 +45,11 @@ pub async fn write<D: Disk>(disk: &D, dir: &Path, offset: i64, state: &ProducerS
     Ok(())
 }
 
+/// Whether a snapshot at `offset` exists.
+pub fn exists<D: Disk>(disk: &D, dir: &Path, offset: i64) -> bool {
+    disk.exists(&dir.join(name_of(offset)))
+}
+
 /// Removes snapshots above `offset` (the log was truncated there).
 pub async fn remove_above<D: Disk>(disk: &D, dir: &Path, offset: i64) -> LogResult<()> {
     for above in list(disk, dir).into_iter().filter(|o| *o > offset) {

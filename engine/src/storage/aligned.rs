@@ -108,6 +108,54 @@ impl AlignedBuf {
     }
 }
 
+/// Spare buffers a shard keeps for reuse, in bytes: chunks given back by
+/// idle partitions are handed to busy ones instead of going back to the
+/// allocator (a chunk is one mmap and its page faults).
+pub const POOL_MAX_BYTES: usize = 16 << 20;
+
+thread_local! {
+    /// This shard's spare buffers, by capacity.
+    static POOL: std::cell::RefCell<(usize, Vec<AlignedBuf>)> = const { std::cell::RefCell::new((0, Vec::new())) };
+}
+
+impl AlignedBuf {
+    /// An empty buffer of `capacity` bytes from this thread's (shard's)
+    /// pool, or a new one.
+    pub fn pooled(capacity: usize) -> Self {
+        let reused = POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let at = pool.1.iter().position(|b| b.capacity == capacity)?;
+            let buf = pool.1.swap_remove(at);
+            pool.0 -= buf.capacity;
+            Some(buf)
+        });
+        match reused {
+            Some(mut buf) => {
+                buf.clear();
+                buf
+            }
+            None => Self::new(capacity),
+        }
+    }
+
+    /// Gives a buffer back to this thread's pool (freed when the pool
+    /// holds [`POOL_MAX_BYTES`] already).
+    pub fn recycle(self) {
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.0 + self.capacity <= POOL_MAX_BYTES {
+                pool.0 += self.capacity;
+                pool.1.push(self);
+            }
+        });
+    }
+
+    /// Bytes this thread's pool holds.
+    pub fn pooled_bytes() -> usize {
+        POOL.with(|pool| pool.borrow().0)
+    }
+}
+
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with the same layout.
@@ -145,5 +193,25 @@ mod tests {
         assert_eq!(page_floor(4097), 4096);
         assert_eq!(page_ceil(4097), 8192);
         assert_eq!(page_ceil(4096), 4096);
+    }
+
+    #[test]
+    fn the_pool_reuses_buffers_of_the_asked_capacity_within_its_bound() {
+        let mut buf = AlignedBuf::pooled(2 * PAGE_BYTES);
+        buf.push(&[7u8; 10]);
+        let address = buf.as_slice().as_ptr() as usize;
+        buf.recycle();
+        assert_eq!(AlignedBuf::pooled_bytes(), 2 * PAGE_BYTES);
+        let other = AlignedBuf::pooled(PAGE_BYTES);
+        assert_eq!(AlignedBuf::pooled_bytes(), 2 * PAGE_BYTES, "another capacity is allocated anew");
+        let again = AlignedBuf::pooled(2 * PAGE_BYTES);
+        assert_eq!(again.as_slice().as_ptr() as usize, address, "the spare is reused");
+        assert!(again.is_empty(), "handed out empty");
+        assert_eq!(AlignedBuf::pooled_bytes(), 0);
+        for _ in 0..(POOL_MAX_BYTES / PAGE_BYTES + 2) {
+            AlignedBuf::new(PAGE_BYTES).recycle();
+        }
+        assert_eq!(AlignedBuf::pooled_bytes(), POOL_MAX_BYTES, "the pool is bounded");
+        drop(other);
     }
 }

@@ -33,6 +33,10 @@ pub trait Disk: Clone + std::fmt::Debug + 'static {
 
     /// Opens `path`.
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Self::File>;
+    /// Opens an existing `path` again, as `mode` but never creating it (a
+    /// file removed meanwhile is `NotFound`): how a file cache gets back a
+    /// descriptor it closed.
+    async fn reopen(&self, path: &Path, mode: OpenMode) -> io::Result<Self::File>;
     /// Creates a directory and its parents.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Names of the entries of a directory.
@@ -142,21 +146,31 @@ async fn write_all_with_priority<B: IoBuf>(
     BufResult(Ok(()), buf)
 }
 
+/// Opens `path` as `mode`, creating it when missing if `create` (and the
+/// mode writes).
+async fn open_real(path: &Path, mode: OpenMode, create: bool) -> io::Result<RealFile> {
+    let mut options = compio::fs::OpenOptions::new();
+    match mode {
+        OpenMode::Read => options.read(true),
+        OpenMode::ReadWrite => options.read(true).write(true).create(create),
+        OpenMode::DirectWrite => options.write(true).create(create).custom_flags(libc::O_DIRECT),
+    };
+    let file = options.open(path).await?;
+    if sync_ledger::is_installed() {
+        sync_ledger::opened(path, file.metadata().await?.len());
+    }
+    Ok(RealFile { file, path: path.to_path_buf(), mode, kernel: std::cell::OnceCell::new() })
+}
+
 impl Disk for RealDisk {
     type File = RealFile;
 
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<RealFile> {
-        let mut options = compio::fs::OpenOptions::new();
-        match mode {
-            OpenMode::Read => options.read(true),
-            OpenMode::ReadWrite => options.read(true).write(true).create(true),
-            OpenMode::DirectWrite => options.write(true).create(true).custom_flags(libc::O_DIRECT),
-        };
-        let file = options.open(path).await?;
-        if sync_ledger::is_installed() {
-            sync_ledger::opened(path, file.metadata().await?.len());
-        }
-        Ok(RealFile { file, path: path.to_path_buf(), mode, kernel: std::cell::OnceCell::new() })
+        open_real(path, mode, true).await
+    }
+
+    async fn reopen(&self, path: &Path, mode: OpenMode) -> io::Result<RealFile> {
+        open_real(path, mode, false).await
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {

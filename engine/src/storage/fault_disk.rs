@@ -302,6 +302,13 @@ impl Disk for FaultDisk {
         })
     }
 
+    async fn reopen(&self, path: &Path, mode: OpenMode) -> io::Result<FaultFile> {
+        if !self.state.borrow().names.contains_key(path) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        self.open(path, mode).await
+    }
+
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
         for ancestor in path.ancestors() {

@@ -16,7 +16,6 @@ use futures::Future;
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 use shardline_engine::runtime::mesh::Mesh;
-use shardline_engine::RealDisk;
 
 use super::groups::{asked_commits, internal_topic, offsets_topic, on_coordinator, s};
 use super::Context;
@@ -40,7 +39,9 @@ pub async fn transaction_topic(context: &Context) -> Result<Arc<TopicInfo>, Resp
 async fn on_txn_coordinator<R, F, Fut>(context: &Context, transactional_id: &str, work: F) -> Result<R, ResponseError>
 where
     R: Send + 'static,
-    F: FnOnce(Rc<ShardState>, CoordinatorLog<RealDisk>, Arc<BrokerShared>, Mesh<ShardState>) -> Fut + Send + 'static,
+    F: FnOnce(Rc<ShardState>, CoordinatorLog<crate::shard::ShardDisk>, Arc<BrokerShared>, Mesh<ShardState>) -> Fut
+        + Send
+        + 'static,
     Fut: Future<Output = Result<R, ResponseError>> + 'static,
 {
     let topic = transaction_topic(context).await?;

@@ -1,6 +1,6 @@
 //! The background work of every shard, each loop bounded by the shard's
 //! shutdown flag: loading the coordinators of its internal partitions at
-//! startup, retention, producer snapshots, and the group and transaction
+//! startup, retention, producer snapshots, giving back what idle partitions hold, and the group and transaction
 //! coordinators' timers (woken at the deadline the state machines armed,
 //! at most a second apart).
 
@@ -26,6 +26,7 @@ pub fn spawn_timers(state: &Rc<ShardState>, shared: &Arc<BrokerShared>, mesh: &M
     spawn_coordinator_loads(state.clone());
     spawn_retention(state.clone());
     spawn_producer_snapshots(state.clone());
+    spawn_idle_release(state.clone());
     spawn_group_timers(state.clone());
     spawn_txn_timers(state.clone(), MeshMarkers { shared: shared.clone(), mesh: mesh.clone() });
 }
@@ -64,6 +65,27 @@ fn spawn_retention(state: Rc<ShardState>) {
                 return;
             }
             state.partitions.apply_retention().await;
+        }
+    });
+}
+
+/// What idle partitions give back, every `partition_idle_ms`: the segment
+/// descriptors no read or write used since the previous sweep (so one
+/// closes after one to two intervals), and the disk reserved past the data
+/// of partitions with no append since then.
+fn spawn_idle_release(state: Rc<ShardState>) {
+    let interval = Duration::from_millis(state.config.partition_idle_ms.max(1));
+    spawn_local(async move {
+        while !state.shutting_down.get() {
+            state.clock.sleep(interval).await;
+            if state.shutting_down.get() {
+                return;
+            }
+            state.partitions.release_idle_reservations();
+            let closed = state.partitions.disk().close_idle();
+            if closed > 0 {
+                tracing::debug!(shard = state.shard, closed, "closed idle segment files");
+            }
         }
     });
 }

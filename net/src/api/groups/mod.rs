@@ -25,8 +25,6 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use shardline_engine::RealDisk;
-
 use super::Context;
 use crate::coordinators::CoordinatorLog;
 use crate::groups::coordinator::CommitAsked;
@@ -73,7 +71,7 @@ pub async fn offsets_topic(context: &Context) -> Result<Arc<TopicInfo>, Response
 pub(super) async fn on_coordinator<R, F, Fut>(context: &Context, group: &str, work: F) -> Result<R, ResponseError>
 where
     R: Send + 'static,
-    F: FnOnce(Rc<ShardState>, CoordinatorLog<RealDisk>, Arc<BrokerShared>) -> Fut + Send + 'static,
+    F: FnOnce(Rc<ShardState>, CoordinatorLog<crate::shard::ShardDisk>, Arc<BrokerShared>) -> Fut + Send + 'static,
     Fut: Future<Output = R> + 'static,
 {
     let topic = offsets_topic(context).await?;

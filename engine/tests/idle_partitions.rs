@@ -1,0 +1,136 @@
+//! What an idle partition costs: its tail gives its buffers back to the
+//! shard's pool and keeps one page, its disk reservation past the data is
+//! given back, and many logs share one shard's descriptor budget
+//! (`CachedDisk`) without losing or mixing up a byte. On the fault disk.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use shardline_engine::storage::aligned::{page_ceil, PAGE_BYTES};
+use shardline_engine::storage::disk::{Disk, DiskFile, OpenMode};
+use shardline_engine::storage::fault_disk::{FaultConfig, FaultDisk};
+use shardline_engine::storage::file_cache::CachedDisk;
+use shardline_engine::{Log, LogConfig};
+
+/// Lets the shard's other tasks (the writer, the write tasks) run.
+async fn settle() {
+    for _ in 0..20 {
+        compio::runtime::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn config() -> LogConfig {
+    LogConfig { segment_bytes: 1 << 20, preallocate: true, ..small_config() }
+}
+
+async fn file_len<D: Disk>(disk: &D, dir: &Path) -> u64 {
+    let path = dir.join(format!("{:020}.log", 0));
+    disk.open(&path, OpenMode::Read).await.expect("segment").len().await.expect("len")
+}
+
+async fn read_everything<D: Disk>(log: &Log<D>) -> Vec<(i64, Vec<u8>)> {
+    let end = log.offsets().log_end;
+    let read = log.read(0, 64 << 20, end).await.expect("read");
+    split_batches(&read.batches)
+}
+
+#[test]
+fn an_idle_log_keeps_one_page_of_tail_and_gives_back_its_reservation() {
+    compio::runtime::Runtime::new().expect("runtime").block_on(async {
+        let disk = FaultDisk::new(11, FaultConfig::default());
+        let dir = PathBuf::from("/data/idle-0");
+        let log = Log::open(disk.clone(), &dir, options(config(), 0), 0).await.expect("open");
+        let mut sent = Vec::new();
+        let batch = seeded_batch(1, 1, 100, 1_000);
+        sent.push(batch.to_vec());
+        let info = log.append(batch, 1, 0).await.expect("append");
+        log.wait_durable(info.last_offset + 1).await.expect("durable");
+        settle().await;
+        assert_eq!(log.tail_buffer_bytes(), PAGE_BYTES, "an idle tail keeps its partial last page only");
+
+        // A burst takes full chunks; once written they go back.
+        for seed in 2..40 {
+            let batch = seeded_batch(seed, 8, 1000, 1_000);
+            sent.push(batch.to_vec());
+            log.append(batch, 1, 0).await.expect("append");
+        }
+        assert!(log.tail_buffer_bytes() > PAGE_BYTES, "a burst is buffered in chunks");
+        log.wait_durable(log.offsets().log_end).await.expect("durable");
+        settle().await;
+        assert_eq!(log.tail_buffer_bytes(), PAGE_BYTES, "after the burst the tail is one page again");
+
+        let size = log.size_bytes();
+        let reserved = file_len(&disk, &dir).await;
+        assert!(reserved > page_ceil(size), "space is reserved past the data ({reserved} for {size})");
+        log.release_idle_reservation();
+        settle().await;
+        assert_eq!(file_len(&disk, &dir).await, reserved, "appended since the last call: nothing is given back");
+        log.release_idle_reservation();
+        settle().await;
+        assert_eq!(file_len(&disk, &dir).await, page_ceil(size), "idle: cut to the page after the data");
+
+        // Appends go on after the cut, and everything survives a reopen.
+        let batch = seeded_batch(99, 3, 500, 1_000);
+        sent.push(batch.to_vec());
+        let info = log.append(batch, 1, 0).await.expect("append after the cut");
+        log.wait_durable(info.last_offset + 1).await.expect("durable");
+        let check = |got: Vec<(i64, Vec<u8>)>| {
+            assert_eq!(got.len(), sent.len());
+            for ((_, got), want) in got.iter().zip(&sent) {
+                assert_eq!(payload(got), payload(want));
+            }
+        };
+        check(read_everything(&log).await);
+        log.close().await.expect("close");
+        drop(log);
+        let reopened = Log::open(disk.clone(), &dir, options(config(), 0), 0).await.expect("reopen");
+        check(read_everything(&reopened).await);
+    });
+}
+
+#[test]
+fn logs_share_one_descriptor_budget() {
+    const LOGS: usize = 12;
+    const LIMIT: usize = 5;
+    compio::runtime::Runtime::new().expect("runtime").block_on(async {
+        let fault = FaultDisk::new(12, FaultConfig::default());
+        let disk = CachedDisk::new(fault.clone(), LIMIT);
+        let dir = |i: usize| PathBuf::from(format!("/data/shared-{i}"));
+        let mut logs = Vec::new();
+        for i in 0..LOGS {
+            logs.push(Log::open(disk.clone(), &dir(i), options(config(), 0), 0).await.expect("open"));
+            assert!(disk.open_count() <= LIMIT);
+        }
+        for round in 0..3u64 {
+            for (i, log) in logs.iter().enumerate() {
+                let info = log.append(seeded_batch(round * 100 + i as u64, 4, 300, 1_000), 1, 0).await.expect("append");
+                log.wait_durable(info.last_offset + 1).await.expect("durable");
+            }
+        }
+        settle().await;
+        assert!(disk.open_count() <= LIMIT, "{} open, more than {LIMIT}", disk.open_count());
+        assert!(disk.opens() > (LOGS * 4) as u64, "descriptors were closed and reopened");
+        for (i, log) in logs.iter().enumerate() {
+            let got = read_everything(log).await;
+            let want: Vec<Vec<u8>> =
+                (0..3u64).map(|r| seeded_batch(r * 100 + i as u64, 4, 300, 1_000).to_vec()).collect();
+            assert_eq!(got.len(), 3, "log {i}");
+            for ((_, got), want) in got.iter().zip(&want) {
+                assert_eq!(payload(got), payload(want), "log {i}");
+            }
+        }
+        for log in &logs {
+            log.close().await.expect("close");
+        }
+        drop(logs);
+        assert_eq!(disk.open_count(), 0, "closed logs hold no descriptor");
+        // The files are whole on the disk underneath.
+        for i in 0..LOGS {
+            let log = Log::open(fault.clone(), &dir(i), options(config(), 0), 0).await.expect("reopen");
+            assert_eq!(read_everything(&log).await.len(), 3, "log {i} after reopening");
+        }
+    });
+}
