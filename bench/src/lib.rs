@@ -33,6 +33,7 @@ pub async fn open_log(dir: &Path, cache_bytes: usize) -> Log<RealDisk> {
         policy: HighWatermarkPolicy::Durable,
         cache: BatchCache::shared(cache_bytes),
         cache_key: 0,
+        indexes: shardline_engine::log::index_budget::IndexBudget::shared(64 << 20),
         clock: shardline_engine::runtime::clock::system_clock(),
     };
     Log::open(RealDisk, dir, options, 0).await.expect("open benchmark log")

@@ -134,3 +134,45 @@ fn logs_share_one_descriptor_budget() {
         }
     });
 }
+
+#[test]
+fn sealed_indexes_stay_within_the_shard_budget_and_reads_stay_right() {
+    use shardline_engine::log::index_budget::IndexBudget;
+    compio::runtime::Runtime::new().expect("runtime").block_on(async {
+        let disk = FaultDisk::new(13, FaultConfig::default());
+        let dir = PathBuf::from("/data/indexed-0");
+        // 64 KiB segments of about 23 batches: each sealed segment's
+        // indexes take more than the budget alone.
+        let config = LogConfig { segment_bytes: 64 * 1024, ..small_config() };
+        let budget = IndexBudget::shared(300);
+        let mut opts = options(config.clone(), 0);
+        opts.indexes = budget.clone();
+        let log = Log::open(disk.clone(), &dir, opts, 0).await.expect("open");
+        let mut sent = Vec::new();
+        for seed in 0..120 {
+            let batch = seeded_batch(seed, 3, 900, 1_000);
+            sent.push(batch.to_vec());
+            log.append(batch, 1, 0).await.expect("append");
+        }
+        log.wait_durable(log.offsets().log_end).await.expect("durable");
+        settle().await;
+        assert!(log.segment_bases().len() >= 4, "several sealed segments");
+        // Every batch, one read each, from every segment in turn (twice:
+        // the second pass reloads what the budget dropped).
+        let end = log.offsets().log_end;
+        for pass in 0..2 {
+            for (i, want) in sent.iter().enumerate() {
+                let offset = 3 * i as i64 + 1;
+                let read = log.read(offset, 1, end).await.expect("read");
+                let got = split_batches(&read.batches);
+                assert_eq!(got.len(), 1, "pass {pass}: batch {i}");
+                assert_eq!(payload(&got[0].1), payload(want), "pass {pass}: batch {i}");
+                let loaded = budget.borrow().loaded_count();
+                assert!(loaded <= 1, "pass {pass}: {loaded} sealed segments' indexes loaded, over the budget");
+            }
+        }
+        assert!(budget.borrow().used_bytes() > 300, "sealed indexes were loaded and counted");
+        log.close().await.expect("close");
+        assert_eq!(budget.borrow().used_bytes(), 0, "a closed log's indexes are no longer counted");
+    });
+}

@@ -71,6 +71,9 @@ pub struct BrokerConfig {
     pub log_message_timestamp_after_max_ms: i64,
     /// `batch_cache_bytes`: per-shard cache of recent batches.
     pub batch_cache_bytes: usize,
+    /// `index_cache_bytes`: per-shard memory for the loaded indexes of
+    /// sealed segments (least recently used dropped first, reloaded on use).
+    pub index_cache_bytes: usize,
     /// `io_priority`: each shard thread's I/O priority (`default`,
     /// `realtime:N`, `best-effort:N`), which io_uring gives its reads and
     /// writes.
@@ -158,6 +161,7 @@ impl Default for BrokerConfig {
             log_message_timestamp_before_max_ms: i64::MAX,
             log_message_timestamp_after_max_ms: 3_600_000,
             batch_cache_bytes: 64 << 20,
+            index_cache_bytes: 64 << 20,
             fetch_splice: true,
             io_priority: "default".into(),
             append_io_priority: "default".into(),
@@ -256,6 +260,7 @@ impl BrokerConfig {
             "log_message_timestamp_before_max_ms" => self.log_message_timestamp_before_max_ms = parse(key, value)?,
             "log_message_timestamp_after_max_ms" => self.log_message_timestamp_after_max_ms = parse(key, value)?,
             "batch_cache_bytes" => self.batch_cache_bytes = parse(key, value)?,
+            "index_cache_bytes" => self.index_cache_bytes = parse(key, value)?,
             "fetch_splice" => self.fetch_splice = parse(key, value)?,
             "io_priority" => self.io_priority = value.into(),
             "append_io_priority" => self.append_io_priority = value.into(),

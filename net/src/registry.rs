@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use shardline_engine::log::cache::{BatchCache, SharedBatchCache};
+use shardline_engine::log::index_budget::{IndexBudget, SharedIndexBudget};
 use shardline_engine::partition::{Durability, Isolation, Partition, PartitionResult};
 use shardline_engine::runtime::clock::{timeout, SharedClock};
 use shardline_engine::{Disk, HighWatermarkPolicy, LogConfig, LogOptions};
@@ -35,6 +36,7 @@ pub struct PartitionRegistry<D: Disk> {
     data_dir: PathBuf,
     clock: SharedClock,
     cache: SharedBatchCache,
+    indexes: SharedIndexBudget,
     next_cache_key: Cell<u64>,
     replicas: RefCell<BTreeMap<PartitionKey, Rc<Replica<D>>>>,
 }
@@ -46,13 +48,15 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
 
 impl<D: Disk> PartitionRegistry<D> {
     /// An empty registry for partitions under `data_dir`, with a batch
-    /// cache of `cache_bytes` shared by them.
-    pub fn new(disk: D, data_dir: PathBuf, clock: SharedClock, cache_bytes: usize) -> Self {
+    /// cache of `cache_bytes` and a budget of `index_bytes` for loaded
+    /// sealed-segment indexes, shared by them.
+    pub fn new(disk: D, data_dir: PathBuf, clock: SharedClock, cache_bytes: usize, index_bytes: usize) -> Self {
         PartitionRegistry {
             disk,
             data_dir,
             clock,
             cache: BatchCache::shared(cache_bytes),
+            indexes: IndexBudget::shared(index_bytes),
             next_cache_key: Cell::new(0),
             replicas: RefCell::new(BTreeMap::new()),
         }
@@ -61,6 +65,11 @@ impl<D: Disk> PartitionRegistry<D> {
     /// The replica of `topic`/`partition`, if this shard holds it.
     pub fn get(&self, topic: &str, partition: i32) -> Option<Rc<Replica<D>>> {
         self.replicas.borrow().get(&(topic.to_string(), partition)).cloned()
+    }
+
+    /// Bytes of sealed-segment indexes loaded now.
+    pub fn index_bytes(&self) -> usize {
+        self.indexes.borrow().used_bytes()
     }
 
     /// The disk its partitions live on.
@@ -91,7 +100,14 @@ impl<D: Disk> PartitionRegistry<D> {
             Durability::Durable => HighWatermarkPolicy::Durable,
             Durability::Written => HighWatermarkPolicy::Written,
         };
-        let options = LogOptions { config, policy, cache: self.cache.clone(), cache_key, clock: self.clock.clone() };
+        let options = LogOptions {
+            config,
+            policy,
+            cache: self.cache.clone(),
+            cache_key,
+            indexes: self.indexes.clone(),
+            clock: self.clock.clone(),
+        };
         let dir = partition_dir(&self.data_dir, topic, partition);
         let opened = Partition::open(self.disk.clone(), &dir, options, self.clock.now_ms()).await?;
         let replica = Rc::new(Replica { partition: opened, acks_all });

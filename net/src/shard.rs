@@ -117,7 +117,13 @@ impl ShardState {
     /// session ids, member ids).
     pub fn new(shard: usize, config: Arc<BrokerConfig>, clock: SharedClock, seed: u64) -> Self {
         let disk = CachedDisk::new(RealDisk, config.open_files_per_shard);
-        let partitions = PartitionRegistry::new(disk, config.data_dir.clone(), clock.clone(), config.batch_cache_bytes);
+        let partitions = PartitionRegistry::new(
+            disk,
+            config.data_dir.clone(),
+            clock.clone(),
+            config.batch_cache_bytes,
+            config.index_cache_bytes,
+        );
         let sessions =
             FetchSessions::new(config.max_incremental_fetch_session_cache_slots, shard, config.shard_count(), seed);
         let groups = GroupService::new(group_config(&config), clock.clone(), seed.rotate_left(17));

@@ -26,6 +26,7 @@ fn main() {
             policy: HighWatermarkPolicy::Durable,
             cache: BatchCache::shared(1 << 20),
             cache_key: 0,
+            indexes: shardline_engine::log::index_budget::IndexBudget::shared(64 << 20),
             clock: system_clock(),
         };
         let log = Log::open(RealDisk, &dir, options, 0).await.expect("open log");

@@ -25,6 +25,11 @@ pub struct OffsetIndex {
 }
 
 impl OffsetIndex {
+    /// Bytes of memory its entries take.
+    pub fn memory_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<(u32, u32)>()
+    }
+
     /// An empty index for the segment starting at `base_offset`.
     pub fn new(base_offset: i64) -> Self {
         Self { base_offset, entries: Vec::new() }
@@ -137,6 +142,11 @@ pub struct TimeIndex {
 }
 
 impl TimeIndex {
+    /// Bytes of memory its entries take.
+    pub fn memory_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<(i64, u32)>()
+    }
+
     /// An empty time index for the segment starting at `base_offset`.
     pub fn new(base_offset: i64) -> Self {
         Self { base_offset, entries: Vec::new() }

@@ -110,6 +110,7 @@ impl<D: Disk> Log<D> {
         for base in doomed {
             state.segments.remove(base);
         }
+        self.inner.forget_indexes(doomed);
         state.offsets.advance_log_start(offset);
         state.epochs.truncate_from_start(offset);
         state.metadata_version += 1;
@@ -193,6 +194,7 @@ impl<D: Disk> Log<D> {
             for b in &later {
                 state.segments.remove(b);
             }
+            self.inner.forget_indexes(&later);
         }
         remove_segments(&self.inner.disk, &self.inner.dir, &later).await?;
         let (direct, read) = {
@@ -300,6 +302,8 @@ impl<D: Disk> Log<D> {
         }
         write_checkpoint(disk, dir, CLEAN_SHUTDOWN_FILE, String::new()).await?;
         self.inner.options.cache.borrow_mut().drop_partition(self.inner.options.cache_key);
+        let bases: Vec<i64> = self.inner.state.borrow().segments.keys().copied().collect();
+        self.inner.forget_indexes(&bases);
         Ok(())
     }
 }

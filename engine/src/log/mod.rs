@@ -15,6 +15,7 @@ pub mod epoch_cache;
 pub mod error;
 pub(crate) mod files;
 pub mod index;
+pub mod index_budget;
 mod maintenance;
 pub mod offsets;
 pub mod options;

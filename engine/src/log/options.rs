@@ -1,9 +1,10 @@
 //! What a partition log is opened with besides its directory and disk: the
 //! topic's log configuration, the high watermark policy, the shard's batch
-//! cache and clock. Built by the partition's owner on its shard.
+//! cache, index budget and clock. Built by the partition's owner on its shard.
 
 use crate::log::cache::{CacheKey, SharedBatchCache};
 use crate::log::config::LogConfig;
+use crate::log::index_budget::SharedIndexBudget;
 use crate::log::offsets::HighWatermarkPolicy;
 use crate::runtime::clock::SharedClock;
 
@@ -16,8 +17,10 @@ pub struct LogOptions {
     pub policy: HighWatermarkPolicy,
     /// The shard's batch cache.
     pub cache: SharedBatchCache,
-    /// This partition's key in the shard's cache.
+    /// This partition's key in the shard's cache (and index budget).
     pub cache_key: CacheKey,
+    /// The shard's budget for loaded sealed-segment indexes.
+    pub indexes: SharedIndexBudget,
     /// The shard's clock (`flush.ms`, `segment.ms`).
     pub clock: SharedClock,
 }

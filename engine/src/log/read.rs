@@ -222,17 +222,23 @@ impl<D: Disk> Log<D> {
         }
         let (index, time_index) = self.load_or_rebuild_indexes(base).await?;
         let found = index.lookup(target);
-        let mut state = self.inner.state.borrow_mut();
-        if let Some(segment) = state.segments.get_mut(&base) {
+        {
+            let mut state = self.inner.state.borrow_mut();
+            let Some(segment) = state.segments.get_mut(&base) else { return Ok(found) };
             segment.index = Some(index);
             segment.time_index = Some(time_index);
         }
+        self.inner.count_loaded_index(base);
         Ok(found)
     }
 
     fn with_index<T>(&self, base: i64, f: impl FnOnce(&OffsetIndex) -> T) -> Option<T> {
         let state = self.inner.state.borrow();
-        state.segments.get(&base)?.index.as_ref().map(f)
+        let found = state.segments.get(&base)?.index.as_ref().map(f);
+        if found.is_some() {
+            self.inner.options.indexes.borrow_mut().touch(self.inner.options.cache_key, base);
+        }
+        found
     }
 
     pub(crate) async fn load_or_rebuild_indexes(&self, base: i64) -> LogResult<(OffsetIndex, TimeIndex)> {

@@ -215,9 +215,8 @@ async fn open_sealed<D: Disk>(
         segment.max_timestamp = builder.max_timestamp;
         segment.offset_of_max_timestamp = builder.offset_of_max_timestamp;
         let (index, time_index) = builder.finish();
+        // Written, not kept: loaded on first use under the shard's budget.
         write_indexes(disk, dir, base, &index, &time_index).await?;
-        segment.index = Some(index);
-        segment.time_index = Some(time_index);
     } else {
         let (max_timestamp, offset) = last_time_entry(disk, dir, base, next_base, file_len, config).await?;
         segment.max_timestamp = max_timestamp;

@@ -127,6 +127,42 @@ pub(crate) struct Inner<D: Disk> {
     pub writer_wake: LocalEvent,
 }
 
+impl<D: Disk> crate::log::index_budget::IndexHolder for Inner<D> {
+    fn unload_index(&self, base: i64) {
+        // Borrowed means busy on this shard right now: keep it this time.
+        let Ok(mut state) = self.state.try_borrow_mut() else { return };
+        let sealed = base != state.active.base_offset && !state.sealing.iter().any(|s| s.active.base_offset == base);
+        if let (true, Some(segment)) = (sealed, state.segments.get_mut(&base)) {
+            segment.index = None;
+            segment.time_index = None;
+        }
+    }
+}
+
+impl<D: Disk> Inner<D> {
+    /// Counts the just-loaded indexes of sealed segment `base` in the
+    /// shard's budget, dropping those of the least recently used beyond it.
+    pub(crate) fn count_loaded_index(self: &std::rc::Rc<Self>, base: i64) {
+        let bytes = {
+            let state = self.state.borrow();
+            let Some(segment) = state.segments.get(&base) else { return };
+            segment.index.as_ref().map_or(0, |i| i.memory_bytes())
+                + segment.time_index.as_ref().map_or(0, |t| t.memory_bytes())
+        };
+        let holder: std::rc::Weak<dyn crate::log::index_budget::IndexHolder> = std::rc::Rc::downgrade(self) as _;
+        let evicted = self.options.indexes.borrow_mut().loaded(self.options.cache_key, base, bytes, holder);
+        crate::log::index_budget::unload(evicted);
+    }
+
+    /// Stops counting the indexes of segments that are gone.
+    pub(crate) fn forget_indexes(&self, bases: &[i64]) {
+        let mut budget = self.options.indexes.borrow_mut();
+        for &base in bases {
+            budget.forget(self.options.cache_key, base);
+        }
+    }
+}
+
 impl<D: Disk> State<D> {
     pub fn check_open(&self) -> LogResult<()> {
         if let Some(reason) = &self.poisoned {

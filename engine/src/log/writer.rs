@@ -84,7 +84,7 @@ pub(crate) async fn run<D: Disk>(inner: Rc<Inner<D>>) {
                 Ok(())
             }
             Job::Write { file, job, segment_base } => start_write(&inner, file, job, segment_base).await,
-            Job::Seal(sealing) => seal(&inner, sealing).await,
+            Job::Seal(sealing) => seal(&inner, sealing).await.map(|base| inner.count_loaded_index(base)),
             Job::Sync { files, target, messages, generation } => {
                 spawn_local(sync_task(inner.clone(), files, target, messages, generation));
                 Ok(())
@@ -384,7 +384,9 @@ async fn sync<D: Disk>(
     Ok(())
 }
 
-async fn seal<D: Disk>(inner: &Inner<D>, sealing: SealingTail<D>) -> LogResult<()> {
+/// Returns the sealed segment's base (its indexes stay loaded, now under
+/// the shard's budget).
+async fn seal<D: Disk>(inner: &Inner<D>, sealing: SealingTail<D>) -> LogResult<i64> {
     let base = sealing.active.base_offset;
     let (index, time_index, next_base) = {
         let mut state = inner.state.borrow_mut();
@@ -411,7 +413,7 @@ async fn seal<D: Disk>(inner: &Inner<D>, sealing: SealingTail<D>) -> LogResult<(
         write_checkpoint(&inner.disk, &inner.dir, RECOVERY_POINT_FILE, next_base.to_string()).await?;
     }
     inner.changed.notify_all();
-    Ok(())
+    Ok(base)
 }
 
 async fn persist_index<D: Disk>(

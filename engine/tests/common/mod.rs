@@ -46,6 +46,8 @@ pub fn options(config: LogConfig, cache_bytes: usize) -> LogOptions {
         policy: HighWatermarkPolicy::Durable,
         cache: BatchCache::shared(cache_bytes),
         cache_key: 1,
+        // Small: sealed indexes are dropped and reloaded throughout the tests.
+        indexes: shardline_engine::log::index_budget::IndexBudget::shared(1024),
         clock: shardline_engine::runtime::clock::system_clock(),
     }
 }

@@ -763,7 +763,7 @@ mod tests {
     fn an_undecodable_batch_is_skipped_and_the_rest_loads() {
         compio::runtime::Runtime::new().expect("runtime").block_on(async {
             let disk = FaultDisk::new(1, FaultConfig::default());
-            let registry = PartitionRegistry::new(disk, PathBuf::from("/data"), system_clock(), 1 << 20);
+            let registry = PartitionRegistry::new(disk, PathBuf::from("/data"), system_clock(), 1 << 20, 1 << 20);
             let replica =
                 registry.open(OFFSETS_TOPIC, 0, LogConfig::default(), Durability::Durable).await.expect("open");
             let at = || CoordinatorLog { index: 0, replica: Some(replica.clone()) };

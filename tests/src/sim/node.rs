@@ -40,6 +40,8 @@ pub const DATA_PARTITIONS: i32 = 3;
 pub const INTERNAL_PARTITIONS: i32 = 2;
 /// Batch cache per node: small, so reads also come from the files.
 const CACHE_BYTES: usize = 24 * 1024;
+/// Small enough that sealed indexes are dropped and reloaded all the time.
+const INDEX_BUDGET_BYTES: usize = 512;
 
 /// What acks=all waits for on data partition `index`.
 pub fn data_acks_all(index: i32) -> Durability {
@@ -109,7 +111,8 @@ impl SimNode {
     /// service's member ids.
     pub async fn boot(disk: FaultDisk, clock: SimClock, seed: u64) -> Result<SimNode, String> {
         let shared: SharedClock = Rc::new(clock.clone());
-        let registry = Rc::new(PartitionRegistry::new(disk.clone(), data_dir(), shared.clone(), CACHE_BYTES));
+        let registry =
+            Rc::new(PartitionRegistry::new(disk.clone(), data_dir(), shared.clone(), CACHE_BYTES, INDEX_BUDGET_BYTES));
         for index in 0..DATA_PARTITIONS {
             registry.open(DATA_TOPIC, index, log_config(), data_acks_all(index)).await.map_err(|e| e.to_string())?;
         }
