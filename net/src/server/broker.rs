@@ -57,6 +57,37 @@ fn ensure_port_free(addr: SocketAddr) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Descriptors the broker needs besides segment files: listeners, io_uring,
+/// coordinator and metadata files, a margin for connections.
+const OTHER_DESCRIPTORS: u64 = 1024;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (the segment file
+/// budget and connections take descriptors), and warns when the budget of
+/// every shard would not fit in it.
+fn raise_open_file_limit(config: &BrokerConfig) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    let wanted = (config.shard_count() * config.open_files_per_shard) as u64 + OTHER_DESCRIPTORS;
+    if limit.rlim_cur < wanted {
+        tracing::warn!(
+            limit = limit.rlim_cur,
+            wanted,
+            "the open-file limit is below shards x open_files_per_shard plus a margin: lower open_files_per_shard or raise ulimit -n"
+        );
+    }
+}
+
 /// Takes an exclusive lock on the data directory for the broker's lifetime,
 /// so two brokers never share one.
 fn lock_data_dir(config: &BrokerConfig) -> std::io::Result<std::fs::File> {
@@ -102,6 +133,7 @@ impl Broker {
             tracing::warn!(ledger = %config.test_sync_ledger, "test mode: recording every file's durable length");
         }
         ensure_port_free(config.listen_addr()?)?;
+        raise_open_file_limit(&config);
         let cluster_id = meta_properties(&config)?;
         let topics = TopicStore::load(&config.data_dir)?;
         remove_stray_partitions(&config, &topics)?;
