@@ -2,8 +2,10 @@
 # Cost per partition, Shardline against Apache Kafka in the same run: for each
 # count, a fresh broker, then create the partitions (topics of 500), write one
 # record to each and read them all back, produce 1 KiB records spread over all
-# of them, let it idle, and measure RSS, open descriptors and disk; then a clean
-# stop and restart, timed until every record reads back again.
+# of them (both brokers with Kafka's default durability: no fsync before the
+# acknowledgement, Shardline's acks_all_fsync=false), let it idle, and measure
+# RSS, open descriptors and disk; then a clean stop and restart, timed until
+# every record reads back again.
 #
 # Usage: bench/partitions.sh [--counts 1000,10000] [--shards 1] [--spread 10]
 #                            [--idle 130] [--out target/bench-partitions]
@@ -43,7 +45,7 @@ disk_kib() { du -sk "$1" | awk '{print $1}'; }
 # start_<broker> <dir> <port>: starts it in the background; sets pid.
 start_shardline() {
   "$shardline" serve --listen "127.0.0.1:$2" --data-dir "$1/data" --shards "$shards" \
-    --set num_partitions=1 > "$1/shardline.log" 2>&1 &
+    --set num_partitions=1 --set acks_all_fsync=false > "$1/shardline.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do
     grep -q "shardline listening" "$1/shardline.log" 2>/dev/null && return 0
