@@ -65,10 +65,10 @@ fn an_idle_log_keeps_one_page_of_tail_and_gives_back_its_reservation() {
         let size = log.size_bytes();
         let reserved = file_len(&disk, &dir).await;
         assert!(reserved > page_ceil(size), "space is reserved past the data ({reserved} for {size})");
-        log.release_idle_reservation();
+        log.release_if_idle();
         settle().await;
         assert_eq!(file_len(&disk, &dir).await, reserved, "appended since the last call: nothing is given back");
-        log.release_idle_reservation();
+        log.release_if_idle();
         settle().await;
         assert_eq!(file_len(&disk, &dir).await, page_ceil(size), "idle: cut to the page after the data");
 
@@ -88,6 +88,54 @@ fn an_idle_log_keeps_one_page_of_tail_and_gives_back_its_reservation() {
         drop(log);
         let reopened = Log::open(disk.clone(), &dir, options(config(), 0), 0).await.expect("reopen");
         check(read_everything(&reopened).await);
+    });
+}
+
+#[test]
+fn an_idle_log_writes_its_index_and_holds_no_descriptor() {
+    compio::runtime::Runtime::new().expect("runtime").block_on(async {
+        let fault = FaultDisk::new(14, FaultConfig::default());
+        let disk = CachedDisk::new(fault.clone(), 100);
+        let dir = PathBuf::from("/data/settled-0");
+        let log = Log::open(disk.clone(), &dir, options(config(), 0), 0).await.expect("open");
+        // A few index entries (one per KiB here): fewer than are written
+        // at once, so the index file stays as it was until the log idles.
+        let mut sent = Vec::new();
+        for seed in 0..4 {
+            let batch = seeded_batch(seed, 2, 1_500, 1_000);
+            sent.push(batch.to_vec());
+            log.append(batch, 1, 0).await.expect("append");
+        }
+        log.wait_durable(log.offsets().log_end).await.expect("durable");
+        settle().await;
+        let index_path = dir.join(format!("{:020}.index", 0));
+        let index_len =
+            || async { fault.open(&index_path, OpenMode::Read).await.expect("index").len().await.expect("len") };
+        assert_eq!(index_len().await, 0, "a few entries are not written at every sync");
+
+        // The shard's sweep: first call after the appends, then idle.
+        for _ in 0..2 {
+            log.release_if_idle();
+            settle().await;
+            disk.close_idle();
+        }
+        assert!(index_len().await > 0, "an idle log writes its index entries");
+        assert_eq!(disk.open_count(), 0, "an idle log holds no descriptor after two sweeps");
+
+        // Written on again, read back, and whole after a reopen.
+        let batch = seeded_batch(9, 2, 700, 1_000);
+        sent.push(batch.to_vec());
+        let info = log.append(batch, 1, 0).await.expect("append after idling");
+        log.wait_durable(info.last_offset + 1).await.expect("durable");
+        let got = read_everything(&log).await;
+        assert_eq!(got.len(), sent.len());
+        for ((_, got), want) in got.iter().zip(&sent) {
+            assert_eq!(payload(got), payload(want));
+        }
+        log.close().await.expect("close");
+        drop(log);
+        let reopened = Log::open(fault.clone(), &dir, options(config(), 0), 0).await.expect("reopen");
+        assert_eq!(read_everything(&reopened).await.len(), sent.len());
     });
 }
 

@@ -29,6 +29,7 @@ pub mod coordinators;
 pub mod errors;
 pub mod fetch_sessions;
 pub mod groups;
+pub mod placement;
 pub mod producer_ids;
 pub mod record_codec;
 pub mod registry;

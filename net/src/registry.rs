@@ -177,10 +177,11 @@ impl<D: Disk> PartitionRegistry<D> {
     }
 
     /// Asks every partition with no append since the previous call to give
-    /// back its disk reservation.
-    pub fn release_idle_reservations(&self) {
+    /// back its disk reservation and its write and index descriptors
+    /// (`Log::release_if_idle`).
+    pub fn release_idle_partitions(&self) {
         for replica in self.replicas.borrow().values() {
-            replica.partition.log().release_idle_reservation();
+            replica.partition.log().release_if_idle();
         }
     }
 

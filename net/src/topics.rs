@@ -260,23 +260,6 @@ impl TopicStore {
     pub fn publish(&self, image: MetadataImage) {
         self.image.store(Arc::new(image));
     }
-
-    /// Places `count` new partitions on the least-loaded shards.
-    pub fn place(image: &MetadataImage, shards: usize, count: usize) -> Vec<usize> {
-        let mut load = vec![0usize; shards];
-        for topic in image.topics.values() {
-            for &shard in &topic.partition_shards {
-                load[shard % shards] += 1;
-            }
-        }
-        (0..count)
-            .map(|_| {
-                let (shard, _) = load.iter().enumerate().min_by_key(|(i, n)| (**n, *i)).unwrap_or((0, &0));
-                load[shard] += 1;
-                shard
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -284,7 +267,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_configs_and_placement() {
+    fn names_and_configs() {
         assert!(validate_topic_name("orders.v1_x-2").is_ok());
         assert!(validate_topic_name("").is_err());
         assert!(validate_topic_name("..").is_err());
@@ -298,7 +281,5 @@ mod tests {
         assert_eq!(ack, Durability::Durable);
         explicit.insert("bogus".to_string(), "1".to_string());
         assert!(log_config_for(&broker, &explicit).is_err());
-        let placed = TopicStore::place(&MetadataImage::default(), 2, 5);
-        assert_eq!(placed, vec![0, 1, 0, 1, 0]);
     }
 }

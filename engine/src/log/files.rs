@@ -39,7 +39,7 @@ pub const MIN_PREALLOCATE_STEP_BYTES: u64 = 16 << 10;
 /// steps that double with the segment (16 KiB to 64 MiB ahead), so a new
 /// partition reserves little and a busy one rarely calls fallocate. An
 /// idle partition gives its reservation back
-/// (`Log::release_idle_reservation`).
+/// (`Log::release_if_idle`).
 pub(crate) fn preallocation_target(config: &crate::log::config::LogConfig, end: u64) -> u64 {
     let step = end.clamp(MIN_PREALLOCATE_STEP_BYTES, PREALLOCATE_STEP_BYTES);
     (end + step).min(config.segment_bytes.max(end))

@@ -263,22 +263,21 @@ impl<D: Disk> Log<D> {
         self.inner.state.borrow().segments.values().map(|s| s.size).sum()
     }
 
-    /// Gives back the active segment's reserved space past its data
-    /// (the file is cut to the page after its last byte) when nothing was
-    /// appended since the previous call: called periodically by the shard,
-    /// so a partition idle for one to two periods holds no reservation.
-    /// The writer does the cut once nothing is being written.
-    pub fn release_idle_reservation(&self) {
+    /// When nothing was appended since the previous call, gives back what
+    /// the idle partition holds: the writer persists the active segment's
+    /// remaining index entries, cuts its file to the page after its data
+    /// (the reservation past it is given back) and releases the segment's
+    /// write and index descriptors, once nothing is being written. Called
+    /// periodically by the shard, so a partition idle for one to two
+    /// periods holds no reservation and none of those descriptors.
+    pub fn release_if_idle(&self) {
         let mut state = self.inner.state.borrow_mut();
-        if std::mem::take(&mut state.appended_since_release) {
+        if std::mem::take(&mut state.appended_since_idle_check) || state.settled || state.idle_wanted {
             return;
         }
-        let data_end = crate::storage::aligned::page_ceil(state.active_segment().size);
-        if state.active.allocated > data_end && !state.release_wanted {
-            state.release_wanted = true;
-            drop(state);
-            self.inner.writer_wake.notify_all();
-        }
+        state.idle_wanted = true;
+        drop(state);
+        self.inner.writer_wake.notify_all();
     }
 
     /// Bytes held by the tail's buffers (its memory while idle).
@@ -404,7 +403,9 @@ impl<D: Disk> Log<D> {
             state.messages_since_sync += (i64::from(header.last_offset_delta) + 1) as u64;
         }
         assert!(next > base_offset, "an append moves the log end");
-        state.appended_since_release = true;
+        state.appended_since_idle_check = true;
+        state.idle_wanted = false;
+        state.settled = false;
         state.offsets.log_end = next;
         state.offsets.check();
         AppendInfo { base_offset, last_offset: next - 1, max_timestamp, log_start: state.offsets.log_start }

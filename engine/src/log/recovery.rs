@@ -154,8 +154,10 @@ impl<D: Disk> Log<D> {
             next_write_id: 0,
             truncations: 0,
             written_position: (active_base, written_size),
-            appended_since_release: false,
-            release_wanted: false,
+            appended_since_idle_check: false,
+            idle_wanted: false,
+            settled: false,
+            last_index_persist_ms: options.clock.now_ms(),
         };
         let inner = Rc::new(Inner {
             disk,

@@ -93,12 +93,16 @@ pub(crate) struct State<D: Disk> {
     /// a later write that completed first, or a failed one's leftovers:
     /// reads from the files stop there ([`State::readable_size`]).
     pub written_position: (i64, u64),
-    /// Something was appended since the last
-    /// `Log::release_idle_reservation`.
-    pub appended_since_release: bool,
-    /// The writer should give back the active segment's reservation past
-    /// its data once nothing is being written.
-    pub release_wanted: bool,
+    /// Something was appended since the last `Log::release_if_idle`.
+    pub appended_since_idle_check: bool,
+    /// The partition went idle: once nothing is being written, the writer
+    /// persists the active segment's index entries, gives back the
+    /// reservation past its data and releases the segment's descriptors.
+    pub idle_wanted: bool,
+    /// The writer did that, and nothing was appended since.
+    pub settled: bool,
+    /// Clock time of the last write of the active segment's index entries.
+    pub last_index_persist_ms: i64,
 }
 
 /// A data write in flight (see [`State::writes`]).

@@ -31,6 +31,20 @@ use crate::storage::disk::{Disk, DiskFile};
 /// write at a time, bounded so a burst does not flood the device.
 pub const MAX_WRITES_IN_FLIGHT: usize = 4;
 
+/// New entries of the active segment's index (or time index) written at
+/// once: with one entry per `index_interval_bytes` (4 KiB by default), a
+/// partition's index files are written once per 128 KiB of data, and when
+/// it goes idle, not at every fdatasync. A crash loses at most these
+/// entries, which recovery rebuilds by scanning the data after the last
+/// one on disk.
+pub const INDEX_PERSIST_ENTRIES: usize = 32;
+
+/// A partition that wrote its index entries less than this long ago keeps
+/// the index descriptors open; one that writes them more rarely (a slow
+/// partition) releases them after each write, so it holds one descriptor
+/// (its data file) while it is written.
+const INDEX_DESCRIPTORS_KEEP_MS: i64 = 1_000;
+
 enum Job<D: Disk> {
     Write {
         file: Rc<D::File>,
@@ -50,18 +64,21 @@ enum Job<D: Disk> {
         time: Vec<u8>,
         time_at: u64,
         entries: (usize, usize),
+        /// Release the index descriptors afterwards.
+        release: bool,
     },
     PersistMetadata {
         epochs: String,
         log_start: i64,
         version: u64,
     },
-    /// Cut the active segment's file to `to` (its data, page padded),
-    /// giving back the reservation past it.
+    /// The partition is idle: cut the active segment's file to `cut_to`
+    /// (its data, page padded), giving back the reservation past it, then
+    /// release the descriptors of its data (write side) and index files.
     Release {
-        file: Rc<D::File>,
+        files: [Rc<D::File>; 3],
         segment_base: i64,
-        to: u64,
+        cut_to: Option<u64>,
     },
     /// Nothing to do until woken, or until `flush_deadline_ms` (clock time).
     Idle {
@@ -89,13 +106,13 @@ pub(crate) async fn run<D: Disk>(inner: Rc<Inner<D>>) {
                 spawn_local(sync_task(inner.clone(), files, target, messages, generation));
                 Ok(())
             }
-            Job::PersistIndex { index, index_at, time, time_at, entries } => {
-                persist_index(&inner, index, index_at, time, time_at, entries).await
+            Job::PersistIndex { index, index_at, time, time_at, entries, release } => {
+                persist_index(&inner, index, index_at, time, time_at, entries, release).await
             }
             Job::PersistMetadata { epochs, log_start, version } => {
                 persist_metadata(&inner, epochs, log_start, version).await
             }
-            Job::Release { file, segment_base, to } => release(&inner, file, segment_base, to).await,
+            Job::Release { files, segment_base, cut_to } => release(&inner, files, segment_base, cut_to).await,
         };
         inner.state.borrow_mut().writer_busy = false;
         if let Err(error) = outcome {
@@ -164,10 +181,10 @@ fn next_job<D: Disk>(inner: &Inner<D>) -> Job<D> {
     if state.closed && state.offsets.durable < state.offsets.written && !state.sync_in_flight {
         return take_sync(&mut state);
     }
-    if let Some(job) = index_to_persist(&mut state) {
+    if let Some(job) = index_to_persist(&mut state, now_ms) {
         return job;
     }
-    if let Some(job) = reservation_to_release(&mut state) {
+    if let Some(job) = idle_release(&mut state) {
         return job;
     }
 
@@ -203,8 +220,10 @@ fn take_sync<D: Disk>(state: &mut State<D>) -> Job<D> {
     }
 }
 
-/// New entries of the active segment's indexes that point at durable data.
-fn index_to_persist<D: Disk>(state: &mut State<D>) -> Option<Job<D>> {
+/// New entries of the active segment's indexes that point at durable data,
+/// once there are [`INDEX_PERSIST_ENTRIES`] of them or the partition went
+/// idle.
+fn index_to_persist<D: Disk>(state: &mut State<D>, now_ms: i64) -> Option<Job<D>> {
     let durable = state.offsets.durable;
     let segment = state.active_segment();
     let index = segment.index.as_ref()?;
@@ -218,37 +237,59 @@ fn index_to_persist<D: Disk>(state: &mut State<D>) -> Option<Job<D>> {
     if index_upto == index_from && time_upto == time_from {
         return None;
     }
-    Some(Job::PersistIndex {
+    let enough = index_upto - index_from >= INDEX_PERSIST_ENTRIES || time_upto - time_from >= INDEX_PERSIST_ENTRIES;
+    if !enough && !state.idle_wanted {
+        return None;
+    }
+    let release = state.idle_wanted || now_ms - state.last_index_persist_ms >= INDEX_DESCRIPTORS_KEEP_MS;
+    let job = Job::PersistIndex {
         index: index.encode_range(index_from, index_upto),
         index_at: (index_from * OFFSET_ENTRY_BYTES) as u64,
         time: time_index.encode_range(time_from, time_upto),
         time_at: (time_from * TIME_ENTRY_BYTES) as u64,
         entries: (index_upto, time_upto),
-    })
+        release,
+    };
+    state.last_index_persist_ms = now_ms;
+    Some(job)
 }
 
-/// The cut `Log::release_idle_reservation`
-/// asked for, once nothing is being written or sealed.
-fn reservation_to_release<D: Disk>(state: &mut State<D>) -> Option<Job<D>> {
-    if !state.release_wanted || !state.writes.is_empty() || !state.sealing.is_empty() {
+/// What `Log::release_if_idle` asked for, once nothing is being written
+/// or sealed (the index entries were persisted just before, by
+/// [`index_to_persist`]).
+fn idle_release<D: Disk>(state: &mut State<D>) -> Option<Job<D>> {
+    if !state.idle_wanted || !state.writes.is_empty() || !state.sealing.is_empty() {
         return None;
     }
     if state.active.tail.has_unwritten() || state.active.tail.has_in_flight() {
         return None;
     }
-    state.release_wanted = false;
+    state.idle_wanted = false;
+    state.settled = true;
     let to = crate::storage::aligned::page_ceil(state.active_segment().size);
-    if state.active.allocated <= to {
-        return None;
-    }
-    Some(Job::Release { file: state.active.direct_file.clone(), segment_base: state.active.base_offset, to })
+    let active = &state.active;
+    Some(Job::Release {
+        files: [active.direct_file.clone(), active.index_file.clone(), active.time_index_file.clone()],
+        segment_base: active.base_offset,
+        cut_to: (active.allocated > to).then_some(to),
+    })
 }
 
-async fn release<D: Disk>(inner: &Inner<D>, file: Rc<D::File>, segment_base: i64, to: u64) -> LogResult<()> {
-    file.set_len(to).await?;
-    let mut state = inner.state.borrow_mut();
-    if state.active.base_offset == segment_base {
-        state.active.allocated = to;
+async fn release<D: Disk>(
+    inner: &Inner<D>,
+    files: [Rc<D::File>; 3],
+    segment_base: i64,
+    cut_to: Option<u64>,
+) -> LogResult<()> {
+    if let Some(to) = cut_to {
+        files[0].set_len(to).await?;
+        let mut state = inner.state.borrow_mut();
+        if state.active.base_offset == segment_base {
+            state.active.allocated = to;
+        }
+    }
+    for file in &files {
+        file.release_descriptor();
     }
     Ok(())
 }
@@ -423,6 +464,7 @@ async fn persist_index<D: Disk>(
     time: Vec<u8>,
     time_at: u64,
     entries: (usize, usize),
+    release: bool,
 ) -> LogResult<()> {
     let (index_file, time_file) = {
         let state = inner.state.borrow();
@@ -436,6 +478,10 @@ async fn persist_index<D: Disk>(
     if !time.is_empty() {
         let BufResult(result, _) = time_file.write_all_at(time, time_at).await;
         result?;
+    }
+    if release {
+        index_file.release_descriptor();
+        time_file.release_descriptor();
     }
     let mut state = inner.state.borrow_mut();
     if state.active.base_offset == base {

@@ -90,6 +90,11 @@ pub trait DiskFile: std::fmt::Debug + 'static {
     fn kernel_file(&self) -> Option<std::sync::Arc<std::fs::File>> {
         None
     }
+    /// Says the file will not be used for a while: a file of a shard's
+    /// descriptor budget closes its descriptor now (an operation in flight
+    /// keeps it until done) and reopens the file on its next use. Other
+    /// files ignore it.
+    fn release_descriptor(&self) {}
 }
 
 /// The production disk: compio files on io_uring.

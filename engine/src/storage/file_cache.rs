@@ -277,6 +277,12 @@ impl<D: Disk> DiskFile for CachedFile<D> {
     fn kernel_file(&self) -> Option<std::sync::Arc<std::fs::File>> {
         self.cache.borrow_mut().touch(self.id)?.kernel_file()
     }
+
+    fn release_descriptor(&self) {
+        if let Ok(mut cache) = self.cache.try_borrow_mut() {
+            cache.forget(self.id);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -337,6 +343,19 @@ mod tests {
         let error = file.len().await.expect_err("the file is gone");
         assert_eq!(error.kind(), io::ErrorKind::NotFound);
         assert!(!disk.exists(&path), "the reopen created nothing");
+    }
+
+    #[compio::test]
+    async fn a_released_descriptor_closes_at_once_and_reopens_on_use() {
+        let (disk, dir) = disk(10);
+        let file = disk.open(&dir.join("f"), OpenMode::ReadWrite).await.expect("open");
+        let BufResult(written, _) = file.write_all_at(vec![7; 10], 0).await;
+        written.expect("write");
+        file.release_descriptor();
+        assert_eq!(disk.open_count(), 0, "released: closed without waiting for a sweep");
+        assert_eq!(file.read_at(10, 0).await.expect("read"), vec![7; 10]);
+        assert_eq!(disk.open_count(), 1);
+        assert_eq!(disk.opens(), 2);
     }
 
     #[compio::test]

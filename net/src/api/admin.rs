@@ -12,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::Context;
-use crate::topics::{default_topic_configs, is_internal, log_config_for, validate_topic_name, TopicInfo, TopicStore};
+use crate::topics::{default_topic_configs, is_internal, log_config_for, validate_topic_name, TopicInfo};
 
 /// A refusal: Kafka error and message.
 pub type Refusal = (ResponseError, String);
@@ -39,7 +39,7 @@ pub async fn create_topic(
     if image.topics.contains_key(name) {
         return Err((ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
     }
-    let placement = TopicStore::place(&image, shared.shards, partitions as usize);
+    let placement = crate::placement::place_new(&image, shared.shards, partitions as usize);
     let topic =
         Arc::new(TopicInfo { name: name.to_string(), id: uuid::Uuid::new_v4(), partition_shards: placement, configs });
     let mut next = (*image).clone();

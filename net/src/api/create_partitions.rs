@@ -13,7 +13,7 @@ use kafka_protocol::ResponseError;
 
 use super::admin::Refusal;
 use super::Context;
-use crate::topics::{is_internal, log_config_for, TopicInfo, TopicStore};
+use crate::topics::{is_internal, log_config_for, TopicInfo};
 
 /// Most partitions a topic may have.
 const MAX_PARTITIONS: i32 = 100_000;
@@ -57,7 +57,7 @@ async fn grow(
     }
     let (log_config, ack) =
         log_config_for(&shared.config, &topic.configs).map_err(|m| (ResponseError::InvalidConfig, m))?;
-    let extra = TopicStore::place(&image, shared.shards, (count - current) as usize);
+    let extra = crate::placement::place_new(&image, shared.shards, (count - current) as usize);
     let mut placement = topic.partition_shards.clone();
     placement.extend(extra);
     let grown = Arc::new(TopicInfo { partition_shards: placement, ..(*topic).clone() });

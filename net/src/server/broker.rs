@@ -18,6 +18,7 @@ use shardline_engine::RealDisk;
 
 use crate::config::BrokerConfig;
 use crate::producer_ids::ProducerIdBlocks;
+use crate::registry::partition_dir;
 use crate::server::connection::{serve_connection, ConnectionContext};
 use crate::server::limits::{ConnectionLimits, Refused};
 use crate::server::log_limit::LogLimit;
@@ -138,6 +139,7 @@ impl Broker {
         let topics = TopicStore::load(&config.data_dir)?;
         remove_stray_partitions(&config, &topics)?;
         let shards = config.shard_count();
+        rebalance_shards(&config, &topics, shards)?;
         let advertised = config.advertised()?;
         // Bind the first listener here so port 0 resolves to one port for all.
         let first = reuseport_listener(config.listen_addr()?)?;
@@ -343,6 +345,42 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Places the partitions again across the shards when their counts or
+/// bytes are out of balance (`placement::rebalance`), before any shard
+/// opens one: the new owners are persisted, then every shard opens its own.
+fn rebalance_shards(config: &BrokerConfig, topics: &TopicStore, shards: usize) -> std::io::Result<()> {
+    if shards < 2 {
+        return Ok(());
+    }
+    let image = topics.image();
+    let bytes = |topic: &str, index: i32| log_bytes(&partition_dir(&config.data_dir, topic, index));
+    let Some(done) = crate::placement::rebalance(&image, shards, bytes) else { return Ok(()) };
+    // Nothing else runs yet: no other holder of the topic store's lock.
+    topics.persist(&done.image)?;
+    topics.publish(done.image);
+    let before: Vec<(usize, u64)> = done.before.iter().map(|l| (l.partitions, l.bytes)).collect();
+    let after: Vec<(usize, u64)> = done.after.iter().map(|l| (l.partitions, l.bytes)).collect();
+    tracing::info!(
+        moved = done.moved,
+        ?before,
+        ?after,
+        "placed partitions again across shards: (partitions, bytes) each"
+    );
+    Ok(())
+}
+
+/// Bytes of a partition's segment data files (0 when it has none yet).
+/// After a crash the active segment's reservation counts too.
+fn log_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".log")))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Removes `<topic>-<n>` directories of topics no longer in the metadata

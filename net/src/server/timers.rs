@@ -72,7 +72,8 @@ fn spawn_retention(state: Rc<ShardState>) {
 /// What idle partitions give back, every `partition_idle_ms`: the segment
 /// descriptors no read or write used since the previous sweep (so one
 /// closes after one to two intervals), and the disk reserved past the data
-/// of partitions with no append since then.
+/// and the write and index descriptors of partitions with no append since
+/// then.
 fn spawn_idle_release(state: Rc<ShardState>) {
     let interval = Duration::from_millis(state.config.partition_idle_ms.max(1));
     spawn_local(async move {
@@ -81,7 +82,7 @@ fn spawn_idle_release(state: Rc<ShardState>) {
             if state.shutting_down.get() {
                 return;
             }
-            state.partitions.release_idle_reservations();
+            state.partitions.release_idle_partitions();
             let closed = state.partitions.disk().close_idle();
             if closed > 0 {
                 tracing::debug!(shard = state.shard, closed, "closed idle segment files");
