@@ -254,11 +254,11 @@ fn index_to_persist<D: Disk>(state: &mut State<D>, now_ms: i64) -> Option<Job<D>
     Some(job)
 }
 
-/// What `Log::release_if_idle` asked for, once nothing is being written
-/// or sealed (the index entries were persisted just before, by
-/// [`index_to_persist`]).
+/// What `Log::release_if_idle` asked for, once nothing is being written,
+/// sealed or synced (the index entries up to *durable* were persisted just
+/// before, by [`index_to_persist`]).
 fn idle_release<D: Disk>(state: &mut State<D>) -> Option<Job<D>> {
-    if !state.idle_wanted || !state.writes.is_empty() || !state.sealing.is_empty() {
+    if !state.idle_wanted || state.sync_in_flight || !state.writes.is_empty() || !state.sealing.is_empty() {
         return None;
     }
     if state.active.tail.has_unwritten() || state.active.tail.has_in_flight() {
