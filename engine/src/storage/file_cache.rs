@@ -211,9 +211,7 @@ impl<D: Disk> std::fmt::Debug for CachedFile<D> {
 
 impl<D: Disk> Drop for CachedFile<D> {
     fn drop(&mut self) {
-        if let Ok(mut cache) = self.cache.try_borrow_mut() {
-            cache.forget(self.id);
-        }
+        self.release_descriptor();
     }
 }
 
