@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Cost per partition, Shardline against Apache Kafka in the same run: for each
 # count, a fresh broker, then create the partitions (topics of 500), write one
-# record to each and read them all back, produce 1 KiB records spread over all
-# of them (both brokers with Kafka's default durability: no fsync before the
-# acknowledgement, Shardline's acks_all_fsync=false), let it idle, and measure
-# RSS, open descriptors and disk; then a clean stop and restart, timed until
-# every record reads back again.
+# record to each and read them all back, let it idle, and measure RSS, open
+# descriptors and disk of the idle partitions; then produce 1 KiB records
+# spread over all of them (both brokers with Kafka's default durability: no
+# fsync before the acknowledgement, Shardline's acks_all_fsync=false); then a
+# clean stop and restart, timed until every partition's first record reads
+# back again.
 #
 # Usage: bench/partitions.sh [--counts 1000,10000] [--shards 1] [--spread 10]
 #                            [--idle 130] [--out target/bench-partitions]
@@ -25,7 +26,7 @@ while [[ $# -gt 0 ]]; do
     --spread) spread=$2; shift 2 ;;
     --idle) idle=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    *) sed -n '8,11p' "$0" >&2; exit 2 ;;
+    *) sed -n '11,14p' "$0" >&2; exit 2 ;;
   esac
 done
 bench=target/release/shardline-bench shardline=target/release/shardline
@@ -72,10 +73,12 @@ for count in ${counts//,/ }; do
     dir=$(mktemp -d "${TMPDIR:-/tmp}/partitions-$broker-XXXX")
     port=$(free_port)
     "start_$broker" "$dir" "$port"
-    fill=$("$bench" partitions --bootstrap "127.0.0.1:$port" --partitions "$count" --spread "$spread")
+    fill=$("$bench" partitions --bootstrap "127.0.0.1:$port" --partitions "$count" --spread 0)
     sleep "$idle"
     data=$dir/data; [[ $broker == kafka ]] && data=$dir/logs
     rss=$(rss_kib "$pid") open=$(fds "$pid") disk=$(disk_kib "$data")
+    spread_json=$("$bench" partitions --bootstrap "127.0.0.1:$port" --partitions "$count" \
+      --spread "$spread" --spread-only)
     started=$(date +%s.%N)
     stop_broker
     stopped=$(date +%s.%N)
@@ -84,8 +87,9 @@ for count in ${counts//,/ }; do
     ready=$(date +%s.%N)
     stop_broker
     field() { python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['$1'], 2))" "$fill"; }
+    spread_mb_s=$(python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['spread_mb_per_s'], 2))" "$spread_json")
     line=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$broker" "$count" \
-      "$(field create_s)" "$(field produce_one_each_s)" "$(field read_all_s)" "$(field spread_mb_per_s)" \
+      "$(field create_s)" "$(field produce_one_each_s)" "$(field read_all_s)" "$spread_mb_s" \
       "$((rss / 1024))" "$((rss / count))" "$open" "$((disk / 1024))" "$((disk / count))" \
       "$(python3 -c "print(round($stopped - $started, 2))")" "$(python3 -c "print(round($ready - $stopped, 2))")")
     echo "$line" | tee -a "$results"

@@ -55,7 +55,7 @@ mkdir -p target
 failed_suites=()
 
 log "layers: no import cycle in engine/ or net/; no clock read outside the runtime's clock"
-python3 scripts/import_cycles.py engine/src net/src || failed_suites+=(import-cycles)
+python3 scripts/import_cycles.py engine/src net/src replication/src || failed_suites+=(import-cycles)
 clock_reads=$(grep -rnE 'SystemTime::now|Instant::now' engine/src net/src --include='*.rs' |
   grep -v '^engine/src/runtime/clock.rs:' || true)
 if [ -n "$clock_reads" ]; then

@@ -125,6 +125,12 @@ pub fn read_all(bootstrap: &str, partitions: usize, limit: Duration) {
     }
 }
 
+/// Produces 1 KiB records round-robin over the partitions that [`fill`]
+/// created, for `spread_s` seconds; returns the acknowledged MB/s.
+pub fn spread_only(bootstrap: &str, partitions: usize, spread_s: u64) -> f64 {
+    spread(&producer(bootstrap), partitions, Duration::from_secs(spread_s))
+}
+
 /// Produces 1 KiB records round-robin over every partition for `length`;
 /// returns the acknowledged MB/s.
 fn spread(producer: &FutureProducer, partitions: usize, length: Duration) -> f64 {

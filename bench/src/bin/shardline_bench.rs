@@ -81,6 +81,9 @@ enum Cmd {
         /// Only wait until every partition's first record reads back.
         #[arg(long)]
         verify: bool,
+        /// Only produce spread over the partitions an earlier run created.
+        #[arg(long)]
+        spread_only: bool,
     },
     /// Start both brokers and compare them side by side.
     Compare {
@@ -311,8 +314,11 @@ fn main() {
                 w.name, m.produce_mb_per_s, m.produce_msgs_per_s, m.produce_latency_ms[2], m.e2e_latency_ms[2]
             );
         }
-        Cmd::Partitions { bootstrap, partitions, spread, verify } => {
-            if verify {
+        Cmd::Partitions { bootstrap, partitions, spread, verify, spread_only } => {
+            if spread_only {
+                let mb_per_s = shardline_bench::partitions::spread_only(&bootstrap, partitions, spread);
+                println!("{{\"spread_mb_per_s\": {mb_per_s:.3}}}");
+            } else if verify {
                 let started = std::time::Instant::now();
                 shardline_bench::partitions::read_all(&bootstrap, partitions, Duration::from_secs(600));
                 println!("{{\"verify_s\": {:.3}}}", started.elapsed().as_secs_f64());

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod executor;
 pub mod model;
 pub mod node;
+pub mod quorum;
 pub mod rng;
 pub mod trace;
 

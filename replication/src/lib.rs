@@ -1,0 +1,17 @@
+//! Shardline's replication and control plane, sans-IO (ARCHITECTURE rule
+//! 2): every state machine here takes time and input as arguments and
+//! returns what to do, so the same code runs under the compio reactors
+//! and in the deterministic simulator.
+//!
+//! - [`metadata`]: the records of the cluster metadata log and the
+//!   immutable image they build, which brokers publish to their shards.
+//! - [`quorum`]: the controller quorum's consensus (raft-rs) over the
+//!   metadata log, with its on-disk format and recovery.
+
+pub mod metadata;
+pub mod quorum;
+
+pub use protobuf;
+/// raft-rs, for drivers that carry its messages (encoding and decoding
+/// with the protobuf codec).
+pub use raft;

@@ -1,0 +1,537 @@
+//! The controller quorum in the simulator: several voters' [`Quorum`]s (the
+//! real raft-rs state machines and metadata log codec) over a simulated
+//! network that drops, delays, duplicates, reorders and partitions
+//! messages, with crashes at any point of a node's action list (a torn log
+//! append, a snapshot replaced without its log), restarts from what the
+//! simulated disk kept, and leader transfers. Clients propose metadata
+//! batches to the leader.
+//!
+//! Checked after every step: at most one leader per term; every node's
+//! image at an offset equals every other node's image at that offset (a
+//! committed entry is never lost or changed, and entries apply in log
+//! order, which [`Quorum`] also asserts); an acknowledged proposal is in
+//! every later image. At the end the network heals and every node
+//! restarts: within [`LIVENESS_TICKS`] a leader is elected, a new proposal
+//! commits, and every node reaches the same image.
+//!
+//! One seeded generator makes every choice, so a seed replays exactly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use shardline_replication::metadata::image::MetadataImage;
+use shardline_replication::metadata::records::{MetadataRecord, RecordBatch};
+use shardline_replication::quorum::log_codec;
+use shardline_replication::quorum::{ProposeError, Quorum, QuorumAction, QuorumConfig};
+use shardline_replication::raft::eraftpb::{Message, MessageType};
+use uuid::Uuid;
+
+use super::rng::SimRng;
+use super::trace::Trace;
+
+/// Ticks after the network heals within which a leader is elected, a
+/// proposal commits and every node catches up. Election timeouts are
+/// 10-19 ticks; pre-vote and check-quorum need two rounds at most after
+/// every node restarted, so this leaves room for several split votes.
+pub const LIVENESS_TICKS: u64 = 400;
+
+/// How long a run is.
+#[derive(Debug, Clone)]
+pub struct QuorumSimConfig {
+    /// Ticks with faults.
+    pub steps: u64,
+    /// Print every trace line.
+    pub verbose: bool,
+}
+
+impl Default for QuorumSimConfig {
+    fn default() -> Self {
+        QuorumSimConfig { steps: 600, verbose: false }
+    }
+}
+
+/// What a passing run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumSimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Voters.
+    pub voters: usize,
+    /// The trace's hash.
+    pub trace_hash: u64,
+    /// Proposals committed and acknowledged.
+    pub acknowledged: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Distinct terms that had a leader.
+    pub leader_terms: u64,
+    /// Snapshots a node installed from the leader.
+    pub snapshots_installed: u64,
+    /// The final image's offset.
+    pub final_offset: u64,
+    /// Ticks from the heal to a converged quorum.
+    pub recovery_ticks: u64,
+}
+
+#[derive(Default, Clone)]
+struct Disk {
+    snapshot: Option<Vec<u8>>,
+    log: Vec<u8>,
+}
+
+struct Voter {
+    id: u64,
+    election_ticks: usize,
+    quorum: Option<Quorum>,
+    disk: Disk,
+    down_until: u64,
+    /// Tokens this incarnation proposed, by token: the topic's name.
+    pending: BTreeMap<u64, String>,
+}
+
+struct InFlight {
+    deliver_at: u64,
+    sequence: u64,
+    message: Message,
+}
+
+struct Run {
+    seed: u64,
+    rng: SimRng,
+    trace: Trace,
+    tick: u64,
+    voters: Vec<Voter>,
+    ids: Vec<u64>,
+    network: Vec<InFlight>,
+    sequence: u64,
+    /// When set, messages cross only within one side.
+    partition: Option<(BTreeSet<u64>, u64)>,
+    drop_per_mille: u64,
+    duplicate_per_mille: u64,
+    max_delay: u64,
+    snapshot_every: u64,
+    kept_behind: u64,
+    leaders: BTreeMap<u64, u64>,
+    images: BTreeMap<u64, Arc<MetadataImage>>,
+    acknowledged: BTreeMap<String, u64>,
+    proposals: u64,
+    crashes: u64,
+    snapshots_installed: u64,
+    /// Crashes mid-action happen only while faults are on.
+    faults_on: bool,
+}
+
+/// Runs one seed.
+pub fn run_quorum_seed(seed: u64, config: &QuorumSimConfig) -> Result<QuorumSimReport, String> {
+    let mut run = Run::new(seed, config.verbose);
+    let result = run.play(config.steps);
+    result.map_err(|message| run.failure(&message))
+}
+
+impl Run {
+    fn new(seed: u64, verbose: bool) -> Run {
+        let mut rng = SimRng::new(seed);
+        let count = if rng.chance(1, 3) { 5 } else { 3 };
+        let ids: Vec<u64> = (1..=count).collect();
+        let voters = ids
+            .iter()
+            .map(|&id| Voter {
+                id,
+                election_ticks: 10 + rng.below(10) as usize,
+                quorum: None,
+                disk: Disk::default(),
+                down_until: 0,
+                pending: BTreeMap::new(),
+            })
+            .collect();
+        let drop_per_mille = rng.below(100);
+        let duplicate_per_mille = rng.below(30);
+        let max_delay = 1 + rng.below(5);
+        let snapshot_every = 5 + rng.below(40);
+        let kept_behind = rng.below(6);
+        let mut run = Run {
+            seed,
+            rng,
+            trace: Trace::new(verbose),
+            tick: 0,
+            voters,
+            ids,
+            network: Vec::new(),
+            sequence: 0,
+            partition: None,
+            drop_per_mille,
+            duplicate_per_mille,
+            max_delay,
+            snapshot_every,
+            kept_behind,
+            leaders: BTreeMap::new(),
+            images: BTreeMap::new(),
+            acknowledged: BTreeMap::new(),
+            proposals: 0,
+            crashes: 0,
+            snapshots_installed: 0,
+            faults_on: true,
+        };
+        run.trace.line(format!(
+            "seed {seed}: {count} voters, drop {drop_per_mille}‰, duplicate {duplicate_per_mille}‰, delay ≤{max_delay}, \
+             snapshot every {snapshot_every} keeping {kept_behind}"
+        ));
+        run
+    }
+
+    fn failure(&self, message: &str) -> String {
+        let mut text =
+            format!("quorum simulator seed {} failed at tick {}: {message}\nlast trace lines:\n", self.seed, self.tick);
+        for line in self.trace.recent() {
+            text.push_str(&format!("  {line}\n"));
+        }
+        text.push_str(&format!(
+            "replay: SHARDLINE_QUORUM_SIM_SEED={} SHARDLINE_SIM_VERBOSE=1 cargo test -p shardline-tests --test quorum_simulator -- --nocapture",
+            self.seed
+        ));
+        text
+    }
+
+    fn play(&mut self, steps: u64) -> Result<QuorumSimReport, String> {
+        for i in 0..self.voters.len() {
+            self.start(i)?;
+        }
+        for _ in 0..steps {
+            self.faults()?;
+            self.step()?;
+            if self.rng.chance(1, 3) {
+                self.propose()?;
+            }
+        }
+        let recovery_ticks = self.heal_and_converge()?;
+        let final_image = self.voters[0].quorum.as_ref().expect("running").image().clone();
+        for name in self.acknowledged.keys() {
+            if final_image.topic(name).is_none() {
+                return Err(format!("acknowledged topic {name} is missing from the final image"));
+            }
+        }
+        Ok(QuorumSimReport {
+            seed: self.seed,
+            voters: self.voters.len(),
+            trace_hash: self.trace.hash(),
+            acknowledged: self.acknowledged.len() as u64,
+            crashes: self.crashes,
+            leader_terms: self.leaders.len() as u64,
+            snapshots_installed: self.snapshots_installed,
+            final_offset: final_image.offset,
+            recovery_ticks,
+        })
+    }
+
+    fn quorum_config(&mut self, i: usize) -> QuorumConfig {
+        QuorumConfig {
+            node_id: self.voters[i].id,
+            voters: self.ids.clone(),
+            election_ticks: self.voters[i].election_ticks,
+            heartbeat_ticks: 2,
+            snapshot_every_entries: self.snapshot_every,
+            entries_kept_behind_snapshot: self.kept_behind,
+            incarnation: self.rng.next_u64(),
+        }
+    }
+
+    /// Starts voter `i` from its disk, cutting a torn tail as the driver does.
+    fn start(&mut self, i: usize) -> Result<(), String> {
+        let config = self.quorum_config(i);
+        let disk = &mut self.voters[i].disk;
+        let recovered = log_codec::recover(disk.snapshot.as_deref(), &disk.log)
+            .map_err(|e| format!("node {} cannot recover its metadata log: {e}", i + 1))?;
+        let cut = disk.log.len() - recovered.valid_log_bytes;
+        disk.log.truncate(recovered.valid_log_bytes);
+        let quorum = Quorum::open(config, recovered).map_err(|e| format!("node {} does not open: {e}", i + 1))?;
+        self.trace.line(format!(
+            "t{} node {} starts at offset {} (cut {cut} torn bytes)",
+            self.tick,
+            i + 1,
+            quorum.image().offset
+        ));
+        self.voters[i].quorum = Some(quorum);
+        self.voters[i].pending.clear();
+        self.check_image(i)
+    }
+
+    fn faults(&mut self) -> Result<(), String> {
+        let tick = self.tick;
+        for i in 0..self.voters.len() {
+            if self.voters[i].quorum.is_none() && self.voters[i].down_until <= tick {
+                self.start(i)?;
+            }
+        }
+        if self.rng.chance(1, 120) {
+            let i = self.rng.below(self.voters.len() as u64) as usize;
+            if self.voters[i].quorum.is_some() {
+                self.crash(i, None);
+            }
+        }
+        match &self.partition {
+            Some((_, until)) if *until <= tick => {
+                self.partition = None;
+                self.trace.line(format!("t{tick} network heals"));
+            }
+            None if self.rng.chance(1, 150) => {
+                let side: BTreeSet<u64> = self.ids.iter().copied().filter(|_| self.rng.chance(1, 2)).collect();
+                let until = tick + 20 + self.rng.below(150);
+                self.trace.line(format!("t{tick} network partition {side:?} | rest until t{until}"));
+                self.partition = Some((side, until));
+            }
+            _ => {}
+        }
+        if self.rng.chance(1, 200) {
+            let to = self.ids[self.rng.below(self.ids.len() as u64) as usize];
+            if let Some(leader) = self.voters.iter_mut().filter_map(|v| v.quorum.as_mut()).find(|q| q.is_leader()) {
+                self.trace.line(format!("t{tick} leader {} transfers to {to}", leader.node_id()));
+                leader.transfer_leadership(to);
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills voter `i`; `during` is an action list it was executing.
+    fn crash(&mut self, i: usize, during: Option<&QuorumAction>) {
+        let tick = self.tick;
+        let down = 1 + self.rng.below(60);
+        if let Some(QuorumAction::AppendLog(bytes)) = during {
+            let written = self.rng.below(bytes.len() as u64 + 1) as usize;
+            self.voters[i].disk.log.extend_from_slice(&bytes[..written]);
+        }
+        if let Some(QuorumAction::ReplaceSnapshot { snapshot, .. }) = during {
+            if self.rng.chance(1, 2) {
+                // The snapshot's rename made it, the log's did not.
+                self.voters[i].disk.snapshot = Some(snapshot.clone());
+            }
+        }
+        let voter = &mut self.voters[i];
+        voter.quorum = None;
+        voter.down_until = tick + down;
+        self.crashes += 1;
+        self.trace.line(format!(
+            "t{tick} node {} crashes{} for {down} ticks",
+            i + 1,
+            if during.is_some() { " mid-action" } else { "" }
+        ));
+    }
+
+    fn step(&mut self) -> Result<(), String> {
+        self.tick += 1;
+        let tick = self.tick;
+        for voter in self.voters.iter_mut() {
+            if let Some(quorum) = voter.quorum.as_mut() {
+                quorum.tick();
+            }
+        }
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.network).into_iter().partition(|m| m.deliver_at <= tick);
+        self.network = later;
+        let mut due = due;
+        due.sort_by_key(|m| (m.deliver_at, m.sequence));
+        for inflight in due {
+            let (from, to) = (inflight.message.from, inflight.message.to);
+            let snapshot = inflight.message.get_msg_type() == MessageType::MsgSnapshot;
+            let delivered = match self.voters[to as usize - 1].quorum.as_mut() {
+                Some(quorum) => {
+                    quorum.step(inflight.message);
+                    true
+                }
+                None => false,
+            };
+            if snapshot {
+                if let Some(sender) = self.voters[from as usize - 1].quorum.as_mut() {
+                    sender.report_snapshot(to, delivered);
+                }
+            }
+        }
+        for i in 0..self.voters.len() {
+            self.poll(i)?;
+        }
+        self.check_leaders()
+    }
+
+    fn poll(&mut self, i: usize) -> Result<(), String> {
+        let Some(quorum) = self.voters[i].quorum.as_mut() else { return Ok(()) };
+        let actions = quorum.poll().map_err(|e| format!("node {} quorum failed: {e}", i + 1))?;
+        let crash_at = if self.faults_on && self.rng.chance(1, 200) && !actions.is_empty() {
+            Some(self.rng.below(actions.len() as u64) as usize)
+        } else {
+            None
+        };
+        for (k, action) in actions.iter().enumerate() {
+            if crash_at == Some(k) {
+                self.crash(i, Some(action));
+                return Ok(());
+            }
+            self.execute(i, action.clone())?;
+        }
+        self.check_image(i)
+    }
+
+    fn execute(&mut self, i: usize, action: QuorumAction) -> Result<(), String> {
+        let tick = self.tick;
+        match action {
+            QuorumAction::Send(message) => self.send(message),
+            QuorumAction::AppendLog(bytes) => self.voters[i].disk.log.extend_from_slice(&bytes),
+            QuorumAction::ReplaceSnapshot { snapshot, log } => {
+                self.voters[i].disk.snapshot = Some(snapshot);
+                self.voters[i].disk.log = log;
+            }
+            QuorumAction::Applied { offset, proposal } => {
+                if let Some(name) = proposal.and_then(|token| self.voters[i].pending.remove(&token)) {
+                    let image = self.voters[i].quorum.as_ref().expect("running").image().clone();
+                    if image.offset == offset && image.topic(&name).is_none() {
+                        return Err(format!("node {} acknowledged {name} at {offset} but its image lacks it", i + 1));
+                    }
+                    self.trace.line(format!("t{tick} node {} acknowledges {name} at offset {offset}", i + 1));
+                    self.acknowledged.insert(name, offset);
+                }
+            }
+            QuorumAction::ImageReplaced { offset } => {
+                self.snapshots_installed += 1;
+                self.trace.line(format!("t{tick} node {} installs a snapshot at {offset}", i + 1));
+            }
+            QuorumAction::LeaderChanged { leader, term } => {
+                self.trace.line(format!("t{tick} node {} sees leader {leader} in term {term}", i + 1));
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, message: Message) {
+        let (from, to) = (message.from, message.to);
+        let cut = self.partition.as_ref().is_some_and(|(side, _)| side.contains(&from) != side.contains(&to));
+        if cut || self.rng.below(1000) < self.drop_per_mille {
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                // The transport sees the connection fail.
+                if let Some(sender) = self.voters[from as usize - 1].quorum.as_mut() {
+                    sender.report_snapshot(to, false);
+                }
+            }
+            return;
+        }
+        let copies = if self.rng.below(1000) < self.duplicate_per_mille { 2 } else { 1 };
+        for _ in 0..copies {
+            let deliver_at = self.tick + self.rng.below(self.max_delay + 1);
+            self.sequence += 1;
+            let sequence = self.rng.below(1 << 20) << 20 | self.sequence;
+            self.network.push(InFlight { deliver_at, sequence, message: message.clone() });
+        }
+    }
+
+    fn propose(&mut self) -> Result<(), String> {
+        let Some(i) = self.voters.iter().position(|v| v.quorum.as_ref().is_some_and(|q| q.is_leader())) else {
+            return Ok(());
+        };
+        self.proposals += 1;
+        let name = format!("topic-{}", self.proposals);
+        let batch = RecordBatch::of([MetadataRecord::Topic {
+            name: name.clone(),
+            topic_id: Uuid::from_u128(self.proposals as u128),
+        }]);
+        let quorum = self.voters[i].quorum.as_mut().expect("running");
+        match quorum.propose(&batch) {
+            Ok(token) => {
+                self.voters[i].pending.insert(token, name);
+                Ok(())
+            }
+            Err(ProposeError::Dropped) => Ok(()),
+            Err(ProposeError::NotLeader { .. }) => Err("the leader refused a proposal as not leader".into()),
+        }
+    }
+
+    fn check_leaders(&mut self) -> Result<(), String> {
+        for voter in &self.voters {
+            let Some(quorum) = voter.quorum.as_ref().filter(|q| q.is_leader()) else { continue };
+            let term = quorum.term();
+            match self.leaders.get(&term) {
+                Some(&other) if other != voter.id => {
+                    return Err(format!("two leaders in term {term}: {other} and {}", voter.id));
+                }
+                Some(_) => {}
+                None => {
+                    self.leaders.insert(term, voter.id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_image(&mut self, i: usize) -> Result<(), String> {
+        let image = self.voters[i].quorum.as_ref().expect("running").image().clone();
+        if image.offset == 0 {
+            return Ok(());
+        }
+        match self.images.get(&image.offset) {
+            Some(known) if **known != *image => Err(format!(
+                "node {}'s image at offset {} differs from another node's: a committed entry changed",
+                i + 1,
+                image.offset
+            )),
+            Some(_) => Ok(()),
+            None => {
+                // A later image keeps every acknowledged topic before it.
+                for (name, offset) in &self.acknowledged {
+                    if *offset <= image.offset && image.topic(name).is_none() {
+                        return Err(format!("node {}'s image at {} lost acknowledged {name}", i + 1, image.offset));
+                    }
+                }
+                self.images.insert(image.offset, image);
+                Ok(())
+            }
+        }
+    }
+
+    /// Heals the network, restarts every node, and runs until a new
+    /// proposal is acknowledged and every node reaches the leader's image.
+    fn heal_and_converge(&mut self) -> Result<u64, String> {
+        self.partition = None;
+        self.drop_per_mille = 0;
+        self.faults_on = false;
+        self.trace.line(format!("t{} heal: no more faults", self.tick));
+        for i in 0..self.voters.len() {
+            if self.voters[i].quorum.is_none() {
+                self.start(i)?;
+            }
+        }
+        let healed_at = self.tick;
+        let acknowledged_before = self.acknowledged.len();
+        while self.tick < healed_at + LIVENESS_TICKS {
+            self.step()?;
+            if self.acknowledged.len() == acknowledged_before {
+                if self.tick.is_multiple_of(5) {
+                    self.propose()?;
+                }
+                continue;
+            }
+            let offsets: BTreeSet<u64> =
+                self.voters.iter().map(|v| v.quorum.as_ref().expect("running").image().offset).collect();
+            let leader_commit =
+                self.voters.iter().filter_map(|v| v.quorum.as_ref()).find(|q| q.is_leader()).map(|q| q.commit_index());
+            if offsets.len() == 1 && leader_commit == offsets.first().copied() {
+                return Ok(self.tick - healed_at);
+            }
+        }
+        let states: Vec<String> = self
+            .voters
+            .iter()
+            .map(|v| {
+                let q = v.quorum.as_ref().expect("running");
+                format!(
+                    "node {}: image {} commit {} last {} term {} leader {}",
+                    v.id,
+                    q.image().offset,
+                    q.commit_index(),
+                    q.last_index(),
+                    q.term(),
+                    q.leader()
+                )
+            })
+            .collect();
+        Err(format!(
+            "liveness: no converged quorum within {LIVENESS_TICKS} ticks after the network healed ({})",
+            states.join("; ")
+        ))
+    }
+}
