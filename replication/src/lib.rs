@@ -5,9 +5,12 @@
 //!
 //! - [`metadata`]: the records of the cluster metadata log and the
 //!   immutable image they build, which brokers publish to their shards.
+//! - [`controller`]: the active controller's logic over the quorum:
+//!   registration, leases and fencing, placement, elections, topics.
 //! - [`quorum`]: the controller quorum's consensus (raft-rs) over the
 //!   metadata log, with its on-disk format and recovery.
 
+pub mod controller;
 pub mod metadata;
 pub mod quorum;
 

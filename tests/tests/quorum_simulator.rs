@@ -39,6 +39,7 @@ fn seeded_quorum_runs_keep_safety_and_recover_after_healing() {
     let count = env_u64("SHARDLINE_QUORUM_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let started = Instant::now();
     let (mut acknowledged, mut crashes, mut snapshots, mut terms, mut worst_recovery) = (0, 0, 0, 0, 0);
+    let mut fencings = 0;
     for seed in first..first + count {
         let report = run_quorum_seed(seed, &config).unwrap_or_else(|failure| panic!("{failure}"));
         acknowledged += report.acknowledged;
@@ -46,16 +47,18 @@ fn seeded_quorum_runs_keep_safety_and_recover_after_healing() {
         snapshots += report.snapshots_installed;
         terms += report.leader_terms;
         worst_recovery = worst_recovery.max(report.recovery_ticks);
+        fencings += report.fencings;
     }
     println!(
         "quorum simulator: {count} seeds in {:.1} s: {acknowledged} proposals acknowledged, {crashes} crashes, \
-         {terms} leader terms, {snapshots} snapshots installed, slowest recovery {worst_recovery} ticks (bound {LIVENESS_TICKS})",
+         {terms} leader terms, {snapshots} snapshots installed, {fencings} brokers fenced, slowest recovery {worst_recovery} ticks (bound {LIVENESS_TICKS})",
         started.elapsed().as_secs_f64()
     );
     assert!(acknowledged > count * 20, "the runs committed work: {acknowledged}");
     assert!(crashes > count, "the runs crashed nodes: {crashes}");
     assert!(terms > count * 2, "the runs changed leaders: {terms} terms");
     assert!(snapshots > 0, "some follower caught up from a snapshot");
+    assert!(fencings > count / 2, "brokers lost their leases and were fenced: {fencings}");
 }
 
 #[test]

@@ -19,10 +19,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use shardline_replication::metadata::image::MetadataImage;
-use shardline_replication::metadata::records::{MetadataRecord, RecordBatch};
+use shardline_replication::controller::requests::{ControllerReply, ControllerRequest, NewTopic, RequestId};
+use shardline_replication::controller::{Controller, ControllerSettings};
+use shardline_replication::metadata::image::{MetadataImage, NO_LEADER};
+use shardline_replication::metadata::records::Endpoint;
 use shardline_replication::quorum::log_codec;
-use shardline_replication::quorum::{ProposeError, Quorum, QuorumAction, QuorumConfig};
+use shardline_replication::quorum::{Quorum, QuorumAction, QuorumConfig};
 use shardline_replication::raft::eraftpb::{Message, MessageType};
 use uuid::Uuid;
 
@@ -34,6 +36,15 @@ use super::trace::Trace;
 /// 10-19 ticks; pre-vote and check-quorum need two rounds at most after
 /// every node restarted, so this leaves room for several split votes.
 pub const LIVENESS_TICKS: u64 = 400;
+
+/// Simulated milliseconds per tick.
+const TICK_MS: u64 = 100;
+/// Ticks between a broker's heartbeats (the session timeout is 30).
+const BROKER_HEARTBEAT_TICKS: u64 = 5;
+
+fn settings() -> ControllerSettings {
+    ControllerSettings { session_timeout_ms: 3000, ..ControllerSettings::default() }
+}
 
 /// How long a run is.
 #[derive(Debug, Clone)]
@@ -69,6 +80,8 @@ pub struct QuorumSimReport {
     pub snapshots_installed: u64,
     /// The final image's offset.
     pub final_offset: u64,
+    /// Brokers fenced (lease expired) and later seen in an image.
+    pub fencings: u64,
     /// Ticks from the heal to a converged quorum.
     pub recovery_ticks: u64,
 }
@@ -82,11 +95,33 @@ struct Disk {
 struct Voter {
     id: u64,
     election_ticks: usize,
-    quorum: Option<Quorum>,
+    controller: Option<Controller>,
     disk: Disk,
     down_until: u64,
-    /// Tokens this incarnation proposed, by token: the topic's name.
-    pending: BTreeMap<u64, String>,
+    /// Requests this incarnation holds, by id.
+    pending: BTreeMap<RequestId, Pending>,
+}
+
+/// Who waits for a request's reply.
+#[derive(Debug, Clone)]
+enum Pending {
+    /// An admin client creating this topic.
+    Create(String),
+    /// A broker's registration or heartbeat.
+    Broker(usize),
+}
+
+/// A broker as the controllers see it: it registers, heartbeats, crashes
+/// (stops heartbeating) and starts again as a new incarnation.
+struct SimBroker {
+    id: i32,
+    up: bool,
+    incarnation: Uuid,
+    epoch: Option<i64>,
+    fenced: bool,
+    /// The next tick it sends a heartbeat or registration.
+    next_contact: u64,
+    down_until: u64,
 }
 
 struct InFlight {
@@ -119,6 +154,11 @@ struct Run {
     snapshots_installed: u64,
     /// Crashes mid-action happen only while faults are on.
     faults_on: bool,
+    brokers: Vec<SimBroker>,
+    next_request: RequestId,
+    /// Who led each (topic, partition, leader epoch).
+    epoch_leaders: BTreeMap<(Uuid, usize, i32), i32>,
+    fencings: u64,
 }
 
 /// Runs one seed.
@@ -138,7 +178,7 @@ impl Run {
             .map(|&id| Voter {
                 id,
                 election_ticks: 10 + rng.below(10) as usize,
-                quorum: None,
+                controller: None,
                 disk: Disk::default(),
                 down_until: 0,
                 pending: BTreeMap::new(),
@@ -149,6 +189,17 @@ impl Run {
         let max_delay = 1 + rng.below(5);
         let snapshot_every = 5 + rng.below(40);
         let kept_behind = rng.below(6);
+        let brokers = (0..3)
+            .map(|b| SimBroker {
+                id: 100 + b,
+                up: true,
+                incarnation: Uuid::from_u128(u128::from(rng.next_u64())),
+                epoch: None,
+                fenced: true,
+                next_contact: 1,
+                down_until: 0,
+            })
+            .collect();
         let mut run = Run {
             seed,
             rng,
@@ -171,6 +222,10 @@ impl Run {
             crashes: 0,
             snapshots_installed: 0,
             faults_on: true,
+            brokers,
+            next_request: 1,
+            epoch_leaders: BTreeMap::new(),
+            fencings: 0,
         };
         run.trace.line(format!(
             "seed {seed}: {count} voters, drop {drop_per_mille}‰, duplicate {duplicate_per_mille}‰, delay ≤{max_delay}, \
@@ -204,7 +259,7 @@ impl Run {
             }
         }
         let recovery_ticks = self.heal_and_converge()?;
-        let final_image = self.voters[0].quorum.as_ref().expect("running").image().clone();
+        let final_image = self.voters[0].controller.as_ref().map(Controller::quorum).expect("running").image().clone();
         for name in self.acknowledged.keys() {
             if final_image.topic(name).is_none() {
                 return Err(format!("acknowledged topic {name} is missing from the final image"));
@@ -219,6 +274,7 @@ impl Run {
             leader_terms: self.leaders.len() as u64,
             snapshots_installed: self.snapshots_installed,
             final_offset: final_image.offset,
+            fencings: self.fencings,
             recovery_ticks,
         })
     }
@@ -250,7 +306,8 @@ impl Run {
             i + 1,
             quorum.image().offset
         ));
-        self.voters[i].quorum = Some(quorum);
+        let id_seed = self.rng.next_u64();
+        self.voters[i].controller = Some(Controller::new(quorum, settings(), id_seed));
         self.voters[i].pending.clear();
         self.check_image(i)
     }
@@ -258,13 +315,13 @@ impl Run {
     fn faults(&mut self) -> Result<(), String> {
         let tick = self.tick;
         for i in 0..self.voters.len() {
-            if self.voters[i].quorum.is_none() && self.voters[i].down_until <= tick {
+            if self.voters[i].controller.is_none() && self.voters[i].down_until <= tick {
                 self.start(i)?;
             }
         }
         if self.rng.chance(1, 120) {
             let i = self.rng.below(self.voters.len() as u64) as usize;
-            if self.voters[i].quorum.is_some() {
+            if self.voters[i].controller.is_some() {
                 self.crash(i, None);
             }
         }
@@ -283,7 +340,12 @@ impl Run {
         }
         if self.rng.chance(1, 200) {
             let to = self.ids[self.rng.below(self.ids.len() as u64) as usize];
-            if let Some(leader) = self.voters.iter_mut().filter_map(|v| v.quorum.as_mut()).find(|q| q.is_leader()) {
+            if let Some(leader) = self
+                .voters
+                .iter_mut()
+                .filter_map(|v| v.controller.as_mut().map(Controller::quorum_mut))
+                .find(|q| q.is_leader())
+            {
                 self.trace.line(format!("t{tick} leader {} transfers to {to}", leader.node_id()));
                 leader.transfer_leadership(to);
             }
@@ -306,7 +368,7 @@ impl Run {
             }
         }
         let voter = &mut self.voters[i];
-        voter.quorum = None;
+        voter.controller = None;
         voter.down_until = tick + down;
         self.crashes += 1;
         self.trace.line(format!(
@@ -319,11 +381,13 @@ impl Run {
     fn step(&mut self) -> Result<(), String> {
         self.tick += 1;
         let tick = self.tick;
+        let now_ms = (tick * TICK_MS) as i64;
         for voter in self.voters.iter_mut() {
-            if let Some(quorum) = voter.quorum.as_mut() {
-                quorum.tick();
+            if let Some(controller) = voter.controller.as_mut() {
+                controller.tick(now_ms);
             }
         }
+        self.brokers_act()?;
         let (due, later): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.network).into_iter().partition(|m| m.deliver_at <= tick);
         self.network = later;
@@ -332,7 +396,7 @@ impl Run {
         for inflight in due {
             let (from, to) = (inflight.message.from, inflight.message.to);
             let snapshot = inflight.message.get_msg_type() == MessageType::MsgSnapshot;
-            let delivered = match self.voters[to as usize - 1].quorum.as_mut() {
+            let delivered = match self.voters[to as usize - 1].controller.as_mut().map(Controller::quorum_mut) {
                 Some(quorum) => {
                     quorum.step(inflight.message);
                     true
@@ -340,7 +404,7 @@ impl Run {
                 None => false,
             };
             if snapshot {
-                if let Some(sender) = self.voters[from as usize - 1].quorum.as_mut() {
+                if let Some(sender) = self.voters[from as usize - 1].controller.as_mut().map(Controller::quorum_mut) {
                     sender.report_snapshot(to, delivered);
                 }
             }
@@ -352,8 +416,9 @@ impl Run {
     }
 
     fn poll(&mut self, i: usize) -> Result<(), String> {
-        let Some(quorum) = self.voters[i].quorum.as_mut() else { return Ok(()) };
-        let actions = quorum.poll().map_err(|e| format!("node {} quorum failed: {e}", i + 1))?;
+        let Some(controller) = self.voters[i].controller.as_mut() else { return Ok(()) };
+        let output = controller.poll().map_err(|e| format!("node {} quorum failed: {e}", i + 1))?;
+        let actions = output.actions;
         let crash_at = if self.faults_on && self.rng.chance(1, 200) && !actions.is_empty() {
             Some(self.rng.below(actions.len() as u64) as usize)
         } else {
@@ -366,7 +431,11 @@ impl Run {
             }
             self.execute(i, action.clone())?;
         }
-        self.check_image(i)
+        self.check_image(i)?;
+        for (id, reply) in output.replies {
+            self.on_reply(i, id, reply)?;
+        }
+        Ok(())
     }
 
     fn execute(&mut self, i: usize, action: QuorumAction) -> Result<(), String> {
@@ -378,16 +447,7 @@ impl Run {
                 self.voters[i].disk.snapshot = Some(snapshot);
                 self.voters[i].disk.log = log;
             }
-            QuorumAction::Applied { offset, proposal } => {
-                if let Some(name) = proposal.and_then(|token| self.voters[i].pending.remove(&token)) {
-                    let image = self.voters[i].quorum.as_ref().expect("running").image().clone();
-                    if image.offset == offset && image.topic(&name).is_none() {
-                        return Err(format!("node {} acknowledged {name} at {offset} but its image lacks it", i + 1));
-                    }
-                    self.trace.line(format!("t{tick} node {} acknowledges {name} at offset {offset}", i + 1));
-                    self.acknowledged.insert(name, offset);
-                }
-            }
+            QuorumAction::Applied { .. } => {}
             QuorumAction::ImageReplaced { offset } => {
                 self.snapshots_installed += 1;
                 self.trace.line(format!("t{tick} node {} installs a snapshot at {offset}", i + 1));
@@ -405,7 +465,7 @@ impl Run {
         if cut || self.rng.below(1000) < self.drop_per_mille {
             if message.get_msg_type() == MessageType::MsgSnapshot {
                 // The transport sees the connection fail.
-                if let Some(sender) = self.voters[from as usize - 1].quorum.as_mut() {
+                if let Some(sender) = self.voters[from as usize - 1].controller.as_mut().map(Controller::quorum_mut) {
                     sender.report_snapshot(to, false);
                 }
             }
@@ -420,30 +480,145 @@ impl Run {
         }
     }
 
+    /// An admin client creates a topic through the leader.
     fn propose(&mut self) -> Result<(), String> {
-        let Some(i) = self.voters.iter().position(|v| v.quorum.as_ref().is_some_and(|q| q.is_leader())) else {
-            return Ok(());
-        };
+        let Some(i) = self.leader_index() else { return Ok(()) };
         self.proposals += 1;
         let name = format!("topic-{}", self.proposals);
-        let batch = RecordBatch::of([MetadataRecord::Topic {
-            name: name.clone(),
-            topic_id: Uuid::from_u128(self.proposals as u128),
-        }]);
-        let quorum = self.voters[i].quorum.as_mut().expect("running");
-        match quorum.propose(&batch) {
-            Ok(token) => {
-                self.voters[i].pending.insert(token, name);
+        let partitions = 1 + self.rng.below(3) as i32;
+        let topic =
+            NewTopic { name: name.clone(), partitions, replication_factor: -1, assignments: vec![], configs: vec![] };
+        let request = ControllerRequest::CreateTopics { topics: vec![topic], validate_only: false };
+        self.request(i, request, Pending::Create(name))
+    }
+
+    fn leader_index(&self) -> Option<usize> {
+        self.voters.iter().position(|v| v.controller.as_ref().is_some_and(|c| c.quorum().is_leader()))
+    }
+
+    fn request(&mut self, i: usize, request: ControllerRequest, pending: Pending) -> Result<(), String> {
+        let id = self.next_request;
+        self.next_request += 1;
+        let now_ms = (self.tick * TICK_MS) as i64;
+        let controller = self.voters[i].controller.as_mut().expect("running");
+        match controller.handle(now_ms, id, request) {
+            Some(reply) => {
+                self.voters[i].pending.insert(id, pending);
+                self.on_reply(i, id, reply)
+            }
+            None => {
+                self.voters[i].pending.insert(id, pending);
                 Ok(())
             }
-            Err(ProposeError::Dropped) => Ok(()),
-            Err(ProposeError::NotLeader { .. }) => Err("the leader refused a proposal as not leader".into()),
         }
+    }
+
+    fn on_reply(&mut self, i: usize, id: RequestId, reply: ControllerReply) -> Result<(), String> {
+        let tick = self.tick;
+        let Some(pending) = self.voters[i].pending.remove(&id) else {
+            return Err(format!("node {} answered request {id} it does not hold", i + 1));
+        };
+        match pending {
+            Pending::Create(name) => {
+                let ControllerReply::Topics(results) = &reply else { return Ok(()) };
+                if results.iter().any(|(n, r)| *n == name && r.is_ok()) {
+                    let image = self.voters[i].controller.as_ref().expect("running").image().clone();
+                    if image.topic(&name).is_none() {
+                        return Err(format!("node {} acknowledged {name} but its image lacks it", i + 1));
+                    }
+                    self.trace.line(format!("t{tick} node {} acknowledges {name} at offset {}", i + 1, image.offset));
+                    self.acknowledged.insert(name, image.offset);
+                }
+            }
+            Pending::Broker(b) => {
+                let broker = &mut self.brokers[b];
+                match reply {
+                    ControllerReply::Registered { broker_epoch } if broker.up => {
+                        self.trace.line(format!("t{tick} broker {} registered at epoch {broker_epoch}", broker.id));
+                        broker.epoch = Some(broker_epoch);
+                    }
+                    ControllerReply::Heartbeat { fenced, .. } if broker.up => {
+                        if fenced != broker.fenced {
+                            self.trace.line(format!(
+                                "t{tick} broker {} {}",
+                                broker.id,
+                                if fenced { "fenced" } else { "unfenced" }
+                            ));
+                        }
+                        broker.fenced = fenced;
+                    }
+                    ControllerReply::Refused(error) if broker.up => {
+                        self.trace.line(format!("t{tick} broker {} refused: {error}", broker.id));
+                        if matches!(
+                            error,
+                            shardline_replication::controller::requests::ControllerError::StaleBrokerEpoch
+                                | shardline_replication::controller::requests::ControllerError::BrokerNotRegistered(_)
+                        ) {
+                            broker.epoch = None;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Each broker that is up registers or heartbeats to the leader every
+    /// few ticks; brokers crash and come back as new incarnations.
+    fn brokers_act(&mut self) -> Result<(), String> {
+        let tick = self.tick;
+        for b in 0..self.brokers.len() {
+            if self.faults_on && self.brokers[b].up && self.rng.chance(1, 400) {
+                let broker = &mut self.brokers[b];
+                broker.up = false;
+                broker.down_until = tick + 10 + self.rng.below(80);
+                self.trace.line(format!("t{tick} broker {} crashes", broker.id));
+            }
+            if !self.brokers[b].up && self.brokers[b].down_until <= tick {
+                let incarnation = Uuid::from_u128(u128::from(self.rng.next_u64()));
+                let broker = &mut self.brokers[b];
+                *broker = SimBroker { up: true, incarnation, epoch: None, fenced: true, next_contact: tick, ..*broker };
+                self.trace.line(format!("t{tick} broker {} starts", broker.id));
+            }
+            if !self.brokers[b].up || self.brokers[b].next_contact > tick || self.rng.below(1000) < self.drop_per_mille
+            {
+                continue;
+            }
+            self.brokers[b].next_contact = tick + BROKER_HEARTBEAT_TICKS;
+            let Some(i) = self.leader_index() else { continue };
+            let offset = self.voters[i].controller.as_ref().expect("running").image().offset;
+            let broker = &self.brokers[b];
+            let request = match broker.epoch {
+                None => ControllerRequest::RegisterBroker {
+                    broker_id: broker.id,
+                    incarnation_id: broker.incarnation,
+                    endpoints: vec![Endpoint {
+                        name: "PLAINTEXT".into(),
+                        host: format!("127.0.0.{}", broker.id - 99),
+                        port: 9092,
+                        security_protocol: "PLAINTEXT".into(),
+                    }],
+                    rack: None,
+                },
+                Some(broker_epoch) => ControllerRequest::Heartbeat {
+                    broker_id: broker.id,
+                    broker_epoch,
+                    metadata_offset: offset,
+                    want_fence: false,
+                    want_shutdown: false,
+                },
+            };
+            self.request(i, request, Pending::Broker(b))?;
+        }
+        Ok(())
     }
 
     fn check_leaders(&mut self) -> Result<(), String> {
         for voter in &self.voters {
-            let Some(quorum) = voter.quorum.as_ref().filter(|q| q.is_leader()) else { continue };
+            let Some(quorum) = voter.controller.as_ref().map(Controller::quorum).filter(|q| q.is_leader()) else {
+                continue;
+            };
             let term = quorum.term();
             match self.leaders.get(&term) {
                 Some(&other) if other != voter.id => {
@@ -459,7 +634,7 @@ impl Run {
     }
 
     fn check_image(&mut self, i: usize) -> Result<(), String> {
-        let image = self.voters[i].quorum.as_ref().expect("running").image().clone();
+        let image = self.voters[i].controller.as_ref().map(Controller::quorum).expect("running").image().clone();
         if image.offset == 0 {
             return Ok(());
         }
@@ -477,10 +652,64 @@ impl Run {
                         return Err(format!("node {}'s image at {} lost acknowledged {name}", i + 1, image.offset));
                     }
                 }
+                self.check_partitions(&image)?;
                 self.images.insert(image.offset, image);
                 Ok(())
             }
         }
+    }
+
+    /// The controller's rules in a new image: a partition's leader is an
+    /// unfenced broker (a fenced broker's partitions got a new leader in
+    /// the same entry), leader epochs only increase, and no two brokers
+    /// lead one partition in one epoch.
+    fn check_partitions(&mut self, image: &MetadataImage) -> Result<(), String> {
+        let before = self.images.range(..image.offset).next_back().map(|(_, i)| i.clone());
+        let after = self.images.range(image.offset + 1..).next().map(|(_, i)| i.clone());
+        for topic in image.topics.values() {
+            for (index, p) in topic.partitions.iter().enumerate() {
+                if p.leader != NO_LEADER && image.brokers.get(&p.leader).is_none_or(|b| b.fenced) {
+                    return Err(format!(
+                        "image {}: {}-{index} is led by broker {}, which is fenced or unknown",
+                        image.offset, topic.name, p.leader
+                    ));
+                }
+                match self.epoch_leaders.insert((topic.topic_id, index, p.leader_epoch), p.leader) {
+                    Some(other) if other != p.leader => {
+                        return Err(format!(
+                            "{}-{index} has leaders {other} and {} in leader epoch {}",
+                            topic.name, p.leader, p.leader_epoch
+                        ));
+                    }
+                    _ => {}
+                }
+                let epoch_in = |other: &Option<Arc<MetadataImage>>| {
+                    other.as_ref().and_then(|o| o.partition(topic.topic_id, index as i32)).map(|q| q.leader_epoch)
+                };
+                if epoch_in(&before).is_some_and(|e| e > p.leader_epoch)
+                    || epoch_in(&after).is_some_and(|e| e < p.leader_epoch)
+                {
+                    return Err(format!(
+                        "{}-{index}'s leader epoch went backwards around offset {}",
+                        topic.name, image.offset
+                    ));
+                }
+            }
+        }
+        if let Some(before) = &before {
+            self.fencings += image
+                .brokers
+                .values()
+                .filter(|b| {
+                    b.fenced
+                        && before
+                            .brokers
+                            .get(&b.broker_id)
+                            .is_some_and(|o| !o.fenced && o.broker_epoch == b.broker_epoch)
+                })
+                .count() as u64;
+        }
+        Ok(())
     }
 
     /// Heals the network, restarts every node, and runs until a new
@@ -489,9 +718,12 @@ impl Run {
         self.partition = None;
         self.drop_per_mille = 0;
         self.faults_on = false;
+        for broker in &mut self.brokers {
+            broker.down_until = broker.down_until.min(self.tick);
+        }
         self.trace.line(format!("t{} heal: no more faults", self.tick));
         for i in 0..self.voters.len() {
-            if self.voters[i].quorum.is_none() {
+            if self.voters[i].controller.is_none() {
                 self.start(i)?;
             }
         }
@@ -505,11 +737,23 @@ impl Run {
                 }
                 continue;
             }
-            let offsets: BTreeSet<u64> =
-                self.voters.iter().map(|v| v.quorum.as_ref().expect("running").image().offset).collect();
-            let leader_commit =
-                self.voters.iter().filter_map(|v| v.quorum.as_ref()).find(|q| q.is_leader()).map(|q| q.commit_index());
-            if offsets.len() == 1 && leader_commit == offsets.first().copied() {
+            let offsets: BTreeSet<u64> = self
+                .voters
+                .iter()
+                .map(|v| v.controller.as_ref().map(Controller::quorum).expect("running").image().offset)
+                .collect();
+            let leader_commit = self
+                .voters
+                .iter()
+                .filter_map(|v| v.controller.as_ref().map(Controller::quorum))
+                .find(|q| q.is_leader())
+                .map(|q| q.commit_index());
+            let served = self.leader_index().is_some_and(|i| {
+                let image = self.voters[i].controller.as_ref().expect("running").image().clone();
+                image.live_brokers().count() == self.brokers.len()
+                    && image.topics.values().all(|t| t.partitions.iter().all(|p| p.leader != NO_LEADER))
+            });
+            if offsets.len() == 1 && leader_commit == offsets.first().copied() && served {
                 return Ok(self.tick - healed_at);
             }
         }
@@ -517,7 +761,7 @@ impl Run {
             .voters
             .iter()
             .map(|v| {
-                let q = v.quorum.as_ref().expect("running");
+                let q = v.controller.as_ref().map(Controller::quorum).expect("running");
                 format!(
                     "node {}: image {} commit {} last {} term {} leader {}",
                     v.id,

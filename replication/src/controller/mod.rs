@@ -1,0 +1,473 @@
+//! The controller, sans IO: on the active controller (the quorum's
+//! leader) it turns requests into metadata records, proposes them, and
+//! answers once they are committed and applied; it holds the brokers'
+//! leases and fences a broker whose lease ran out, electing new leaders for
+//! its partitions. Runs on one core of each controller node, wrapping that
+//! node's [`Quorum`]; on a node that does not lead, requests are answered
+//! `NotController` with the leader it knows.
+//!
+//! One batch is in flight at a time: requests that arrive meanwhile wait
+//! and go into the next batch together (a group commit of metadata), each
+//! checked against the committed image plus the records before it in the
+//! batch, so a batch never breaks the image's rules. A new leader proposes
+//! nothing until it has applied its whole log, so it never decides from a
+//! stale image. Leases are in memory on the leader only: a new leader
+//! gives every unfenced broker a full session from its election.
+
+pub mod changes;
+pub mod election;
+pub mod placement;
+pub mod requests;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use uuid::Uuid;
+
+use crate::metadata::image::MetadataImage;
+use crate::metadata::records::{MetadataRecord, RecordBatch};
+use crate::quorum::{Quorum, QuorumAction, QuorumError};
+use placement::Loads;
+use requests::{ControllerError, ControllerReply, ControllerRequest, RequestId};
+
+/// Requests one batch takes at most.
+const MAX_REQUESTS_PER_BATCH: usize = 1024;
+/// Requests waiting for a batch at most; more are refused as not
+/// controller (the client retries).
+const MAX_QUEUED_REQUESTS: usize = 16_384;
+
+/// The controller's settings (Kafka's names in the config).
+#[derive(Debug, Clone)]
+pub struct ControllerSettings {
+    /// `broker.session.timeout.ms`: a broker without a heartbeat for this
+    /// long is fenced.
+    pub session_timeout_ms: i64,
+    /// `min.insync.replicas` for topics without their own.
+    pub min_insync_replicas: usize,
+    /// `unclean.leader.election.enable` for topics without their own.
+    pub unclean_leader_election: bool,
+    /// Producer ids per AllocateProducerIds.
+    pub producer_id_block: i64,
+    /// The largest replication factor accepted.
+    pub max_replication_factor: usize,
+    /// `num.partitions`.
+    pub default_partitions: i32,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i32,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        ControllerSettings {
+            session_timeout_ms: 3000,
+            min_insync_replicas: 1,
+            unclean_leader_election: false,
+            producer_id_block: 1000,
+            max_replication_factor: 1,
+            default_partitions: 1,
+            default_replication_factor: 1,
+        }
+    }
+}
+
+enum Queued {
+    Request(RequestId, ControllerRequest),
+    /// A lease ran out.
+    Expired {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
+}
+
+struct InFlight {
+    token: u64,
+    term: u64,
+    replies: Vec<(RequestId, ControllerReply)>,
+}
+
+/// What one poll produced: quorum actions for the driver to execute in
+/// order, and replies to send (only after the actions before them ran).
+#[derive(Debug, Default)]
+pub struct ControllerOutput {
+    /// See [`QuorumAction`].
+    pub actions: Vec<QuorumAction>,
+    /// Replies, each after the actions that made it true.
+    pub replies: Vec<(RequestId, ControllerReply)>,
+}
+
+/// See the module documentation.
+pub struct Controller {
+    quorum: Quorum,
+    settings: ControllerSettings,
+    now_ms: i64,
+    /// Lease deadlines by broker (the leader only).
+    leases: BTreeMap<i32, i64>,
+    expiring: BTreeSet<i32>,
+    queue: VecDeque<Queued>,
+    in_flight: Option<InFlight>,
+    leading_term: Option<u64>,
+    id_state: u64,
+}
+
+impl Controller {
+    /// A controller over `quorum`; `id_seed` seeds the topic ids it makes
+    /// (fresh randomness at every start).
+    pub fn new(quorum: Quorum, settings: ControllerSettings, id_seed: u64) -> Controller {
+        Controller {
+            quorum,
+            settings,
+            now_ms: 0,
+            leases: BTreeMap::new(),
+            expiring: BTreeSet::new(),
+            queue: VecDeque::new(),
+            in_flight: None,
+            leading_term: None,
+            id_state: id_seed,
+        }
+    }
+
+    /// The quorum underneath (status, image, peer messages).
+    pub fn quorum(&self) -> &Quorum {
+        &self.quorum
+    }
+
+    /// The quorum underneath, to step peer messages and report transport
+    /// outcomes.
+    pub fn quorum_mut(&mut self) -> &mut Quorum {
+        &mut self.quorum
+    }
+
+    /// The committed image.
+    pub fn image(&self) -> &std::sync::Arc<MetadataImage> {
+        self.quorum.image()
+    }
+
+    /// One tick at `now_ms`: the quorum's clock, and lease expiry.
+    pub fn tick(&mut self, now_ms: i64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.quorum.tick();
+        self.observe_leadership();
+        if self.leading_term.is_none() {
+            return;
+        }
+        let expired: Vec<i32> = self
+            .leases
+            .iter()
+            .filter(|(id, deadline)| **deadline <= self.now_ms && !self.expiring.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for broker_id in expired {
+            self.leases.remove(&broker_id);
+            if let Some(b) = self.image().brokers.get(&broker_id).filter(|b| !b.fenced) {
+                let broker_epoch = b.broker_epoch;
+                self.expiring.insert(broker_id);
+                self.queue.push_back(Queued::Expired { broker_id, broker_epoch });
+            }
+        }
+    }
+
+    /// A request; its reply comes from [`Self::poll`].
+    pub fn handle(&mut self, now_ms: i64, id: RequestId, request: ControllerRequest) -> Option<ControllerReply> {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.observe_leadership();
+        if self.leading_term.is_none() || self.queue.len() >= MAX_QUEUED_REQUESTS {
+            return Some(ControllerReply::Refused(ControllerError::NotController { leader: self.quorum.leader() }));
+        }
+        if let ControllerRequest::Heartbeat { broker_id, broker_epoch, .. } = &request {
+            let current = self.image().brokers.get(broker_id).map(|b| b.broker_epoch);
+            if current == Some(*broker_epoch) {
+                self.leases.insert(*broker_id, self.now_ms + self.settings.session_timeout_ms);
+            }
+        }
+        self.queue.push_back(Queued::Request(id, request));
+        None
+    }
+
+    /// Runs the quorum and the controller until nothing is ready.
+    pub fn poll(&mut self) -> Result<ControllerOutput, QuorumError> {
+        let mut output = ControllerOutput::default();
+        // Bounded: each round either proposes a batch or stops.
+        for _ in 0..4 {
+            let actions = self.quorum.poll()?;
+            for action in &actions {
+                self.on_action(action, &mut output);
+            }
+            output.actions.extend(actions);
+            self.observe_leadership();
+            if !self.propose_next(&mut output) {
+                break;
+            }
+        }
+        Ok(output)
+    }
+
+    fn on_action(&mut self, action: &QuorumAction, output: &mut ControllerOutput) {
+        match action {
+            QuorumAction::Applied { proposal: Some(token), .. }
+                if self.in_flight.as_ref().is_some_and(|f| f.token == *token) =>
+            {
+                let done = self.in_flight.take().expect("in flight");
+                output.replies.extend(done.replies);
+            }
+            QuorumAction::LeaderChanged { leader, term } => {
+                let ours = *leader == self.quorum.node_id();
+                if self.in_flight.as_ref().is_some_and(|f| !ours || f.term != *term) {
+                    let lost = self.in_flight.take().expect("in flight");
+                    let refusal = ControllerError::NotController { leader: *leader };
+                    output.replies.extend(
+                        lost.replies.into_iter().map(|(id, _)| (id, ControllerReply::Refused(refusal.clone()))),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Notes a change of leadership: a new leader gives every unfenced
+    /// broker a fresh lease; a node that stops leading refuses what waits.
+    fn observe_leadership(&mut self) {
+        let leading = self.quorum.is_leader().then(|| self.quorum.term());
+        if leading == self.leading_term {
+            return;
+        }
+        self.leading_term = leading;
+        self.leases.clear();
+        self.expiring.clear();
+        if leading.is_some() {
+            let deadline = self.now_ms + self.settings.session_timeout_ms;
+            let unfenced: Vec<i32> = self.image().live_brokers().map(|b| b.broker_id).collect();
+            self.leases.extend(unfenced.into_iter().map(|id| (id, deadline)));
+        }
+    }
+
+    /// Builds and proposes the next batch; whether it proposed one.
+    fn propose_next(&mut self, output: &mut ControllerOutput) -> bool {
+        if self.leading_term.is_none() {
+            let refusal = ControllerError::NotController { leader: self.quorum.leader() };
+            for queued in self.queue.drain(..) {
+                if let Queued::Request(id, _) = queued {
+                    output.replies.push((id, ControllerReply::Refused(refusal.clone())));
+                }
+            }
+            return false;
+        }
+        // A new leader first applies its whole log (the entries of earlier
+        // terms commit with its first entry).
+        if self.in_flight.is_some() || self.queue.is_empty() || self.image().offset < self.quorum.last_index() {
+            return false;
+        }
+        let mut scratch = (**self.image()).clone();
+        let mut loads = Loads::of(&scratch);
+        let mut records = Vec::new();
+        let mut replies = Vec::new();
+        let take = self.queue.len().min(MAX_REQUESTS_PER_BATCH);
+        for queued in self.queue.drain(..take).collect::<Vec<_>>() {
+            let (added, reply) = self.change_of(&scratch, &mut loads, queued);
+            if !added.is_empty() {
+                let batch = RecordBatch::of(added.iter().cloned());
+                match scratch.applied(scratch.offset + 1, &batch) {
+                    Ok(next) => {
+                        scratch = next;
+                        records.extend(added);
+                    }
+                    Err(error) => {
+                        debug_assert!(false, "a controller change breaks the image: {error}");
+                        if let Some((id, _)) = reply {
+                            replies.push((id, ControllerReply::Refused(ControllerError::NotController { leader: 0 })));
+                        }
+                        continue;
+                    }
+                }
+            }
+            replies.extend(reply);
+        }
+        if records.is_empty() {
+            output.replies.extend(replies);
+            return false;
+        }
+        match self.quorum.propose(&RecordBatch::of(records)) {
+            Ok(token) => {
+                let term = self.quorum.term();
+                self.in_flight = Some(InFlight { token, term, replies });
+                true
+            }
+            Err(error) => {
+                let leader = match error {
+                    crate::quorum::ProposeError::NotLeader { leader } => leader,
+                    crate::quorum::ProposeError::Dropped => 0,
+                };
+                let refusal = ControllerError::NotController { leader };
+                output
+                    .replies
+                    .extend(replies.into_iter().map(|(id, _)| (id, ControllerReply::Refused(refusal.clone()))));
+                false
+            }
+        }
+    }
+
+    /// The records and reply of one queued item, against `scratch`.
+    fn change_of(
+        &mut self,
+        scratch: &MetadataImage,
+        loads: &mut Loads,
+        queued: Queued,
+    ) -> (Vec<MetadataRecord>, Option<(RequestId, ControllerReply)>) {
+        let (id, request) = match queued {
+            Queued::Expired { broker_id, broker_epoch } => {
+                self.expiring.remove(&broker_id);
+                return (
+                    self.with_liveness(scratch, changes::fence(scratch, broker_id, broker_epoch), broker_id),
+                    None,
+                );
+            }
+            Queued::Request(id, request) => (id, request),
+        };
+        let settings = self.settings.clone();
+        let (records, reply) = match request {
+            ControllerRequest::RegisterBroker { broker_id, incarnation_id, endpoints, rack } => {
+                let lease_live = self.leases.get(&broker_id).is_some_and(|d| *d > self.now_ms);
+                let (records, reply) =
+                    changes::register(scratch, broker_id, incarnation_id, endpoints, rack, lease_live);
+                if !records.is_empty() {
+                    self.leases.insert(broker_id, self.now_ms + settings.session_timeout_ms);
+                }
+                (self.with_liveness(scratch, records, broker_id), reply)
+            }
+            ControllerRequest::Heartbeat { broker_id, broker_epoch, metadata_offset, want_fence, want_shutdown } => {
+                let (records, reply) =
+                    changes::heartbeat(scratch, broker_id, broker_epoch, metadata_offset, want_fence, want_shutdown);
+                (self.with_liveness(scratch, records, broker_id), reply)
+            }
+            ControllerRequest::CreateTopics { topics, validate_only } => {
+                let mut records = Vec::new();
+                let mut results = Vec::new();
+                let mut names = BTreeSet::new();
+                for topic in &topics {
+                    let topic_id = self.fresh_id();
+                    let result = if !names.insert(topic.name.clone()) {
+                        Err(ControllerError::InvalidTopic(format!(
+                            "topic {} is named twice in the request",
+                            topic.name
+                        )))
+                    } else {
+                        changes::create_topic(scratch, loads, topic, topic_id, &settings)
+                    };
+                    match result {
+                        Ok(added) => {
+                            if !validate_only {
+                                records.extend(added);
+                            }
+                            results.push((topic.name.clone(), Ok(topic_id)));
+                        }
+                        Err(error) => results.push((topic.name.clone(), Err(error))),
+                    }
+                }
+                (records, ControllerReply::Topics(results))
+            }
+            ControllerRequest::DeleteTopics { names } => {
+                let mut records = Vec::new();
+                let mut results = Vec::new();
+                let mut seen = BTreeSet::new();
+                for name in names {
+                    match scratch.topic(&name) {
+                        Some(topic) if seen.insert(topic.topic_id) => {
+                            records.push(MetadataRecord::RemoveTopic { topic_id: topic.topic_id });
+                            results.push((name, Ok(())));
+                        }
+                        _ => results.push((name, Err(ControllerError::UnknownTopic))),
+                    }
+                }
+                (records, ControllerReply::Deleted(results))
+            }
+            ControllerRequest::CreatePartitions { topics, validate_only } => {
+                let mut records = Vec::new();
+                let mut results = Vec::new();
+                for (name, count) in topics {
+                    match changes::create_partitions(scratch, loads, &name, count) {
+                        Ok(added) => {
+                            if !validate_only {
+                                records.extend(added);
+                            }
+                            results.push((name, Ok(())));
+                        }
+                        Err(error) => results.push((name, Err(error))),
+                    }
+                }
+                (records, ControllerReply::Partitions(results))
+            }
+            ControllerRequest::AllocateProducerIds { broker_id, broker_epoch } => {
+                match scratch.brokers.get(&broker_id) {
+                    Some(b) if b.broker_epoch == broker_epoch => {
+                        let first = scratch.next_producer_id;
+                        let count = settings.producer_id_block;
+                        let next_producer_id = first + count;
+                        let record = MetadataRecord::ProducerIds { broker_id, broker_epoch, next_producer_id };
+                        (vec![record], ControllerReply::ProducerIds { first, count })
+                    }
+                    Some(_) => (Vec::new(), ControllerReply::Refused(ControllerError::StaleBrokerEpoch)),
+                    None => (Vec::new(), ControllerReply::Refused(ControllerError::BrokerNotRegistered(broker_id))),
+                }
+            }
+            ControllerRequest::ElectLeaders { preferred, partitions } => {
+                let mut records: Vec<MetadataRecord> = Vec::new();
+                let mut results = Vec::new();
+                let mut seen = BTreeSet::new();
+                for (name, partition) in partitions {
+                    if !seen.insert((name.clone(), partition)) {
+                        continue;
+                    }
+                    match changes::elect(scratch, &name, partition, preferred, &settings) {
+                        Ok(added) => {
+                            records.extend(added);
+                            results.push(((name, partition), Ok(())));
+                        }
+                        Err(error) => results.push(((name, partition), Err(error))),
+                    }
+                }
+                (records, ControllerReply::Elected(results))
+            }
+            ControllerRequest::AlterConfigs { resource, name, changes } => {
+                let records = changes
+                    .into_iter()
+                    .map(|(config, value)| MetadataRecord::Config {
+                        resource,
+                        resource_name: name.clone(),
+                        name: config,
+                        value,
+                    })
+                    .collect();
+                (records, ControllerReply::Done)
+            }
+        };
+        (records, Some((id, reply)))
+    }
+
+    /// `records` (which change `broker`'s registration or fencing) and the
+    /// partition changes that follow from them.
+    fn with_liveness(
+        &self,
+        scratch: &MetadataImage,
+        mut records: Vec<MetadataRecord>,
+        broker: i32,
+    ) -> Vec<MetadataRecord> {
+        if records.is_empty() {
+            return records;
+        }
+        let after = scratch.applied(scratch.offset + 1, &RecordBatch::of(records.iter().cloned()));
+        if let Ok(after) = after {
+            records.extend(changes::liveness_changes(&after, &[broker], &self.settings));
+        }
+        records
+    }
+
+    fn fresh_id(&mut self) -> Uuid {
+        let mut next = || {
+            self.id_state = self.id_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.id_state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let bits = (u128::from(next()) << 64) | u128::from(next());
+        uuid::Builder::from_random_bytes(bits.to_le_bytes()).into_uuid()
+    }
+}

@@ -1,0 +1,119 @@
+//! What brokers and admin clients ask the active controller, and what it
+//! answers: Kafka's controller APIs (BrokerRegistration, BrokerHeartbeat,
+//! CreateTopics, DeleteTopics, CreatePartitions, AllocateProducerIds,
+//! ElectLeaders, configs) as plain types. The protocol edge maps Kafka
+//! messages to these and the errors to Kafka codes.
+
+use uuid::Uuid;
+
+use crate::metadata::records::{ConfigResource, Endpoint};
+
+/// The driver's handle for a request, given back with its reply.
+pub type RequestId = u64;
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Its name.
+    pub name: String,
+    /// Partitions, or -1 for the default (ignored with `assignments`).
+    pub partitions: i32,
+    /// Replicas per partition, or -1 for the default.
+    pub replication_factor: i32,
+    /// Replicas of each partition, when the client chose them.
+    pub assignments: Vec<Vec<i32>>,
+    /// Topic configs, already validated by the protocol edge.
+    pub configs: Vec<(String, String)>,
+}
+
+/// A request to the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControllerRequest {
+    /// BrokerRegistration: a broker starts (a new incarnation).
+    RegisterBroker { broker_id: i32, incarnation_id: Uuid, endpoints: Vec<Endpoint>, rack: Option<String> },
+    /// BrokerHeartbeat: renews the lease and asks for a state.
+    Heartbeat { broker_id: i32, broker_epoch: i64, metadata_offset: u64, want_fence: bool, want_shutdown: bool },
+    /// CreateTopics.
+    CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
+    /// DeleteTopics, by name.
+    DeleteTopics { names: Vec<String> },
+    /// CreatePartitions: each topic grows to the given count.
+    CreatePartitions { topics: Vec<(String, i32)>, validate_only: bool },
+    /// AllocateProducerIds: a block for one broker.
+    AllocateProducerIds { broker_id: i32, broker_epoch: i64 },
+    /// ElectLeaders for these partitions.
+    ElectLeaders { preferred: bool, partitions: Vec<(String, i32)> },
+    /// Sets (`Some`) or removes configs of one resource.
+    AlterConfigs { resource: ConfigResource, name: String, changes: Vec<(String, Option<String>)> },
+}
+
+/// Why the controller refused (all or part of) a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControllerError {
+    /// This node does not lead the quorum; `leader` is the one it knows
+    /// of (0 for none).
+    #[error("not the active controller (leader {leader})")]
+    NotController { leader: u64 },
+    /// Another incarnation of this broker id still holds a lease.
+    #[error("broker {0} is registered by another incarnation that still holds its lease")]
+    DuplicateBrokerRegistration(i32),
+    /// The broker's epoch is not its current registration's.
+    #[error("stale broker epoch")]
+    StaleBrokerEpoch,
+    /// The broker is not registered.
+    #[error("broker {0} is not registered")]
+    BrokerNotRegistered(i32),
+    /// The topic exists.
+    #[error("topic already exists")]
+    TopicExists,
+    /// No such topic.
+    #[error("unknown topic")]
+    UnknownTopic,
+    /// No such partition.
+    #[error("unknown partition")]
+    UnknownPartition,
+    /// The name breaks Kafka's rules.
+    #[error("{0}")]
+    InvalidTopic(String),
+    /// The replication factor cannot be had.
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    /// The partition count cannot be had.
+    #[error("{0}")]
+    InvalidPartitions(String),
+    /// A client-chosen assignment is invalid.
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// The election would change nothing.
+    #[error("leader election not needed")]
+    ElectionNotNeeded,
+    /// The preferred replica is not alive or not in the ISR.
+    #[error("preferred leader not available")]
+    PreferredLeaderNotAvailable,
+    /// No live replica can lead.
+    #[error("no eligible leader available")]
+    EligibleLeadersNotAvailable,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControllerReply {
+    /// The whole request was refused.
+    Refused(ControllerError),
+    /// Registered, with the broker's epoch.
+    Registered { broker_epoch: i64 },
+    /// The broker's state after a heartbeat.
+    Heartbeat { fenced: bool, caught_up: bool, should_shut_down: bool },
+    /// Per topic: its id, or why not.
+    Topics(Vec<(String, Result<Uuid, ControllerError>)>),
+    /// Per topic: deleted, or why not.
+    Deleted(Vec<(String, Result<(), ControllerError>)>),
+    /// Per topic: grown, or why not.
+    Partitions(Vec<(String, Result<(), ControllerError>)>),
+    /// The ids `first..first + count` are this broker's.
+    ProducerIds { first: i64, count: i64 },
+    /// Per partition: elected, or why not.
+    Elected(Vec<((String, i32), Result<(), ControllerError>)>),
+    /// Done.
+    Done,
+}
