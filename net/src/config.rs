@@ -127,6 +127,17 @@ pub struct BrokerConfig {
     pub transaction_max_timeout_ms: i32,
     /// `transactional_id_expiration_ms`: a transactional id without a transaction for this long is forgotten.
     pub transactional_id_expiration_ms: i64,
+    /// `process_roles` (Kafka's `process.roles`): `broker`, `controller`
+    /// or both; a single node is both.
+    pub process_roles: String,
+    /// `controller_quorum_voters` (Kafka's `controller.quorum.voters`):
+    /// `id@host:port,...`; empty for a single node, its own one voter.
+    pub controller_quorum_voters: String,
+    /// `cluster_id`: the cluster this node belongs to; empty keeps the id
+    /// the data directory was formatted with (a fresh one on first start).
+    pub cluster_id: String,
+    /// `broker_rack` (Kafka's `broker.rack`): shown in Metadata.
+    pub broker_rack: String,
     /// The keys set explicitly (in the file or with `--set`), as opposed to
     /// left at their defaults: DescribeConfigs reports them as static
     /// broker configs.
@@ -184,6 +195,10 @@ impl Default for BrokerConfig {
             transaction_state_num_partitions: 50,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 604_800_000,
+            process_roles: "broker,controller".into(),
+            controller_quorum_voters: String::new(),
+            cluster_id: String::new(),
+            broker_rack: String::new(),
             explicit: Default::default(),
         }
     }
@@ -285,6 +300,10 @@ impl BrokerConfig {
             "transaction_state_num_partitions" => self.transaction_state_num_partitions = parse(key, value)?,
             "transaction_max_timeout_ms" => self.transaction_max_timeout_ms = parse(key, value)?,
             "transactional_id_expiration_ms" => self.transactional_id_expiration_ms = parse(key, value)?,
+            "process_roles" => self.process_roles = value.into(),
+            "controller_quorum_voters" => self.controller_quorum_voters = value.into(),
+            "cluster_id" => self.cluster_id = value.into(),
+            "broker_rack" => self.broker_rack = value.into(),
             other => return Err(bad(other, "unknown key")),
         }
         self.explicit.insert(key.to_string());
@@ -382,6 +401,36 @@ impl BrokerConfig {
         }
         if self.log_flush_interval_ms == 0 || self.log_flush_interval_messages == 0 {
             return Err(bad("log_flush_interval_ms", "must be -1 or positive"));
+        }
+        self.check_cluster()
+    }
+
+    /// `process_roles`, `controller_quorum_voters` and `cluster_id`: a
+    /// controller is one of the voters; this build serves a single node
+    /// (both roles, its own one voter) until brokers follow the quorum.
+    fn check_cluster(&self) -> Result<(), ConfigError> {
+        use shardline_replication::node;
+        let roles = node::parse_roles(&self.process_roles).map_err(|e| bad("process_roles", e.to_string()))?;
+        let voters = node::parse_voters(&self.controller_quorum_voters)
+            .map_err(|e| bad("controller_quorum_voters", e.to_string()))?;
+        if !voters.is_empty() {
+            node::check_membership(self.node_id, roles, &voters, &self.controller_quorum_voters)
+                .map_err(|e| bad("controller_quorum_voters", e.to_string()))?;
+        }
+        if !(roles.broker && roles.controller) {
+            return Err(bad("process_roles", "this build runs single nodes only, each broker and controller"));
+        }
+        if voters.iter().any(|v| v.id != self.node_id) {
+            return Err(bad(
+                "controller_quorum_voters",
+                "this build runs single nodes only: the voters may name only this node",
+            ));
+        }
+        if !self.cluster_id.is_empty()
+            && (self.cluster_id.len() > 64
+                || !self.cluster_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return Err(bad("cluster_id", "at most 64 ASCII letters, digits, '-' and '_'"));
         }
         Ok(())
     }

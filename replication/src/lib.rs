@@ -7,11 +7,13 @@
 //!   immutable image they build, which brokers publish to their shards.
 //! - [`controller`]: the active controller's logic over the quorum:
 //!   registration, leases and fencing, placement, elections, topics.
+//! - [`node`]: roles, voters and the data directory's identity.
 //! - [`quorum`]: the controller quorum's consensus (raft-rs) over the
 //!   metadata log, with its on-disk format and recovery.
 
 pub mod controller;
 pub mod metadata;
+pub mod node;
 pub mod quorum;
 
 pub use protobuf;

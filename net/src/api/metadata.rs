@@ -69,6 +69,10 @@ async fn describe(context: &Context, request: MetadataRequest, version: i16) -> 
     broker.node_id = BrokerId(shared.config.node_id);
     broker.host = StrBytes::from_string(shared.advertised.0.clone());
     broker.port = shared.advertised.1;
+    if !shared.config.broker_rack.is_empty() {
+        // Encoded from v1 (the field's first version); v0 leaves it out.
+        broker.rack = Some(StrBytes::from_string(shared.config.broker_rack.clone()));
+    }
     response.brokers = vec![broker];
     if version >= 2 {
         response.cluster_id = Some(StrBytes::from_string(shared.cluster_id.clone()));

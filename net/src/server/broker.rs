@@ -15,6 +15,7 @@ use shardline_engine::runtime::mesh::Mesh;
 use shardline_engine::runtime::pool::ShardPool;
 use shardline_engine::storage::priority_write::set_append_priority;
 use shardline_engine::RealDisk;
+use shardline_replication::node::MetaProperties;
 
 use crate::config::BrokerConfig;
 use crate::producer_ids::ProducerIdBlocks;
@@ -35,15 +36,38 @@ pub struct Broker {
     _data_dir_lock: std::fs::File,
 }
 
-fn meta_properties(config: &BrokerConfig) -> std::io::Result<String> {
+/// What `meta.properties` in the data directory says, checked against the
+/// configuration before anything on disk changes: a directory formatted
+/// for another cluster or node is refused with a message naming both.
+fn check_meta_properties(config: &BrokerConfig) -> std::io::Result<Option<MetaProperties>> {
     let path = config.data_dir.join("meta.properties");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
-            return Ok(id.trim().to_string());
-        }
+    let dir = config.data_dir.display().to_string();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let refused = |e: shardline_replication::node::NodeError| std::io::Error::other(e.to_string());
+    let meta = MetaProperties::parse(&text, &dir).map_err(refused)?;
+    let expected = (!config.cluster_id.is_empty()).then_some(config.cluster_id.as_str());
+    meta.check(config.node_id, expected, &dir).map_err(refused)?;
+    Ok(Some(meta))
+}
+
+/// The cluster id: the data directory's, or (first start) the configured
+/// one or a fresh one, written to `meta.properties`.
+fn format_data_dir(config: &BrokerConfig, existing: Option<MetaProperties>) -> std::io::Result<String> {
+    if let Some(meta) = existing {
+        return Ok(meta.cluster_id);
     }
-    let cluster_id = uuid::Uuid::new_v4().simple().to_string()[..22].to_string();
-    std::fs::write(&path, format!("version=1\ncluster.id={cluster_id}\nnode.id={}\n", config.node_id))?;
+    let cluster_id = if config.cluster_id.is_empty() {
+        uuid::Uuid::new_v4().simple().to_string()[..22].to_string()
+    } else {
+        config.cluster_id.clone()
+    };
+    let meta = MetaProperties { cluster_id: cluster_id.clone(), node_id: config.node_id };
+    std::fs::write(config.data_dir.join("meta.properties"), meta.to_text())?;
+    tracing::info!(cluster_id = %cluster_id, node_id = config.node_id, "formatted the data directory");
     Ok(cluster_id)
 }
 
@@ -127,6 +151,7 @@ impl Broker {
         // Resolve "one per core" once, here: inside a pinned shard thread the
         // available parallelism is 1.
         config.shards = config.shard_count();
+        let formatted = check_meta_properties(&config)?;
         std::fs::create_dir_all(&config.data_dir)?;
         let data_dir_lock = lock_data_dir(&config)?;
         if !config.test_sync_ledger.is_empty() {
@@ -135,7 +160,7 @@ impl Broker {
         }
         ensure_port_free(config.listen_addr()?)?;
         raise_open_file_limit(&config);
-        let cluster_id = meta_properties(&config)?;
+        let cluster_id = format_data_dir(&config, formatted)?;
         let topics = TopicStore::load(&config.data_dir)?;
         remove_stray_partitions(&config, &topics)?;
         let shards = config.shard_count();
