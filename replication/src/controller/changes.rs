@@ -96,6 +96,7 @@ pub(super) fn liveness_changes(
 /// of this id still holds a lease.
 pub(super) fn register(
     image: &MetadataImage,
+    batch_offset: u64,
     broker_id: i32,
     incarnation_id: Uuid,
     endpoints: Vec<Endpoint>,
@@ -106,11 +107,14 @@ pub(super) fn register(
         if existing.incarnation_id == incarnation_id {
             return (Vec::new(), ControllerReply::Registered { broker_epoch: existing.broker_epoch });
         }
-        if !existing.fenced && lease_live {
+        // Kafka refuses while the other incarnation's session is valid;
+        // a registration already in this batch counts as valid too.
+        if lease_live || existing.broker_epoch >= batch_offset as i64 {
             return refused(ControllerError::DuplicateBrokerRegistration(broker_id));
         }
     }
-    let broker_epoch = image.offset as i64 + 1;
+    // The broker epoch is the offset of the entry that registers it.
+    let broker_epoch = batch_offset as i64;
     let record = MetadataRecord::RegisterBroker {
         broker_id,
         incarnation_id,

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use uuid::Uuid;
 
 use crate::metadata::image::MetadataImage;
-use crate::metadata::records::{MetadataRecord, RecordBatch};
+use crate::metadata::records::{MetadataRecord, RecordBatch, MAX_BATCH_BYTES};
 use crate::quorum::{Quorum, QuorumAction, QuorumError};
 use placement::Loads;
 use requests::{ControllerError, ControllerReply, ControllerRequest, RequestId};
@@ -149,6 +149,14 @@ impl Controller {
         if self.leading_term.is_none() {
             return;
         }
+        // Every unfenced broker holds a lease, including those unfenced by
+        // entries applied since this node became leader.
+        let deadline = self.now_ms + self.settings.session_timeout_ms;
+        let unleased: Vec<i32> =
+            self.image().live_brokers().map(|b| b.broker_id).filter(|id| !self.leases.contains_key(id)).collect();
+        for id in unleased {
+            self.leases.insert(id, deadline);
+        }
         let expired: Vec<i32> = self
             .leases
             .iter()
@@ -259,9 +267,32 @@ impl Controller {
         let mut loads = Loads::of(&scratch);
         let mut records = Vec::new();
         let mut replies = Vec::new();
-        let take = self.queue.len().min(MAX_REQUESTS_PER_BATCH);
-        for queued in self.queue.drain(..take).collect::<Vec<_>>() {
-            let (added, reply) = self.change_of(&scratch, &mut loads, queued);
+        let mut batch_bytes = 0usize;
+        // The batch lands at the entry after the last: nothing else is in
+        // flight and the log is applied.
+        let batch_offset = self.quorum.last_index() + 1;
+        for _ in 0..MAX_REQUESTS_PER_BATCH {
+            let Some(queued) = self.queue.pop_front() else { break };
+            let held = match &queued {
+                Queued::Request(id, request) => Some((*id, request.clone())),
+                Queued::Expired { .. } => None,
+            };
+            let (added, reply) = self.change_of(&scratch, &mut loads, batch_offset, queued);
+            let bytes = if added.is_empty() { 0 } else { RecordBatch::of(added.iter().cloned()).encode().len() };
+            if bytes > MAX_BATCH_BYTES / 2 {
+                if let Some((id, _)) = reply {
+                    replies.push((id, ControllerReply::Refused(ControllerError::RequestTooLarge)));
+                }
+                continue;
+            }
+            if batch_bytes + bytes > MAX_BATCH_BYTES / 2 {
+                // The next batch takes it, decided again against that image.
+                if let Some((id, request)) = held {
+                    self.queue.push_front(Queued::Request(id, request));
+                }
+                break;
+            }
+            batch_bytes += bytes;
             if !added.is_empty() {
                 let batch = RecordBatch::of(added.iter().cloned());
                 match scratch.applied(scratch.offset + 1, &batch) {
@@ -309,11 +340,16 @@ impl Controller {
         &mut self,
         scratch: &MetadataImage,
         loads: &mut Loads,
+        batch_offset: u64,
         queued: Queued,
     ) -> (Vec<MetadataRecord>, Option<(RequestId, ControllerReply)>) {
         let (id, request) = match queued {
             Queued::Expired { broker_id, broker_epoch } => {
                 self.expiring.remove(&broker_id);
+                if self.leases.get(&broker_id).is_some_and(|deadline| *deadline > self.now_ms) {
+                    // It heartbeated since: the lease holds again.
+                    return (Vec::new(), None);
+                }
                 return (
                     self.with_liveness(scratch, changes::fence(scratch, broker_id, broker_epoch), broker_id),
                     None,
@@ -326,7 +362,7 @@ impl Controller {
             ControllerRequest::RegisterBroker { broker_id, incarnation_id, endpoints, rack } => {
                 let lease_live = self.leases.get(&broker_id).is_some_and(|d| *d > self.now_ms);
                 let (records, reply) =
-                    changes::register(scratch, broker_id, incarnation_id, endpoints, rack, lease_live);
+                    changes::register(scratch, batch_offset, broker_id, incarnation_id, endpoints, rack, lease_live);
                 if !records.is_empty() {
                     self.leases.insert(broker_id, self.now_ms + settings.session_timeout_ms);
                 }
@@ -381,7 +417,14 @@ impl Controller {
             ControllerRequest::CreatePartitions { topics, validate_only } => {
                 let mut records = Vec::new();
                 let mut results = Vec::new();
+                let mut seen = BTreeSet::new();
                 for (name, count) in topics {
+                    if !seen.insert(name.clone()) {
+                        let twice =
+                            ControllerError::InvalidPartitions(format!("topic {name} is named twice in the request"));
+                        results.push((name, Err(twice)));
+                        continue;
+                    }
                     match changes::create_partitions(scratch, loads, &name, count) {
                         Ok(added) => {
                             if !validate_only {
@@ -424,6 +467,11 @@ impl Controller {
                     }
                 }
                 (records, ControllerReply::Elected(results))
+            }
+            ControllerRequest::AlterConfigs { resource, name, .. }
+                if resource == crate::metadata::records::ConfigResource::Topic && scratch.topic(&name).is_none() =>
+            {
+                (Vec::new(), ControllerReply::Refused(ControllerError::UnknownTopic))
             }
             ControllerRequest::AlterConfigs { resource, name, changes } => {
                 let records = changes

@@ -93,6 +93,9 @@ pub enum ControllerError {
     /// No live replica can lead.
     #[error("no eligible leader available")]
     EligibleLeadersNotAvailable,
+    /// The request's records would not fit in one metadata entry.
+    #[error("the request is too large for one metadata entry: ask for fewer partitions at once")]
+    RequestTooLarge,
 }
 
 /// The answer to one request.

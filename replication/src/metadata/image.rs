@@ -284,6 +284,9 @@ impl MetadataImage {
                 Arc::make_mut(topic).partitions[index] = next;
             }
             MetadataRecord::Config { resource, resource_name, name, value } => {
+                if *resource == ConfigResource::Topic && !self.topic_ids.contains_key(resource_name) {
+                    return Err("a config of a topic that does not exist".into());
+                }
                 let configs = Arc::make_mut(&mut self.configs);
                 let key = (*resource, resource_name.clone());
                 match value {

@@ -17,9 +17,13 @@ use uuid::Uuid;
 /// The newest schema version of every record this build writes.
 pub const RECORD_VERSION: u16 = 1;
 
-/// Bytes one encoded batch may take (a CreateTopics of 10,000 partitions
-/// with three replicas each is about 2 MB).
+/// Bytes one encoded batch may take (a partition record is about 200
+/// bytes: a CreateTopics of 10,000 partitions is about 2 MB). The
+/// controller splits or refuses requests so no batch is larger.
 pub const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// Bytes a snapshot's records may take (the whole image).
+pub const MAX_SNAPSHOT_RECORD_BYTES: usize = 1 << 30;
 
 /// A broker's endpoint as it registered it (an advertised listener).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,7 +133,7 @@ pub struct RecordBatch {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
     /// Longer than [`MAX_BATCH_BYTES`].
-    #[error("metadata batch of {0} bytes is over the limit of {MAX_BATCH_BYTES}")]
+    #[error("metadata batch of {0} bytes is over its limit")]
     TooLarge(usize),
     /// Not a batch this build can read.
     #[error("metadata batch does not decode: {0}")]
@@ -157,7 +161,17 @@ impl RecordBatch {
     /// Reads a batch back, refusing one over [`MAX_BATCH_BYTES`] or with a
     /// record newer than this build.
     pub fn decode(bytes: &[u8]) -> Result<RecordBatch, RecordError> {
-        if bytes.len() > MAX_BATCH_BYTES {
+        Self::decode_within(bytes, MAX_BATCH_BYTES)
+    }
+
+    /// Reads a snapshot's records back (bounded by
+    /// [`MAX_SNAPSHOT_RECORD_BYTES`], not by one batch's limit).
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<RecordBatch, RecordError> {
+        Self::decode_within(bytes, MAX_SNAPSHOT_RECORD_BYTES)
+    }
+
+    fn decode_within(bytes: &[u8], limit: usize) -> Result<RecordBatch, RecordError> {
+        if bytes.len() > limit {
             return Err(RecordError::TooLarge(bytes.len()));
         }
         let batch: RecordBatch = serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;

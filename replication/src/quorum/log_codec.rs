@@ -135,6 +135,13 @@ pub fn recover(snapshot: Option<&[u8]>, log: &[u8]) -> Result<RecoveredLog, LogE
     }
     if let Some(s) = &recovered.snapshot {
         let meta = s.get_metadata();
+        // A log older than its snapshot (a crash between the snapshot's
+        // rename and the log's) may hold a stale branch: its entries count
+        // only if the log agrees with the snapshot at the snapshot's index.
+        let at_snapshot = recovered.entries.iter().find(|e| e.index == meta.index);
+        if at_snapshot.is_some_and(|e| e.term != meta.term) {
+            recovered.entries.clear();
+        }
         recovered.hard_state.term = recovered.hard_state.term.max(meta.term);
         recovered.hard_state.commit = recovered.hard_state.commit.max(meta.index);
     }
@@ -212,6 +219,24 @@ mod tests {
         let mut flipped = log.clone();
         *flipped.last_mut().unwrap() ^= 1;
         assert_eq!(recover(None, &flipped).unwrap().entries.len(), 1);
+    }
+
+    #[test]
+    fn a_log_older_than_its_snapshot_keeps_no_entries_of_a_stale_branch() {
+        // Crash between the snapshot's rename and the log's: the log holds
+        // entries of term 2 where the snapshot (index 3, term 4) has term 4.
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().index = 3;
+        snapshot.mut_metadata().term = 4;
+        let mut log = Vec::new();
+        for i in 1..=5 {
+            entry_frame(&entry(i, 2), &mut log);
+        }
+        let recovered = recover(Some(&snapshot_file(&snapshot)), &log).unwrap();
+        assert!(recovered.entries.is_empty(), "entries 4 and 5 of term 2 are not after a term-4 snapshot");
+        snapshot.mut_metadata().term = 2;
+        let recovered = recover(Some(&snapshot_file(&snapshot)), &log).unwrap();
+        assert_eq!(recovered.entries.len(), 5, "a log that agrees at the snapshot keeps its entries");
     }
 
     #[test]

@@ -402,6 +402,7 @@ impl Quorum {
 /// The image a snapshot holds.
 fn image_of_snapshot(snapshot: &Snapshot) -> Result<MetadataImage, QuorumError> {
     let offset = snapshot.get_metadata().index;
-    let batch = RecordBatch::decode(&snapshot.data).map_err(|source| QuorumError::Record { offset, source })?;
+    let batch =
+        RecordBatch::decode_snapshot(&snapshot.data).map_err(|source| QuorumError::Record { offset, source })?;
     Ok(MetadataImage::from_records(offset, &batch)?)
 }
