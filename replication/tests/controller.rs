@@ -1,0 +1,171 @@
+//! The controller on a one-voter quorum, step by step: registration,
+//! unfencing on heartbeat, placement, fencing when a lease runs out (its
+//! partition goes offline, then comes back with the broker), duplicate
+//! registration while a lease holds, and producer-id blocks.
+
+use shardline_replication::controller::requests::{
+    ControllerError, ControllerReply, ControllerRequest, NewTopic, RequestId,
+};
+use shardline_replication::controller::{Controller, ControllerSettings};
+use shardline_replication::metadata::image::NO_LEADER;
+use shardline_replication::quorum::log_codec::RecoveredLog;
+use shardline_replication::quorum::{Quorum, QuorumConfig};
+use uuid::Uuid;
+
+const TICK_MS: i64 = 100;
+
+struct Harness {
+    controller: Controller,
+    now_ms: i64,
+    next_id: RequestId,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let config = QuorumConfig {
+            node_id: 1,
+            voters: vec![1],
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            snapshot_every_entries: 1000,
+            entries_kept_behind_snapshot: 10,
+            incarnation: 7,
+        };
+        let quorum = Quorum::open(config, RecoveredLog::default()).expect("opens");
+        let mut harness =
+            Harness { controller: Controller::new(quorum, ControllerSettings::default(), 1), now_ms: 0, next_id: 1 };
+        for _ in 0..30 {
+            harness.tick();
+        }
+        assert!(harness.controller.quorum().is_leader(), "a single voter elects itself");
+        harness
+    }
+
+    fn tick(&mut self) -> Vec<(RequestId, ControllerReply)> {
+        self.now_ms += TICK_MS;
+        self.controller.tick(self.now_ms);
+        self.controller.poll().expect("poll").replies
+    }
+
+    /// Sends a request and runs until it is answered (bounded).
+    fn ask(&mut self, request: ControllerRequest) -> ControllerReply {
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Some(reply) = self.controller.handle(self.now_ms, id, request) {
+            return reply;
+        }
+        for _ in 0..10 {
+            let replies = self.controller.poll().expect("poll").replies;
+            if let Some((_, reply)) = replies.into_iter().find(|(r, _)| *r == id) {
+                return reply;
+            }
+        }
+        panic!("request {id} was not answered");
+    }
+
+    fn heartbeat(&mut self, broker_id: i32, broker_epoch: i64) -> ControllerReply {
+        let metadata_offset = self.controller.image().offset;
+        self.ask(ControllerRequest::Heartbeat {
+            broker_id,
+            broker_epoch,
+            metadata_offset,
+            want_fence: false,
+            want_shutdown: false,
+        })
+    }
+
+    fn register(&mut self, broker_id: i32, incarnation: u128) -> ControllerReply {
+        self.ask(ControllerRequest::RegisterBroker {
+            broker_id,
+            incarnation_id: Uuid::from_u128(incarnation),
+            endpoints: vec![],
+            rack: None,
+        })
+    }
+}
+
+fn epoch_of(reply: ControllerReply) -> i64 {
+    match reply {
+        ControllerReply::Registered { broker_epoch } => broker_epoch,
+        other => panic!("not registered: {other:?}"),
+    }
+}
+
+#[test]
+fn a_broker_that_stops_heartbeating_is_fenced_and_its_partition_comes_back_with_it() {
+    let mut h = Harness::new();
+    let e1 = epoch_of(h.register(1, 11));
+    let e2 = epoch_of(h.register(2, 22));
+    assert!(matches!(h.heartbeat(1, e1), ControllerReply::Heartbeat { fenced: false, caught_up: true, .. }));
+    assert!(matches!(h.heartbeat(2, e2), ControllerReply::Heartbeat { fenced: false, .. }));
+    let topic =
+        NewTopic { name: "orders".into(), partitions: 4, replication_factor: -1, assignments: vec![], configs: vec![] };
+    let ControllerReply::Topics(results) =
+        h.ask(ControllerRequest::CreateTopics { topics: vec![topic], validate_only: false })
+    else {
+        panic!("topics reply")
+    };
+    let topic_id = results[0].1.clone().expect("created");
+    let leaders: Vec<i32> = (0..4).map(|p| h.controller.image().partition(topic_id, p).unwrap().leader).collect();
+    assert_eq!(leaders.iter().filter(|l| **l == 1).count(), 2, "balanced over both brokers: {leaders:?}");
+
+    // Broker 2 stops; broker 1 keeps heartbeating past the 3 s session.
+    for tick in 0..40 {
+        if tick % 5 == 0 {
+            h.heartbeat(1, e1);
+        }
+        h.tick();
+    }
+    let image = h.controller.image().clone();
+    assert!(image.brokers[&2].fenced && !image.brokers[&1].fenced, "only the silent broker is fenced");
+    for p in 0..4 {
+        let state = image.partition(topic_id, p).unwrap();
+        let expected = if leaders[p as usize] == 2 { NO_LEADER } else { 1 };
+        assert_eq!(state.leader, expected, "partition {p} of broker {} ", leaders[p as usize]);
+    }
+
+    // A new incarnation of broker 1 is refused while the old one's lease holds.
+    assert_eq!(h.register(1, 99), ControllerReply::Refused(ControllerError::DuplicateBrokerRegistration(1)));
+    // Broker 2 restarts: registers fenced, then is unfenced and leads again.
+    let e2b = epoch_of(h.register(2, 23));
+    assert!(e2b > e2, "a new incarnation has a later epoch");
+    assert_eq!(h.heartbeat(2, e2), ControllerReply::Refused(ControllerError::StaleBrokerEpoch));
+    assert!(matches!(h.heartbeat(2, e2b), ControllerReply::Heartbeat { fenced: false, .. }));
+    for p in 0..4 {
+        let state = h.controller.image().partition(topic_id, p).unwrap().clone();
+        assert_eq!(state.leader, leaders[p as usize], "partition {p} is served by its replica again");
+        if leaders[p as usize] == 2 {
+            assert_eq!(state.leader_epoch, 2, "offline and back: two leader changes");
+        }
+    }
+}
+
+#[test]
+fn producer_id_blocks_never_overlap_and_bad_requests_are_refused_by_name() {
+    let mut h = Harness::new();
+    let e = epoch_of(h.register(5, 1));
+    let first = h.ask(ControllerRequest::AllocateProducerIds { broker_id: 5, broker_epoch: e });
+    let second = h.ask(ControllerRequest::AllocateProducerIds { broker_id: 5, broker_epoch: e });
+    assert_eq!(first, ControllerReply::ProducerIds { first: 0, count: 1000 });
+    assert_eq!(second, ControllerReply::ProducerIds { first: 1000, count: 1000 });
+    h.heartbeat(5, e);
+    let rf3 =
+        NewTopic { name: "wide".into(), partitions: 1, replication_factor: 3, assignments: vec![], configs: vec![] };
+    let bad = NewTopic {
+        name: "no/slash".into(),
+        partitions: 1,
+        replication_factor: 1,
+        assignments: vec![],
+        configs: vec![],
+    };
+    let ControllerReply::Topics(results) =
+        h.ask(ControllerRequest::CreateTopics { topics: vec![rf3, bad], validate_only: false })
+    else {
+        panic!("topics reply")
+    };
+    assert!(
+        matches!(&results[0].1, Err(ControllerError::InvalidReplicationFactor(why)) if why.contains("replication is not built yet"))
+    );
+    assert!(matches!(&results[1].1, Err(ControllerError::InvalidTopic(_))));
+    assert!(h.controller.image().topics.is_empty());
+}
