@@ -211,7 +211,10 @@ pub(super) fn create_topic(
     let mut records = vec![MetadataRecord::Topic { name: topic.name.clone(), topic_id }];
     for (i, replicas) in assignments.into_iter().enumerate() {
         let isr: Vec<i32> = replicas.iter().copied().filter(|r| live(image, *r)).collect();
-        let leader = *isr.first().expect("placement and checked assignments have a live replica");
+        // Placement uses live brokers and checked assignments have one.
+        let Some(&leader) = isr.first() else {
+            return Err(ControllerError::InvalidReplicaAssignment(format!("every broker of partition {i} is fenced")));
+        };
         records.push(MetadataRecord::Partition {
             topic_id,
             partition: i as i32,

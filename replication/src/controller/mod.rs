@@ -210,20 +210,18 @@ impl Controller {
 
     fn on_action(&mut self, action: &QuorumAction, output: &mut ControllerOutput) {
         match action {
-            QuorumAction::Applied { proposal: Some(token), .. }
-                if self.in_flight.as_ref().is_some_and(|f| f.token == *token) =>
-            {
-                let done = self.in_flight.take().expect("in flight");
-                output.replies.extend(done.replies);
+            QuorumAction::Applied { proposal: Some(token), .. } => {
+                if let Some(done) = self.in_flight.take_if(|f| f.token == *token) {
+                    output.replies.extend(done.replies);
+                }
             }
             QuorumAction::LeaderChanged { leader, term } => {
                 let ours = *leader == self.quorum.node_id();
-                if self.in_flight.as_ref().is_some_and(|f| !ours || f.term != *term) {
-                    let lost = self.in_flight.take().expect("in flight");
+                if let Some(lost) = self.in_flight.take_if(|f| !ours || f.term != *term) {
                     let refusal = ControllerError::NotController { leader: *leader };
-                    output.replies.extend(
-                        lost.replies.into_iter().map(|(id, _)| (id, ControllerReply::Refused(refusal.clone()))),
-                    );
+                    let refused =
+                        lost.replies.into_iter().map(|(id, _)| (id, ControllerReply::Refused(refusal.clone())));
+                    output.replies.extend(refused);
                 }
             }
             _ => {}
