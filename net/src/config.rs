@@ -138,6 +138,16 @@ pub struct BrokerConfig {
     pub cluster_id: String,
     /// `broker_rack` (Kafka's `broker.rack`): shown in Metadata.
     pub broker_rack: String,
+    /// `broker_session_timeout_ms` (Kafka's `broker.session.timeout.ms`):
+    /// a broker without a heartbeat for this long is fenced.
+    pub broker_session_timeout_ms: i64,
+    /// `broker_heartbeat_interval_ms` (Kafka's
+    /// `broker.heartbeat.interval.ms`): how often a broker heartbeats to
+    /// the active controller.
+    pub broker_heartbeat_interval_ms: i64,
+    /// `metadata_snapshot_entries`: metadata log entries between
+    /// snapshots of the image (the log before a snapshot is dropped).
+    pub metadata_snapshot_entries: u64,
     /// The keys set explicitly (in the file or with `--set`), as opposed to
     /// left at their defaults: DescribeConfigs reports them as static
     /// broker configs.
@@ -199,6 +209,9 @@ impl Default for BrokerConfig {
             controller_quorum_voters: String::new(),
             cluster_id: String::new(),
             broker_rack: String::new(),
+            broker_session_timeout_ms: 3000,
+            broker_heartbeat_interval_ms: 500,
+            metadata_snapshot_entries: 1000,
             explicit: Default::default(),
         }
     }
@@ -304,6 +317,9 @@ impl BrokerConfig {
             "controller_quorum_voters" => self.controller_quorum_voters = value.into(),
             "cluster_id" => self.cluster_id = value.into(),
             "broker_rack" => self.broker_rack = value.into(),
+            "broker_session_timeout_ms" => self.broker_session_timeout_ms = parse(key, value)?,
+            "broker_heartbeat_interval_ms" => self.broker_heartbeat_interval_ms = parse(key, value)?,
+            "metadata_snapshot_entries" => self.metadata_snapshot_entries = parse(key, value)?,
             other => return Err(bad(other, "unknown key")),
         }
         self.explicit.insert(key.to_string());
@@ -392,6 +408,15 @@ impl BrokerConfig {
         }
         if !(1..=10_000).contains(&self.transaction_state_num_partitions) {
             return Err(bad("transaction_state_num_partitions", "must be 1 to 10000"));
+        }
+        if self.broker_heartbeat_interval_ms < 10 || self.broker_heartbeat_interval_ms > 60_000 {
+            return Err(bad("broker_heartbeat_interval_ms", "must be 10 to 60000"));
+        }
+        if self.broker_session_timeout_ms < 2 * self.broker_heartbeat_interval_ms {
+            return Err(bad("broker_session_timeout_ms", "must be at least twice broker_heartbeat_interval_ms"));
+        }
+        if self.metadata_snapshot_entries < 10 {
+            return Err(bad("metadata_snapshot_entries", "must be at least 10"));
         }
         if self.transactional_id_expiration_ms < 1 {
             return Err(bad("transactional_id_expiration_ms", "must be positive"));

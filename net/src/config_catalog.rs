@@ -211,11 +211,25 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         value: |c| c.auto_create_topics_enable.to_string(),
     },
     BrokerConfigDef {
+        name: "broker.heartbeat.interval.ms",
+        key: Some("broker_heartbeat_interval_ms"),
+        config_type: ConfigType::Int,
+        doc: "How often a broker heartbeats to the active controller.",
+        value: |c| c.broker_heartbeat_interval_ms.to_string(),
+    },
+    BrokerConfigDef {
         name: "broker.id",
         key: Some("node_id"),
         config_type: ConfigType::Int,
         doc: "This broker's id (the same as node.id).",
         value: |c| c.node_id.to_string(),
+    },
+    BrokerConfigDef {
+        name: "broker.session.timeout.ms",
+        key: Some("broker_session_timeout_ms"),
+        config_type: ConfigType::Int,
+        doc: "A broker without a heartbeat for this long is fenced.",
+        value: |c| c.broker_session_timeout_ms.to_string(),
     },
     BrokerConfigDef {
         name: "compression.type",

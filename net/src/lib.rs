@@ -6,6 +6,9 @@
 //!   the shards' background timers (runtime glue);
 //! - [`api`]: per-API handlers: decode, call a service, encode; typed
 //!   errors become Kafka error codes through [`errors`];
+//! - [`cluster`]: this node in the cluster: the controller core (the
+//!   metadata quorum on its own thread) and the broker's membership and
+//!   view of the committed metadata;
 //! - [`route`]: reaching the shard that owns a partition or a coordinator
 //!   (per-shard scatter over the mesh);
 //! - [`shard`]: what one shard owns and what all share;
@@ -23,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod config_catalog;
 pub mod coordinators;

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::topics::MetadataImage;
+use crate::topics::{MetadataImage, NOT_HOSTED};
 
 /// Places `count` new partitions on the shards with the fewest partitions
 /// (the lowest-numbered first on a tie).
@@ -17,17 +17,19 @@ pub fn place_new(image: &MetadataImage, shards: usize, count: usize) -> Vec<usiz
     assert!(shards >= 1, "a broker has at least one shard");
     let mut load = vec![0usize; shards];
     for topic in image.topics.values() {
-        for &shard in &topic.partition_shards {
+        for &shard in topic.partition_shards.iter().filter(|s| **s != NOT_HOSTED) {
             load[shard % shards] += 1;
         }
     }
-    (0..count)
-        .map(|_| {
-            let (shard, _) = load.iter().enumerate().min_by_key(|(i, n)| (**n, *i)).unwrap_or((0, &0));
-            load[shard] += 1;
-            shard
-        })
-        .collect()
+    (0..count).map(|_| least_loaded(&mut load)).collect()
+}
+
+/// The shard with the fewest partitions in `load` (the lowest-numbered on
+/// a tie), counted as taking one more.
+pub fn least_loaded(load: &mut [usize]) -> usize {
+    let (shard, _) = load.iter().enumerate().min_by_key(|(i, n)| (**n, *i)).unwrap_or((0, &0));
+    load[shard] += 1;
+    shard
 }
 
 /// Partitions and bytes of one shard.
@@ -59,7 +61,7 @@ pub const REBALANCE_MIN_GAIN_BYTES: u64 = 1 << 20;
 pub fn loads(image: &MetadataImage, shards: usize, bytes: &impl Fn(&str, i32) -> u64) -> Vec<ShardLoad> {
     let mut loads = vec![ShardLoad::default(); shards];
     for topic in image.topics.values() {
-        for (index, &shard) in topic.partition_shards.iter().enumerate() {
+        for (index, &shard) in topic.partition_shards.iter().enumerate().filter(|(_, s)| **s != NOT_HOSTED) {
             let load = &mut loads[shard % shards];
             load.partitions += 1;
             load.bytes += bytes(&topic.name, index as i32);
@@ -79,7 +81,7 @@ pub fn rebalance(image: &MetadataImage, shards: usize, bytes: impl Fn(&str, i32)
     let before = loads(image, shards, &bytes);
     let mut partitions: Vec<(u64, &str, usize, usize)> = Vec::new();
     for topic in image.topics.values() {
-        for (index, &shard) in topic.partition_shards.iter().enumerate() {
+        for (index, &shard) in topic.partition_shards.iter().enumerate().filter(|(_, s)| **s != NOT_HOSTED) {
             partitions.push((bytes(&topic.name, index as i32), topic.name.as_str(), index, shard % shards));
         }
     }

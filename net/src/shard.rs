@@ -14,6 +14,8 @@ use shardline_engine::runtime::event::LocalEvent;
 use shardline_engine::storage::file_cache::CachedDisk;
 use shardline_engine::RealDisk;
 
+use crate::cluster::controller_core::ControllerHandle;
+use crate::cluster::member_state::MemberState;
 use crate::config::BrokerConfig;
 use crate::fetch_sessions::FetchSessions;
 use crate::groups::classic::ClassicLimits;
@@ -24,7 +26,8 @@ use crate::registry::PartitionRegistry;
 use crate::topics::TopicStore;
 use crate::txn::service::TxnService;
 
-/// What every shard shares: configuration, topic metadata, cluster id.
+/// What every shard shares: configuration, topic metadata, cluster id,
+/// the way to the controller.
 #[derive(Debug)]
 pub struct BrokerShared {
     /// Configuration.
@@ -37,12 +40,20 @@ pub struct BrokerShared {
     pub advertised: (String, i32),
     /// Number of shards.
     pub shards: usize,
+    /// The controller core of this node (its one-voter quorum).
+    pub controller: ControllerHandle,
+    /// This broker's registration and fencing.
+    pub member: MemberState,
 }
 
 impl BrokerShared {
     /// The shard owning partition `index` of a topic placed as `placement`.
     pub fn shard_of(&self, placement: &[usize], index: i32) -> Option<usize> {
-        usize::try_from(index).ok().and_then(|i| placement.get(i)).map(|shard| shard % self.shards)
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| placement.get(i))
+            .filter(|shard| **shard != crate::topics::NOT_HOSTED)
+            .map(|shard| shard % self.shards)
     }
 
     /// The shard owning `topic`/`index`, if the topic and partition exist.

@@ -20,6 +20,10 @@ use crate::config::BrokerConfig;
 use crate::groups::OFFSETS_TOPIC;
 use crate::txn::TXN_TOPIC;
 
+/// The shard of a partition this broker does not host (another broker's
+/// replica), in [`TopicInfo::partition_shards`].
+pub const NOT_HOSTED: usize = usize::MAX;
+
 /// One topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicInfo {
@@ -27,7 +31,8 @@ pub struct TopicInfo {
     pub name: String,
     /// Topic id (KIP-516).
     pub id: Uuid,
-    /// Owning shard of each partition, by partition index (as placed).
+    /// Owning shard of each partition, by partition index (as placed), or
+    /// [`NOT_HOSTED`] for a partition with no replica on this broker.
     pub partition_shards: Vec<usize>,
     /// Topic configs set explicitly (Kafka names).
     pub configs: BTreeMap<String, String>,
@@ -58,6 +63,15 @@ pub struct TopicStore {
     image: ArcSwap<MetadataImage>,
     writer: futures::lock::Mutex<()>,
     path: PathBuf,
+    /// The metadata log offset this view is applied to, and who waits
+    /// for a later one.
+    applied: std::sync::Mutex<Applied>,
+}
+
+#[derive(Debug, Default)]
+struct Applied {
+    offset: u64,
+    waiters: Vec<(u64, futures::channel::oneshot::Sender<()>)>,
 }
 
 /// Whether `name` is one of the broker's internal topics (Kafka's
@@ -66,6 +80,10 @@ pub fn is_internal(name: &str) -> bool {
     name == OFFSETS_TOPIC || name == TXN_TOPIC
 }
 
+/// The metadata log's name (its directory is `__cluster_metadata-0`): no
+/// topic may take it.
+pub const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
+
 /// Why a topic name is refused (Kafka's rules).
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 249 {
@@ -73,6 +91,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     }
     if name == "." || name == ".." {
         return Err("topic name cannot be '.' or '..'".into());
+    }
+    if name == CLUSTER_METADATA_TOPIC {
+        return Err(format!("creation of internal topic {name} is prohibited"));
     }
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
         return Err(format!("topic name {name:?} has characters other than ASCII alphanumerics, '.', '_' and '-'"));
@@ -225,7 +246,12 @@ impl TopicStore {
             Err(e) => return Err(e),
         };
         let topics = persisted.topics.into_iter().map(|t| (t.name.clone(), Arc::new(t))).collect();
-        Ok(Self { image: ArcSwap::from_pointee(MetadataImage { topics }), writer: futures::lock::Mutex::new(()), path })
+        Ok(Self {
+            image: ArcSwap::from_pointee(MetadataImage { topics }),
+            writer: futures::lock::Mutex::new(()),
+            path,
+            applied: Default::default(),
+        })
     }
 
     /// The current image (lock-free).
@@ -259,6 +285,40 @@ impl TopicStore {
     /// Makes `image` the one every shard sees.
     pub fn publish(&self, image: MetadataImage) {
         self.image.store(Arc::new(image));
+    }
+
+    /// The metadata log offset the published view is applied to.
+    pub fn applied_offset(&self) -> u64 {
+        self.applied.lock().unwrap_or_else(|p| p.into_inner()).offset
+    }
+
+    /// Records that the published view holds everything up to `offset`,
+    /// and wakes those waiting for it.
+    pub fn mark_applied(&self, offset: u64) {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        applied.offset = applied.offset.max(offset);
+        let reached = applied.offset;
+        let (done, waiting) = std::mem::take(&mut applied.waiters).into_iter().partition(|(at, _)| *at <= reached);
+        applied.waiters = waiting;
+        drop(applied);
+        for (_, waiter) in done {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Waits until the published view holds `offset`; false when the
+    /// broker stopped applying first.
+    pub async fn wait_applied(&self, offset: u64) -> bool {
+        let rx = {
+            let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+            if applied.offset >= offset {
+                return true;
+            }
+            let (tx, rx) = futures::channel::oneshot::channel();
+            applied.waiters.push((offset, tx));
+            rx
+        };
+        rx.await.is_ok()
     }
 }
 

@@ -8,8 +8,8 @@ use shardline_replication::controller::requests::{
 };
 use shardline_replication::controller::{Controller, ControllerSettings};
 use shardline_replication::metadata::image::NO_LEADER;
-use shardline_replication::quorum::log_codec::RecoveredLog;
-use shardline_replication::quorum::{Quorum, QuorumConfig};
+use shardline_replication::quorum::log_codec::{self, RecoveredLog};
+use shardline_replication::quorum::{Quorum, QuorumAction, QuorumConfig};
 use uuid::Uuid;
 
 const TICK_MS: i64 = 100;
@@ -18,10 +18,25 @@ struct Harness {
     controller: Controller,
     now_ms: i64,
     next_id: RequestId,
+    /// The metadata log's files as the driver would have written them.
+    log: Vec<u8>,
+    snapshot: Option<Vec<u8>>,
 }
 
 impl Harness {
     fn new() -> Harness {
+        Harness::open(RecoveredLog::default(), Vec::new(), None)
+    }
+
+    /// The same node started again from its files.
+    fn restart(self) -> Harness {
+        let recovered = log_codec::recover(self.snapshot.as_deref(), &self.log).expect("recovers");
+        let mut harness = Harness::open(recovered, self.log, self.snapshot);
+        harness.now_ms = self.now_ms;
+        harness
+    }
+
+    fn open(recovered: RecoveredLog, log: Vec<u8>, snapshot: Option<Vec<u8>>) -> Harness {
         let config = QuorumConfig {
             node_id: 1,
             voters: vec![1],
@@ -31,9 +46,14 @@ impl Harness {
             entries_kept_behind_snapshot: 10,
             incarnation: 7,
         };
-        let quorum = Quorum::open(config, RecoveredLog::default()).expect("opens");
-        let mut harness =
-            Harness { controller: Controller::new(quorum, ControllerSettings::default(), 1), now_ms: 0, next_id: 1 };
+        let quorum = Quorum::open(config, recovered).expect("opens");
+        let mut harness = Harness {
+            controller: Controller::new(quorum, ControllerSettings::default(), 1),
+            now_ms: 0,
+            next_id: 1,
+            log,
+            snapshot,
+        };
         for _ in 0..30 {
             harness.tick();
         }
@@ -44,7 +64,23 @@ impl Harness {
     fn tick(&mut self) -> Vec<(RequestId, ControllerReply)> {
         self.now_ms += TICK_MS;
         self.controller.tick(self.now_ms);
-        self.controller.poll().expect("poll").replies
+        self.poll()
+    }
+
+    /// Polls the controller, writing its log actions to the files.
+    fn poll(&mut self) -> Vec<(RequestId, ControllerReply)> {
+        let output = self.controller.poll().expect("poll");
+        for action in output.actions {
+            match action {
+                QuorumAction::AppendLog(bytes) => self.log.extend(bytes),
+                QuorumAction::ReplaceSnapshot { snapshot, log } => {
+                    self.snapshot = Some(snapshot);
+                    self.log = log;
+                }
+                _ => {}
+            }
+        }
+        output.replies
     }
 
     /// Sends a request and runs until it is answered (bounded).
@@ -55,7 +91,7 @@ impl Harness {
             return reply;
         }
         for _ in 0..10 {
-            let replies = self.controller.poll().expect("poll").replies;
+            let replies = self.poll();
             if let Some((_, reply)) = replies.into_iter().find(|(r, _)| *r == id) {
                 return reply;
             }
@@ -168,4 +204,35 @@ fn producer_id_blocks_never_overlap_and_bad_requests_are_refused_by_name() {
     );
     assert!(matches!(&results[1].1, Err(ControllerError::InvalidTopic(_))));
     assert!(h.controller.image().topics.is_empty());
+}
+
+#[test]
+fn a_node_restarted_with_its_controller_registers_its_new_incarnation_at_once() {
+    let mut h = Harness::new();
+    let e1 = epoch_of(h.register(1, 11));
+    assert!(matches!(h.heartbeat(1, e1), ControllerReply::Heartbeat { fenced: false, .. }));
+    let topic =
+        NewTopic { name: "kept".into(), partitions: 2, replication_factor: -1, assignments: vec![], configs: vec![] };
+    let ControllerReply::Topics(results) =
+        h.ask(ControllerRequest::CreateTopics { topics: vec![topic], validate_only: false })
+    else {
+        panic!("topics reply")
+    };
+    let topic_id = results[0].1.clone().expect("created");
+    // The process restarts: the controller comes back from its log, and the
+    // broker beside it registers a new incarnation. No lease was heard
+    // since the restart, so it is not refused as a duplicate.
+    let mut h = h.restart();
+    h.controller.quorum_mut().campaign();
+    h.tick();
+    assert!(h.controller.quorum().is_leader());
+    assert_eq!(h.controller.image().partition(topic_id, 1).map(|p| p.leader), Some(1), "the log came back");
+    let e2 = epoch_of(h.register(1, 12));
+    assert!(e2 > e1);
+    assert!(matches!(h.heartbeat(1, e2), ControllerReply::Heartbeat { fenced: false, .. }));
+    for p in 0..2 {
+        assert_eq!(h.controller.image().partition(topic_id, p).map(|p| p.leader), Some(1), "partition {p} led again");
+    }
+    // A second incarnation while this one is heard from is refused.
+    assert_eq!(h.register(1, 13), ControllerReply::Refused(ControllerError::DuplicateBrokerRegistration(1)));
 }

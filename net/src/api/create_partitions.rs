@@ -1,19 +1,21 @@
-//! CreatePartitions (v0–3): grows a topic. New partitions are placed on the
-//! least-loaded shards like a new topic's, their logs opened there, and the
-//! metadata persisted and published; consumer groups see the new count on
+//! CreatePartitions (v0–3): grows a topic through the controller, which
+//! places the new partitions on brokers; the answer waits until this
+//! broker opened those it hosts (on its least-loaded shards). Consumer
+//! groups see the new count on
 //! their next metadata refresh (classic) or heartbeat (KIP-848).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::admin::Refusal;
+use shardline_replication::controller::requests::{ControllerError, ControllerReply, ControllerRequest};
+
+use super::admin::{controller_refusal, until_applied, Refusal};
 use super::Context;
-use crate::topics::{is_internal, log_config_for, TopicInfo};
+use crate::topics::{is_internal, log_config_for};
 
 /// Most partitions a topic may have.
 const MAX_PARTITIONS: i32 = 100_000;
@@ -29,7 +31,6 @@ async fn grow(
     if is_internal(name) {
         return Err((ResponseError::InvalidRequest, format!("internal topic {name} cannot be changed")));
     }
-    let _guard = shared.topics.lock().await;
     let image = shared.topics.image();
     let Some(topic) = image.topics.get(name).cloned() else {
         return Err((ResponseError::UnknownTopicOrPartition, format!("topic {name} does not exist")));
@@ -52,31 +53,21 @@ async fn grow(
             ));
         }
     }
+    log_config_for(&shared.config, &topic.configs).map_err(|m| (ResponseError::InvalidConfig, m))?;
+    let request = ControllerRequest::CreatePartitions { topics: vec![(name.to_string(), count)], validate_only };
+    let answer = shared.controller.ask(request).await;
+    match answer.reply {
+        ControllerReply::Partitions(mut results) if results.len() == 1 => {
+            results.pop().map(|(_, r)| r).unwrap_or(Err(ControllerError::UnknownTopic))
+        }
+        ControllerReply::Refused(error) => Err(error),
+        other => return Err((ResponseError::UnknownServerError, format!("unexpected controller answer {other:?}"))),
+    }
+    .map_err(|e| controller_refusal(&e))?;
     if validate_only {
         return Ok(());
     }
-    let (log_config, ack) =
-        log_config_for(&shared.config, &topic.configs).map_err(|m| (ResponseError::InvalidConfig, m))?;
-    let extra = crate::placement::place_new(&image, shared.shards, (count - current) as usize);
-    let mut placement = topic.partition_shards.clone();
-    placement.extend(extra);
-    let grown = Arc::new(TopicInfo { partition_shards: placement, ..(*topic).clone() });
-    let mut next = (*image).clone();
-    next.topics.insert(name.to_string(), grown.clone());
-    shared.topics.persist(&next).map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
-    let opens = (current..count).map(|index| {
-        let shard = grown.partition_shards[index as usize] % shared.shards;
-        let (name, log_config) = (name.to_string(), log_config.clone());
-        context.mesh.call(shard, move |state| async move {
-            state.partitions.open(&name, index, log_config, ack).await.map(|_| ()).map_err(|e| e.to_string())
-        })
-    });
-    for opened in futures::future::join_all(opens).await {
-        if let Err(message) = opened.map_err(|e| e.to_string()).and_then(|r| r) {
-            return Err((ResponseError::KafkaStorageError, message));
-        }
-    }
-    shared.topics.publish(next);
+    until_applied(context, answer.offset).await?;
     tracing::info!(topic = name, from = current, to = count, "added partitions");
     Ok(())
 }

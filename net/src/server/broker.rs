@@ -17,6 +17,11 @@ use shardline_engine::storage::priority_write::set_append_priority;
 use shardline_engine::RealDisk;
 use shardline_replication::node::MetaProperties;
 
+use crate::cluster::bootstrap::bootstrap;
+use crate::cluster::controller_core::{ControllerCore, ControllerHandle};
+use crate::cluster::local_view::local_view;
+use crate::cluster::member::{announce_shutdown, follow_log, keep_membership};
+use crate::cluster::member_state::MemberState;
 use crate::config::BrokerConfig;
 use crate::producer_ids::ProducerIdBlocks;
 use crate::registry::partition_dir;
@@ -33,7 +38,46 @@ pub struct Broker {
     shared: Arc<BrokerShared>,
     /// The address the listeners bound (useful with port 0).
     pub local_addr: SocketAddr,
+    controller: ControllerCore,
     _data_dir_lock: std::fs::File,
+}
+
+/// How long a start waits for this node's controller to lead its quorum
+/// and for the broker to be unfenced.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until the controller core leads the quorum and has applied its
+/// whole log (a one-voter quorum elects itself at once).
+fn wait_for_leadership(controller: &ControllerHandle, node_id: i32) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + JOIN_TIMEOUT;
+    loop {
+        let status = controller.published().status();
+        let image = controller.published().image();
+        if status.leader == node_id && status.last_index > 0 && image.offset >= status.last_index {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("the metadata quorum elected no leader within {} s", JOIN_TIMEOUT.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Brings this broker's view of its topics up to the committed image
+/// before any shard opens a partition: the placement of every hosted
+/// partition, persisted.
+fn apply_at_start(
+    topics: &TopicStore,
+    controller: &ControllerHandle,
+    node_id: i32,
+    shards: usize,
+) -> std::io::Result<()> {
+    let cluster = controller.published().image();
+    let (view, _) = local_view(&cluster, &topics.image(), node_id, shards);
+    topics.persist(&view)?;
+    topics.publish(view);
+    topics.mark_applied(cluster.offset);
+    Ok(())
 }
 
 /// What `meta.properties` in the data directory says, checked against the
@@ -162,16 +206,32 @@ impl Broker {
         raise_open_file_limit(&config);
         let cluster_id = format_data_dir(&config, formatted)?;
         let topics = TopicStore::load(&config.data_dir)?;
-        remove_stray_partitions(&config, &topics)?;
         let shards = config.shard_count();
+        let voters = shardline_replication::node::parse_voters(&config.controller_quorum_voters)?;
+        let voters = if voters.is_empty() { vec![config.node_id] } else { voters.iter().map(|v| v.id).collect() };
+        let controller = ControllerCore::start(&config, voters)?;
+        wait_for_leadership(controller.handle(), config.node_id)?;
+        futures::executor::block_on(bootstrap(controller.handle(), &topics.image(), config.node_id))?;
+        apply_at_start(&topics, controller.handle(), config.node_id, shards)?;
+        remove_stray_partitions(&config, &topics)?;
         rebalance_shards(&config, &topics, shards)?;
         let advertised = config.advertised()?;
         // Bind the first listener here so port 0 resolves to one port for all.
         let first = reuseport_listener(config.listen_addr()?)?;
         let local_addr = first.local_addr()?;
         let config = Arc::new(config);
-        let shared = Arc::new(BrokerShared { config: config.clone(), topics, cluster_id, advertised, shards });
+        let shared = Arc::new(BrokerShared {
+            config: config.clone(),
+            topics,
+            cluster_id,
+            advertised,
+            shards,
+            controller: controller.handle().clone(),
+            member: MemberState::default(),
+        });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (unfenced_tx, unfenced_rx) = std::sync::mpsc::channel::<()>();
+        let unfenced_tx = std::sync::Mutex::new(Some(unfenced_tx));
         let first = std::sync::Mutex::new(Some(first));
         let shared_for_shards = shared.clone();
         let limits = ConnectionLimits::new(&config);
@@ -190,6 +250,7 @@ impl Broker {
                 let limits = limits.clone();
                 let ready = ready_tx.clone();
                 let listener = if shard == 0 { first.lock().ok().and_then(|mut f| f.take()) } else { None };
+                let unfenced = if shard == 0 { unfenced_tx.lock().ok().and_then(|mut f| f.take()) } else { None };
                 async move {
                     let applied =
                         shared.config.io_priorities().map_err(|e| e.to_string()).and_then(|(thread, appends)| {
@@ -213,6 +274,10 @@ impl Broker {
                         }
                     };
                     spawn_timers(&state, &shared, &mesh);
+                    if let Some(unfenced) = unfenced {
+                        compio::runtime::spawn(follow_log(shared.clone(), state.clone(), mesh.clone())).detach();
+                        compio::runtime::spawn(keep_membership(shared.clone(), state.clone(), unfenced)).detach();
+                    }
                     accept_loop(listener, shared, state, mesh, limits).await;
                 }
             },
@@ -227,8 +292,14 @@ impl Broker {
                 Err(_) => return Err("shards did not start".into()),
             }
         }
+        if unfenced_rx.recv_timeout(JOIN_TIMEOUT).is_err() {
+            pool.mesh().close();
+            return Err(
+                format!("the controller did not unfence this broker within {} s", JOIN_TIMEOUT.as_secs()).into()
+            );
+        }
         tracing::info!(%local_addr, shards, cluster_id = %shared.cluster_id, data_dir = %config.data_dir.display(), "shardline broker started");
-        Ok(Broker { pool, shared, local_addr, _data_dir_lock: data_dir_lock })
+        Ok(Broker { pool, shared, local_addr, controller, _data_dir_lock: data_dir_lock })
     }
 
     /// Shared broker state.
@@ -241,6 +312,11 @@ impl Broker {
     pub fn shutdown(self) {
         tracing::info!("shutting down");
         let mesh = self.pool.mesh().clone();
+        let shared = self.shared.clone();
+        let announced = mesh.call(0, move |state: Rc<ShardState>| async move {
+            announce_shutdown(&shared, &state.clock, Duration::from_secs(5)).await;
+        });
+        let _ = futures::executor::block_on(announced);
         let closes: Vec<_> = (0..mesh.shards())
             .map(|shard| {
                 mesh.call(shard, |state: Rc<ShardState>| async move {
@@ -257,6 +333,7 @@ impl Broker {
         futures::executor::block_on(futures::future::join_all(closes));
         mesh.close();
         self.pool.join();
+        self.controller.stop();
         tracing::info!("shutdown complete: all logs flushed and closed");
     }
 }
@@ -326,6 +403,11 @@ async fn accept_loop(
 ) {
     let bad_connection_log = Rc::new(LogLimit::default());
     let refused_log = LogLimit::default();
+    // Clients are served once the controller unfenced this broker (its
+    // view of the metadata is caught up); until then they wait.
+    while !shared.member.serving.load(std::sync::atomic::Ordering::Acquire) && !state.shutting_down.get() {
+        state.clock.sleep(FULL_RECHECK).await;
+    }
     loop {
         while limits.broker_full() && !state.shutting_down.get() {
             state.clock.sleep(FULL_RECHECK).await;
@@ -416,13 +498,17 @@ fn remove_stray_partitions(config: &BrokerConfig, topics: &TopicStore) -> std::i
         let entry = entry?;
         let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
         let Some((topic, index)) = name.rsplit_once('-') else { continue };
-        if !entry.file_type()?.is_dir() || index.parse::<u32>().is_err() || topic.starts_with("__shardline") {
+        if !entry.file_type()?.is_dir()
+            || index.parse::<u32>().is_err()
+            || topic.starts_with("__shardline")
+            || topic == crate::topics::CLUSTER_METADATA_TOPIC
+        {
             continue;
         }
-        let known = image
-            .topics
-            .get(topic)
-            .is_some_and(|t| (index.parse::<usize>().unwrap_or(usize::MAX)) < t.partition_shards.len());
+        let known = image.topics.get(topic).is_some_and(|t| {
+            let index = index.parse::<usize>().unwrap_or(usize::MAX);
+            t.partition_shards.get(index).is_some_and(|s| *s != crate::topics::NOT_HOSTED)
+        });
         if !known {
             tracing::info!(dir = %entry.path().display(), "removing partition of a deleted topic");
             std::fs::remove_dir_all(entry.path())?;

@@ -171,6 +171,9 @@ pub(super) fn check_topic_name(name: &str) -> Result<(), ControllerError> {
     if name.is_empty() || name == "." || name == ".." {
         return invalid(format!("topic name {name:?} is illegal"));
     }
+    if name == "__cluster_metadata" {
+        return invalid(format!("creation of internal topic {name} is prohibited"));
+    }
     if name.len() > MAX_TOPIC_NAME {
         return invalid(format!("topic name is longer than {MAX_TOPIC_NAME} characters"));
     }

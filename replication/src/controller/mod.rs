@@ -101,6 +101,11 @@ pub struct Controller {
     now_ms: i64,
     /// Lease deadlines by broker (the leader only).
     leases: BTreeMap<i32, i64>,
+    /// Brokers this leader heard from (a registration or a heartbeat of
+    /// their current epoch): only their leases refuse a new incarnation.
+    /// A lease given at election or backfilled is assumed, not heard, so a
+    /// node restarted with its controller registers again at once.
+    heard: BTreeSet<i32>,
     expiring: BTreeSet<i32>,
     queue: VecDeque<Queued>,
     in_flight: Option<InFlight>,
@@ -117,6 +122,7 @@ impl Controller {
             settings,
             now_ms: 0,
             leases: BTreeMap::new(),
+            heard: BTreeSet::new(),
             expiring: BTreeSet::new(),
             queue: VecDeque::new(),
             in_flight: None,
@@ -165,6 +171,7 @@ impl Controller {
             .collect();
         for broker_id in expired {
             self.leases.remove(&broker_id);
+            self.heard.remove(&broker_id);
             if let Some(b) = self.image().brokers.get(&broker_id).filter(|b| !b.fenced) {
                 let broker_epoch = b.broker_epoch;
                 self.expiring.insert(broker_id);
@@ -184,6 +191,7 @@ impl Controller {
             let current = self.image().brokers.get(broker_id).map(|b| b.broker_epoch);
             if current == Some(*broker_epoch) {
                 self.leases.insert(*broker_id, self.now_ms + self.settings.session_timeout_ms);
+                self.heard.insert(*broker_id);
             }
         }
         self.queue.push_back(Queued::Request(id, request));
@@ -237,6 +245,7 @@ impl Controller {
         }
         self.leading_term = leading;
         self.leases.clear();
+        self.heard.clear();
         self.expiring.clear();
         if leading.is_some() {
             let deadline = self.now_ms + self.settings.session_timeout_ms;
@@ -358,11 +367,13 @@ impl Controller {
         let settings = self.settings.clone();
         let (records, reply) = match request {
             ControllerRequest::RegisterBroker { broker_id, incarnation_id, endpoints, rack } => {
-                let lease_live = self.leases.get(&broker_id).is_some_and(|d| *d > self.now_ms);
+                let lease_live =
+                    self.heard.contains(&broker_id) && self.leases.get(&broker_id).is_some_and(|d| *d > self.now_ms);
                 let (records, reply) =
                     changes::register(scratch, batch_offset, broker_id, incarnation_id, endpoints, rack, lease_live);
                 if !records.is_empty() {
                     self.leases.insert(broker_id, self.now_ms + settings.session_timeout_ms);
+                    self.heard.insert(broker_id);
                 }
                 (self.with_liveness(scratch, records, broker_id), reply)
             }
@@ -465,6 +476,22 @@ impl Controller {
                     }
                 }
                 (records, ControllerReply::Elected(results))
+            }
+            ControllerRequest::Bootstrap { mut records, complete } => {
+                if scratch.features.contains_key(requests::BOOTSTRAP_FEATURE) {
+                    (Vec::new(), ControllerReply::Refused(ControllerError::AlreadyBootstrapped))
+                } else {
+                    if complete {
+                        records
+                            .push(MetadataRecord::FeatureLevel { name: requests::BOOTSTRAP_FEATURE.into(), level: 1 });
+                    }
+                    match scratch.applied(scratch.offset + 1, &RecordBatch::of(records.iter().cloned())) {
+                        Ok(_) => (records, ControllerReply::Done),
+                        Err(error) => {
+                            (Vec::new(), ControllerReply::Refused(ControllerError::InvalidBootstrap(error.to_string())))
+                        }
+                    }
+                }
             }
             ControllerRequest::AlterConfigs { resource, name, .. }
                 if resource == crate::metadata::records::ConfigResource::Topic && scratch.topic(&name).is_none() =>

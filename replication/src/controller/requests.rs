@@ -8,6 +8,9 @@ use uuid::Uuid;
 
 use crate::metadata::records::{ConfigResource, Endpoint};
 
+/// The feature level that marks a metadata log as bootstrapped.
+pub const BOOTSTRAP_FEATURE: &str = "shardline.bootstrapped";
+
 /// The driver's handle for a request, given back with its reply.
 pub type RequestId = u64;
 
@@ -43,6 +46,12 @@ pub enum ControllerRequest {
     AllocateProducerIds { broker_id: i32, broker_epoch: i64 },
     /// ElectLeaders for these partitions.
     ElectLeaders { preferred: bool, partitions: Vec<(String, i32)> },
+    /// Records a node's existing state brings into a new metadata log
+    /// (the topics of a data directory from before the metadata log), in
+    /// as many requests as their size needs; the one with `complete` marks
+    /// the log with the feature [`BOOTSTRAP_FEATURE`], and every bootstrap
+    /// after that is refused.
+    Bootstrap { records: Vec<crate::metadata::records::MetadataRecord>, complete: bool },
     /// Sets (`Some`) or removes configs of one resource.
     AlterConfigs { resource: ConfigResource, name: String, changes: Vec<(String, Option<String>)> },
 }
@@ -93,6 +102,12 @@ pub enum ControllerError {
     /// No live replica can lead.
     #[error("no eligible leader available")]
     EligibleLeadersNotAvailable,
+    /// The metadata log was bootstrapped already.
+    #[error("the metadata log is bootstrapped already")]
+    AlreadyBootstrapped,
+    /// Bootstrap records that break the image's rules.
+    #[error("bootstrap records cannot apply: {0}")]
+    InvalidBootstrap(String),
     /// The request's records would not fit in one metadata entry.
     #[error("the request is too large for one metadata entry: ask for fewer partitions at once")]
     RequestTooLarge,

@@ -211,6 +211,16 @@ impl Quorum {
         self.node.tick();
     }
 
+    /// Stands for election now, without waiting out the election ticks:
+    /// a quorum of one voter elects itself at start. With other voters
+    /// it is an ordinary (pre-vote) campaign.
+    pub fn campaign(&mut self) {
+        if !self.is_leader() {
+            // Refused only while a leader transfer runs: nothing to do.
+            let _ = self.node.campaign();
+        }
+    }
+
     /// A message from another voter. Messages from non-voters or for
     /// another node are dropped.
     pub fn step(&mut self, message: Message) {
