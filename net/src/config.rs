@@ -430,9 +430,35 @@ impl BrokerConfig {
         self.check_cluster()
     }
 
+    /// The controller quorum's voters: `controller_quorum_voters`, or for
+    /// a single node without it, this node alone (it binds no controller
+    /// listener).
+    pub fn voters(&self) -> Result<Vec<shardline_replication::node::Voter>, ConfigError> {
+        use shardline_replication::node;
+        let voters = node::parse_voters(&self.controller_quorum_voters)
+            .map_err(|e| bad("controller_quorum_voters", e.to_string()))?;
+        if voters.is_empty() {
+            return Ok(vec![node::Voter { id: self.node_id, host: String::new(), port: 0 }]);
+        }
+        Ok(voters)
+    }
+
+    /// The cluster id this node must have: `cluster_id` when set; for a
+    /// quorum of several voters without it, the id derived from the
+    /// voters (every node configured alike agrees on it); none for a
+    /// single node, which keeps the id of its first start.
+    pub fn expected_cluster_id(&self) -> Result<Option<String>, ConfigError> {
+        if !self.cluster_id.is_empty() {
+            return Ok(Some(self.cluster_id.clone()));
+        }
+        let voters = self.voters()?;
+        Ok((voters.len() > 1).then(|| shardline_replication::node::cluster_id_of_voters(&voters)))
+    }
+
     /// `process_roles`, `controller_quorum_voters` and `cluster_id`: a
-    /// controller is one of the voters; this build serves a single node
-    /// (both roles, its own one voter) until brokers follow the quorum.
+    /// controller is one of the voters; every node is both broker and
+    /// controller in this build (brokers follow the log of their own
+    /// quorum member).
     fn check_cluster(&self) -> Result<(), ConfigError> {
         use shardline_replication::node;
         let roles = node::parse_roles(&self.process_roles).map_err(|e| bad("process_roles", e.to_string()))?;
@@ -443,12 +469,9 @@ impl BrokerConfig {
                 .map_err(|e| bad("controller_quorum_voters", e.to_string()))?;
         }
         if !(roles.broker && roles.controller) {
-            return Err(bad("process_roles", "this build runs single nodes only, each broker and controller"));
-        }
-        if voters.iter().any(|v| v.id != self.node_id) {
             return Err(bad(
-                "controller_quorum_voters",
-                "this build runs single nodes only: the voters may name only this node",
+                "process_roles",
+                "this build runs nodes that are both broker and controller (broker-only and controller-only nodes are not built yet)",
             ));
         }
         if !self.cluster_id.is_empty()

@@ -158,8 +158,7 @@ impl PartitionVerifier for MeshVerifier {
             let image = self.shared.topics.image();
             let topic = image.topics.get(TXN_TOPIC).ok_or(ResponseError::InvalidTxnState)?;
             let index = partition_for(transactional_id, topic.partition_shards.len() as i32);
-            let shard =
-                self.shared.shard_of(&topic.partition_shards, index).ok_or(ResponseError::CoordinatorNotAvailable)?;
+            let shard = self.shared.coordinator_shard(&topic.partition_shards, index)?;
             let (id, asked) = (transactional_id.to_string(), partition.clone());
             self.mesh
                 .call(shard, move |state| async move {

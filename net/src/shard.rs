@@ -62,9 +62,32 @@ impl BrokerShared {
         self.shard_of(&image.topics.get(topic)?.partition_shards, index)
     }
 
-    /// Whether `topic` has partition `index`.
+    /// Why partition `index` of `info` cannot be served here: another
+    /// broker hosts it (NOT_LEADER_OR_FOLLOWER, the client refreshes its
+    /// metadata), or there is no such partition.
+    pub fn unavailable(&self, info: Option<&crate::topics::TopicInfo>, index: i32) -> kafka_protocol::ResponseError {
+        let placed = info.and_then(|t| usize::try_from(index).ok().and_then(|i| t.partition_shards.get(i)));
+        match placed {
+            Some(&crate::topics::NOT_HOSTED) => kafka_protocol::ResponseError::NotLeaderOrFollower,
+            _ => kafka_protocol::ResponseError::UnknownTopicOrPartition,
+        }
+    }
+
+    /// The shard of a coordinator's partition, or NOT_COORDINATOR when
+    /// another broker hosts it (the client finds the coordinator again).
+    pub fn coordinator_shard(&self, placement: &[usize], index: i32) -> Result<usize, kafka_protocol::ResponseError> {
+        match usize::try_from(index).ok().and_then(|i| placement.get(i)) {
+            Some(&crate::topics::NOT_HOSTED) => Err(kafka_protocol::ResponseError::NotCoordinator),
+            Some(_) => self.shard_of(placement, index).ok_or(kafka_protocol::ResponseError::CoordinatorNotAvailable),
+            None => Err(kafka_protocol::ResponseError::CoordinatorNotAvailable),
+        }
+    }
+
+    /// Whether `topic` has partition `index` (hosted here or elsewhere).
     pub fn partition_exists(&self, topic: &str, index: i32) -> bool {
-        self.shard_of_partition(topic, index).is_some()
+        let image = self.topics.image();
+        let count = image.topics.get(topic).map_or(0, |t| t.partition_shards.len());
+        usize::try_from(index).is_ok_and(|i| i < count)
     }
 }
 

@@ -97,7 +97,13 @@ impl Broker {
 
     /// Starts a broker on `port` with `data_dir` (kept between restarts).
     pub fn start_in(data_dir: &Path, port: u16, extra: &[&str]) -> Broker {
-        let address = format!("127.0.0.1:{port}");
+        Broker::start_on("127.0.0.1", data_dir, port, extra)
+    }
+
+    /// Starts a broker listening on `host`:`port` (any address of
+    /// 127.0.0.0/8) with `data_dir`.
+    pub fn start_on(host: &str, data_dir: &Path, port: u16, extra: &[&str]) -> Broker {
+        let address = format!("{host}:{port}");
         let mut args = vec![
             "serve".to_string(),
             "--listen".into(),
@@ -348,6 +354,12 @@ impl RawClient {
     /// CreateTopics v7 for one topic of `partitions` partitions
     /// (replication factor 1); asserts it was created.
     pub fn create_topic(&mut self, topic: &str, partitions: i32) {
+        assert_eq!(self.try_create_topic(topic, partitions), 0, "create {topic}");
+    }
+
+    /// CreateTopics v7 for one topic of `partitions` partitions
+    /// (replication factor 1); the topic's error code.
+    pub fn try_create_topic(&mut self, topic: &str, partitions: i32) -> i16 {
         use kafka_protocol::messages::create_topics_request::CreatableTopic;
         use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
         let mut creatable = CreatableTopic::default();
@@ -358,7 +370,7 @@ impl RawClient {
         request.topics = vec![creatable];
         request.timeout_ms = 30_000;
         let response: CreateTopicsResponse = self.call(ApiKey::CreateTopics, 7, &request);
-        assert_eq!(response.topics[0].error_code, 0, "create {topic}");
+        response.topics[0].error_code
     }
 
     /// Sends `request` as `version` and decodes the response.

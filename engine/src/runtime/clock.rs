@@ -57,3 +57,11 @@ pub async fn timeout<T>(clock: &dyn Clock, duration: Duration, work: impl Future
         futures::future::Either::Right(((), _)) => Err(Elapsed),
     }
 }
+
+/// Monotonic time for the threads beside the shards (the controller core
+/// and the thread that starts the broker), which block on IO and run no
+/// executor; the simulator drives what they drive (the controller) with
+/// its own ticks instead.
+pub fn monotonic_now() -> std::time::Instant {
+    std::time::Instant::now()
+}

@@ -60,6 +60,8 @@ struct Target {
     offset: i64,
     max_bytes: usize,
     shard: Option<usize>,
+    /// Why it cannot be read here, when `shard` is none.
+    unavailable: ResponseError,
 }
 
 impl Target {
@@ -336,6 +338,7 @@ async fn requested_targets(context: &Context, request: &FetchRequest) -> Vec<Tar
                 offset: p.fetch_offset,
                 max_bytes,
                 shard,
+                unavailable: context.shared.unavailable(info.map(|t| &**t), p.partition),
             });
         }
     }
@@ -389,16 +392,15 @@ async fn plan(context: &Context, request: &FetchRequest, version: i16) -> Result
                 .partitions
                 .iter()
                 .map(|p| {
-                    let shard = image
-                        .topics
-                        .get(&p.topic)
-                        .and_then(|t| context.shared.shard_of(&t.partition_shards, p.partition));
+                    let info = image.topics.get(&p.topic);
+                    let shard = info.and_then(|t| context.shared.shard_of(&t.partition_shards, p.partition));
                     Target {
                         name: p.topic.clone(),
                         partition: p.partition,
                         offset: p.fetch_offset,
                         max_bytes: p.max_bytes,
                         shard,
+                        unavailable: context.shared.unavailable(info.map(|t| &**t), p.partition),
                     }
                 })
                 .collect();
@@ -424,6 +426,9 @@ async fn read_with_long_poll(
     let committed = request.isolation_level == 1;
     let first: Vec<(Option<usize>, Read)> = targets.iter().map(|t| (t.shard, t.read_after(None))).collect();
     let mut outcomes = read_all(context, first, response_max, true, committed).await;
+    for (outcome, target) in outcomes.iter_mut().zip(targets).filter(|(_, t)| t.shard.is_none()) {
+        outcome.error_code = target.unavailable.code();
+    }
     for _ in 0..MAX_POLL_ROUNDS {
         let total: usize = outcomes.iter().map(FetchOutcome::bytes).sum();
         let errors = outcomes.iter().any(|o| o.error_code != 0);

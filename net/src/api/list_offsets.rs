@@ -52,7 +52,7 @@ pub async fn handle(context: &Context, request: ListOffsetsRequest, version: i16
                 _ => Err(ResponseError::InvalidRequest),
             };
             match (shard, query) {
-                (None, _) => decided.push(Some(UNKNOWN)),
+                (None, _) => decided.push(Some((Some(context.shared.unavailable(info.map(|t| &**t), index)), -1, -1))),
                 (Some(_), Err(error)) => decided.push(Some((Some(error), -1, -1))),
                 (Some(shard), Ok(query)) => {
                     decided.push(None);

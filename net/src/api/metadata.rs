@@ -1,6 +1,7 @@
-//! Metadata (v0–12): brokers, cluster id, controller, topics with their
-//! partitions (this node leads and holds every replica), topic ids, and auto
-//! topic creation.
+//! Metadata (v0–12): the live brokers, cluster id, controller, topics
+//! with each partition's leader, leader epoch, replicas, ISR and offline
+//! replicas from the committed metadata image, topic ids, and auto topic
+//! creation.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -10,11 +11,26 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use shardline_replication::metadata::image::{MetadataImage as ClusterImage, NO_LEADER};
+
 use super::{authorized, Context};
 use crate::topics::{is_internal, validate_topic_name, TopicInfo};
 
+/// The live (unfenced) brokers of `cluster`: id, host, port, rack.
+pub fn live_brokers(cluster: &ClusterImage) -> Vec<(i32, String, i32, Option<String>)> {
+    cluster
+        .live_brokers()
+        .filter_map(|b| {
+            let endpoint = b.endpoints.first()?;
+            Some((b.broker_id, endpoint.host.clone(), i32::from(endpoint.port), b.rack.clone()))
+        })
+        .collect()
+}
+
 fn topic_entry(context: &Context, topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
-    let node = BrokerId(context.shared.config.node_id);
+    let cluster = context.shared.controller.published().image();
+    let state = cluster.topics.get(&topic.id);
+    let live = |b: &i32| cluster.brokers.get(b).is_some_and(|r| !r.fenced);
     let mut entry = MetadataResponseTopic::default();
     entry.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
     if version >= 10 {
@@ -28,12 +44,23 @@ fn topic_entry(context: &Context, topic: &TopicInfo, version: i16) -> MetadataRe
         .map(|index| {
             let mut p = MetadataResponsePartition::default();
             p.partition_index = index;
-            p.leader_id = node;
-            if version >= 7 {
-                p.leader_epoch = 0;
+            let Some(partition) = state.and_then(|t| t.partitions.get(index as usize)) else {
+                p.error_code = ResponseError::LeaderNotAvailable.code();
+                p.leader_id = BrokerId(-1);
+                return p;
+            };
+            if partition.leader == NO_LEADER {
+                p.error_code = ResponseError::LeaderNotAvailable.code();
             }
-            p.replica_nodes = vec![node];
-            p.isr_nodes = vec![node];
+            p.leader_id = BrokerId(partition.leader);
+            if version >= 7 {
+                p.leader_epoch = partition.leader_epoch;
+            }
+            p.replica_nodes = partition.replicas.iter().map(|r| BrokerId(*r)).collect();
+            p.isr_nodes = partition.isr.iter().map(|r| BrokerId(*r)).collect();
+            if version >= 5 {
+                p.offline_replicas = partition.replicas.iter().filter(|r| !live(r)).map(|r| BrokerId(*r)).collect();
+            }
             p
         })
         .collect();
@@ -65,20 +92,34 @@ pub async fn handle(context: &Context, request: MetadataRequest, version: i16) -
 async fn describe(context: &Context, request: MetadataRequest, version: i16) -> MetadataResponse {
     let shared = &context.shared;
     let mut response = MetadataResponse::default();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = BrokerId(shared.config.node_id);
-    broker.host = StrBytes::from_string(shared.advertised.0.clone());
-    broker.port = shared.advertised.1;
-    if !shared.config.broker_rack.is_empty() {
-        // Encoded from v1 (the field's first version); v0 leaves it out.
-        broker.rack = Some(StrBytes::from_string(shared.config.broker_rack.clone()));
+    let cluster = shared.controller.published().image();
+    let mut brokers = live_brokers(&cluster);
+    if !brokers.iter().any(|b| b.0 == shared.config.node_id) {
+        // Serving, so unfenced: the image on its way here says so.
+        let rack = (!shared.config.broker_rack.is_empty()).then(|| shared.config.broker_rack.clone());
+        brokers.push((shared.config.node_id, shared.advertised.0.clone(), shared.advertised.1, rack));
     }
-    response.brokers = vec![broker];
+    response.brokers = brokers
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = BrokerId(id);
+            broker.host = StrBytes::from_string(host);
+            broker.port = port;
+            // Encoded from v1 (the field's first version); v0 leaves it out.
+            broker.rack = rack.map(StrBytes::from_string);
+            broker
+        })
+        .collect();
     if version >= 2 {
         response.cluster_id = Some(StrBytes::from_string(shared.cluster_id.clone()));
     }
     if version >= 1 {
-        response.controller_id = BrokerId(shared.config.node_id);
+        // As Kafka's KRaft brokers: a live broker, which forwards
+        // controller requests to the active controller.
+        let leader = shared.controller.published().status().leader;
+        let live = response.brokers.iter().any(|b| b.node_id.0 == leader);
+        response.controller_id = BrokerId(if live { leader } else { shared.config.node_id });
     }
     response.cluster_authorized_operations = authorized::NOT_REQUESTED;
     // v0: an empty list means all topics; v1+: null means all.

@@ -188,7 +188,7 @@ pub async fn handle(context: &Context, mut request: ProduceRequest, version: i16
                     message: Some(format!("Cannot append to internal topic {name}")),
                     records: Vec::new(),
                 })),
-                (_, None, _) => Ok(failed(ResponseError::UnknownTopicOrPartition)),
+                (_, None, _) => Ok(failed(context.shared.unavailable(info.map(|t| &**t), index))),
                 _ if too_few_replicas => Ok(failed(ResponseError::NotEnoughReplicas)),
                 (_, Some(_), None) => Ok(failed(ResponseError::InvalidRecord)),
                 (_, Some(_), Some(records)) if records.is_empty() => Ok(failed(ResponseError::InvalidRecord)),

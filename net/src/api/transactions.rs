@@ -46,8 +46,7 @@ where
 {
     let topic = transaction_topic(context).await?;
     let index = partition_for(transactional_id, topic.partition_shards.len() as i32);
-    let shard =
-        context.shared.shard_of(&topic.partition_shards, index).ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let shard = context.shared.coordinator_shard(&topic.partition_shards, index)?;
     let (shared, mesh) = (context.shared.clone(), context.mesh.clone());
     context
         .mesh

@@ -1,53 +1,59 @@
 //! The controller core: one thread of a controller node that owns its
 //! sans-IO [`Controller`] (and the quorum under it), the metadata log's
-//! files, and the tick. Requests come in from any shard through a
-//! [`ControllerHandle`] and are answered once what they changed is
-//! committed and applied; every new committed image is published to
-//! whoever follows the log on this node ([`Published`]). Its blocking file
-//! IO (append, fdatasync, snapshot rename) happens on this thread, never
-//! on a shard's reactor.
+//! files, the tick, and the links to the other voters. Requests come in
+//! from any shard through a [`ControllerHandle`] (or from another node,
+//! over the controller listener) and are answered once what they changed
+//! is committed and applied; a node that does not lead forwards its own
+//! shards' requests to the active controller. Every new committed image is
+//! published to whoever follows the log on this node ([`Published`]). Its
+//! blocking file IO (append, fdatasync, snapshot rename) happens on this
+//! thread, never on a shard's reactor.
 //!
-//! Order of effects, per poll: the quorum's actions run in order (log
-//! appends are durable before anything after them), then the image is
-//! published, then replies go out, so a reply never runs ahead of the
+//! Order of effects, per poll: the quorum's actions run in order (a log
+//! append is durable before any message after it leaves), then the image
+//! is published, then replies go out, so a reply never runs ahead of the
 //! image that makes it true.
 
 use std::collections::HashMap;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use futures::channel::oneshot;
+use shardline_engine::runtime::clock::monotonic_now;
 use shardline_replication::controller::requests::{ControllerError, ControllerReply, ControllerRequest, RequestId};
 use shardline_replication::controller::{Controller, ControllerSettings};
 use shardline_replication::metadata::image::MetadataImage;
+use shardline_replication::node::Voter;
 use shardline_replication::quorum::{Quorum, QuorumAction, QuorumConfig};
 
+use super::messages::CoreInput;
+pub use super::messages::{node_of_raft, raft_id, ControllerAnswer};
 use super::metadata_log::MetadataLogFiles;
+use super::transport::{self, answer_remote, canonical_voters, Hello, Outbound, PeerLinks};
 use crate::config::BrokerConfig;
 
 /// The controller's tick: the quorum's logical clock and lease checks.
 pub const TICK: Duration = Duration::from_millis(100);
-/// Ticks without a leader before a voter stands for election.
+/// Ticks without a leader before the first voter stands for election;
+/// each voter waits a different number (see [`election_ticks`]).
 const ELECTION_TICKS: usize = 10;
 /// Ticks between the leader's heartbeats to the other voters.
 const HEARTBEAT_TICKS: usize = 2;
 /// Inputs taken before the controller is polled (one batch of metadata).
 const INPUTS_PER_POLL: usize = 1024;
+/// How long a request forwarded to the active controller waits for its
+/// answer before its caller hears "not controller" and retries.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The raft id of a Kafka node id (raft-rs reserves 0).
-pub fn raft_id(node_id: i32) -> u64 {
-    u64::try_from(node_id).expect("node ids are not negative") + 1
-}
-
-/// The Kafka node id of a raft id (`-1` for none).
-pub fn node_of_raft(raft_id: u64) -> i32 {
-    if raft_id == 0 {
-        -1
-    } else {
-        i32::try_from(raft_id - 1).unwrap_or(-1)
-    }
+/// The election timeout of a voter, in ticks: pinned per node (raft-rs
+/// draws it at random otherwise), spread so two voters rarely stand at
+/// once.
+pub fn election_ticks(node_id: i32) -> usize {
+    ELECTION_TICKS + 3 * (node_id.unsigned_abs() as usize % 4)
 }
 
 /// The quorum as this node sees it, for DescribeQuorum and readiness.
@@ -72,6 +78,7 @@ pub struct Published {
     image: ArcSwap<MetadataImage>,
     status: ArcSwap<QuorumStatus>,
     watchers: Mutex<Vec<futures::channel::mpsc::Sender<()>>>,
+    refused: Mutex<Option<String>>,
 }
 
 impl Published {
@@ -93,6 +100,16 @@ impl Published {
         rx
     }
 
+    /// Why another voter refused this node's handshake, if one did (the
+    /// start stops with it before the node has joined the quorum).
+    pub fn refusal(&self) -> Option<String> {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn refuse(&self, reason: String) {
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+
     fn publish(&self, image: Arc<MetadataImage>) {
         self.image.store(image);
         let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
@@ -101,50 +118,24 @@ impl Published {
     }
 }
 
-/// A reply and the image offset it holds at.
-#[derive(Debug, Clone)]
-pub struct ControllerAnswer {
-    /// The reply.
-    pub reply: ControllerReply,
-    /// The offset of the published image when the reply was sent: the
-    /// change it reports is in every image from there on.
-    pub offset: u64,
-}
-
-enum Input {
-    Request(ControllerRequest, oneshot::Sender<ControllerAnswer>),
-    Stop,
-}
-
 /// How shards reach the controller core. Cheap to clone; `Send`.
 #[derive(Clone, Debug)]
 pub struct ControllerHandle {
-    inputs: Sender<Input>,
+    inputs: Sender<CoreInput>,
     published: Arc<Published>,
 }
 
-impl std::fmt::Debug for Input {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Input::Request(request, _) => f.debug_tuple("Request").field(request).finish(),
-            Input::Stop => f.write_str("Stop"),
-        }
-    }
-}
-
 impl ControllerHandle {
-    /// Sends a request and waits for its answer. A stopped controller
+    /// Sends a request and waits for its answer: from this node's
+    /// controller when it leads, from the active controller it forwards
+    /// to otherwise. A stopped controller, or one that knows no leader,
     /// answers `NotController`.
     pub async fn ask(&self, request: ControllerRequest) -> ControllerAnswer {
         let (tx, rx) = oneshot::channel();
-        let stopped = ControllerAnswer {
-            reply: ControllerReply::Refused(ControllerError::NotController { leader: 0 }),
-            offset: 0,
-        };
-        if self.inputs.send(Input::Request(request, tx)).is_err() {
-            return stopped;
+        if self.inputs.send(CoreInput::Local(request, tx)).is_err() {
+            return ControllerAnswer::not_controller();
         }
-        rx.await.unwrap_or(stopped)
+        rx.await.unwrap_or_else(|_| ControllerAnswer::not_controller())
     }
 
     /// What the controller core publishes.
@@ -158,6 +149,7 @@ impl ControllerHandle {
 pub struct ControllerCore {
     handle: ControllerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
+    stopped: Arc<AtomicBool>,
 }
 
 /// The controller settings of a broker configuration.
@@ -175,15 +167,28 @@ pub fn controller_settings(config: &BrokerConfig) -> ControllerSettings {
 }
 
 impl ControllerCore {
-    /// Opens the metadata log under the data directory and starts the
-    /// controller thread. A quorum of one voter elects itself at once.
-    pub fn start(config: &BrokerConfig, voters: Vec<i32>) -> std::io::Result<ControllerCore> {
+    /// Opens the metadata log under the data directory, binds the
+    /// controller listener (with other voters), and starts the controller
+    /// thread. A quorum of one voter elects itself at once.
+    pub fn start(config: &BrokerConfig, voters: &[Voter], cluster_id: &str) -> std::io::Result<ControllerCore> {
+        let me = voters.iter().find(|v| v.id == config.node_id).cloned();
+        let me = me.ok_or_else(|| std::io::Error::other(format!("node {} is not a voter", config.node_id)))?;
+        let (inputs, rx) = std::sync::mpsc::channel();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let hello =
+            Hello { cluster_id: cluster_id.to_string(), node_id: config.node_id, voters: canonical_voters(voters) };
+        let links = if voters.len() > 1 {
+            transport::listen(&format!("{}:{}", me.host, me.port), hello.clone(), inputs.clone(), stopped.clone())?;
+            PeerLinks::start(voters, &hello, &inputs, &stopped)
+        } else {
+            PeerLinks::default()
+        };
         let (files, recovered) = MetadataLogFiles::open(&config.data_dir)?;
         let incarnation = uuid::Uuid::new_v4().as_u64_pair().0;
         let quorum_config = QuorumConfig {
             node_id: raft_id(config.node_id),
-            voters: voters.iter().map(|v| raft_id(*v)).collect(),
-            election_ticks: ELECTION_TICKS,
+            voters: voters.iter().map(|v| raft_id(v.id)).collect(),
+            election_ticks: election_ticks(config.node_id),
             heartbeat_ticks: HEARTBEAT_TICKS,
             snapshot_every_entries: config.metadata_snapshot_entries,
             entries_kept_behind_snapshot: config.metadata_snapshot_entries / 10,
@@ -198,13 +203,20 @@ impl ControllerCore {
         }
         let published = Arc::new(Published::default());
         published.image.store(controller.image().clone());
-        let (inputs, rx) = std::sync::mpsc::channel();
         let handle = ControllerHandle { inputs, published: published.clone() };
         let thread = std::thread::Builder::new().name("controller".into()).spawn(move || {
-            let mut core = CoreLoop { controller, files, published, pending: HashMap::new(), next_id: 1 };
+            let mut core = CoreLoop {
+                controller,
+                files,
+                published,
+                links,
+                pending: HashMap::new(),
+                forwards: HashMap::new(),
+                next_id: 1,
+            };
             core.run(rx);
         })?;
-        Ok(ControllerCore { handle, thread: Some(thread) })
+        Ok(ControllerCore { handle, thread: Some(thread), stopped })
     }
 
     /// The handle shards use.
@@ -218,7 +230,8 @@ impl ControllerCore {
     }
 
     fn stop_thread(&mut self) {
-        let _ = self.handle.inputs.send(Input::Stop);
+        self.stopped.store(true, Ordering::Release);
+        let _ = self.handle.inputs.send(CoreInput::Stop);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -231,23 +244,51 @@ impl Drop for ControllerCore {
     }
 }
 
+/// Where an answer goes.
+enum Responder {
+    /// A shard of this node.
+    Local(oneshot::Sender<ControllerAnswer>),
+    /// Another node that forwarded the request, on its connection.
+    Remote(Arc<Mutex<TcpStream>>, u64),
+}
+
+impl Responder {
+    fn answer(self, answer: ControllerAnswer) {
+        match self {
+            Responder::Local(sender) => {
+                let _ = sender.send(answer);
+            }
+            Responder::Remote(link, id) => answer_remote(&link, id, answer),
+        }
+    }
+}
+
+/// A request this node forwarded to the active controller.
+struct Forward {
+    voter: u64,
+    deadline: Instant,
+    responder: Responder,
+}
+
 struct CoreLoop {
     controller: Controller,
     files: MetadataLogFiles,
     published: Arc<Published>,
-    pending: HashMap<RequestId, oneshot::Sender<ControllerAnswer>>,
+    links: PeerLinks,
+    pending: HashMap<RequestId, Responder>,
+    forwards: HashMap<u64, Forward>,
     next_id: RequestId,
 }
 
 impl CoreLoop {
-    fn run(&mut self, rx: Receiver<Input>) {
-        let started = Instant::now();
+    fn run(&mut self, rx: Receiver<CoreInput>) {
+        let started = monotonic_now();
         let now_ms = |started: Instant| started.elapsed().as_millis() as i64;
-        let mut next_tick = Instant::now() + TICK;
+        let mut next_tick = monotonic_now() + TICK;
         // What opening made ready (a one-voter quorum's election) runs now.
         self.poll();
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let wait = next_tick.saturating_duration_since(monotonic_now());
             let mut stop = false;
             match rx.recv_timeout(wait) {
                 Ok(input) => {
@@ -262,39 +303,91 @@ impl CoreLoop {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stop = true,
             }
-            if Instant::now() >= next_tick {
+            if monotonic_now() >= next_tick {
                 self.controller.tick(now_ms(started));
-                next_tick = Instant::now() + TICK;
+                self.expire_forwards();
+                next_tick = monotonic_now() + TICK;
             }
             self.poll();
             if stop {
                 break;
             }
         }
-        let refusal = ControllerReply::Refused(ControllerError::NotController { leader: 0 });
-        for (_, reply) in self.pending.drain() {
-            let _ = reply.send(ControllerAnswer { reply: refusal.clone(), offset: 0 });
+        for (_, responder) in self.pending.drain() {
+            responder.answer(ControllerAnswer::not_controller());
+        }
+        for (_, forward) in self.forwards.drain() {
+            forward.responder.answer(ControllerAnswer::not_controller());
         }
     }
 
     /// Takes one input; whether it asks the core to stop.
-    fn take(&mut self, now_ms: i64, input: Input) -> bool {
+    fn take(&mut self, now_ms: i64, input: CoreInput) -> bool {
         match input {
-            Input::Request(request, reply) => {
-                let id = self.next_id;
-                self.next_id += 1;
-                match self.controller.handle(now_ms, id, request) {
-                    Some(answer) => {
-                        let offset = self.controller.image().offset;
-                        let _ = reply.send(ControllerAnswer { reply: answer, offset });
-                    }
-                    None => {
-                        self.pending.insert(id, reply);
+            CoreInput::Local(request, reply) => self.request(now_ms, request, Responder::Local(reply)),
+            CoreInput::Remote { request, link, id } => self.request(now_ms, request, Responder::Remote(link, id)),
+            CoreInput::Peer(message) => self.controller.quorum_mut().step(message),
+            CoreInput::ForwardAnswer { forward_id, answer } => {
+                if let Some(forward) = self.forwards.remove(&forward_id) {
+                    forward.responder.answer(answer);
+                }
+            }
+            CoreInput::Unreachable(voter) => {
+                self.controller.quorum_mut().report_unreachable(voter);
+                let lost: Vec<u64> =
+                    self.forwards.iter().filter(|(_, f)| f.voter == voter).map(|(id, _)| *id).collect();
+                for id in lost {
+                    if let Some(forward) = self.forwards.remove(&id) {
+                        forward.responder.answer(ControllerAnswer::not_controller());
                     }
                 }
-                false
             }
-            Input::Stop => true,
+            CoreInput::SnapshotSent { voter, delivered } => {
+                self.controller.quorum_mut().report_snapshot(voter, delivered)
+            }
+            CoreInput::Refused(reason) => self.published.refuse(reason),
+            CoreInput::Stop => return true,
+        }
+        false
+    }
+
+    /// A request: answered here when this node leads (or refuses it);
+    /// a local request is forwarded to the leader this node knows.
+    fn request(&mut self, now_ms: i64, request: ControllerRequest, responder: Responder) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let kept = matches!(responder, Responder::Local(_)).then(|| request.clone());
+        match self.controller.handle(now_ms, id, request) {
+            None => {
+                self.pending.insert(id, responder);
+            }
+            Some(ControllerReply::Refused(ControllerError::NotController { leader }))
+                if kept.is_some() && leader != 0 && leader != self.controller.quorum().node_id() =>
+            {
+                let request = kept.expect("a local request is kept");
+                let forward_id = id;
+                if self.links.send(leader, Outbound::Request { forward_id, request }) {
+                    let deadline = monotonic_now() + FORWARD_TIMEOUT;
+                    self.forwards.insert(forward_id, Forward { voter: leader, deadline, responder });
+                } else {
+                    responder.answer(ControllerAnswer::not_controller());
+                }
+            }
+            Some(reply) => {
+                let offset = self.controller.image().offset;
+                responder.answer(ControllerAnswer { reply, offset });
+            }
+        }
+    }
+
+    /// Answers forwards whose active controller never answered.
+    fn expire_forwards(&mut self) {
+        let now = monotonic_now();
+        let expired: Vec<u64> = self.forwards.iter().filter(|(_, f)| f.deadline <= now).map(|(id, _)| *id).collect();
+        for id in expired {
+            if let Some(forward) = self.forwards.remove(&id) {
+                forward.responder.answer(ControllerAnswer::not_controller());
+            }
         }
     }
 
@@ -304,24 +397,31 @@ impl CoreLoop {
             Err(error) => fail(&format!("the metadata quorum failed: {error}")),
         };
         let before = self.published.image().offset;
-        for action in &output.actions {
+        for action in output.actions {
             match action {
                 QuorumAction::AppendLog(bytes) => {
-                    if let Err(error) = self.files.append(bytes) {
+                    if let Err(error) = self.files.append(&bytes) {
                         fail(&format!("appending to the metadata log: {error}"));
                     }
                 }
                 QuorumAction::ReplaceSnapshot { snapshot, log } => {
-                    if let Err(error) = self.files.replace(snapshot, log) {
+                    if let Err(error) = self.files.replace(&snapshot, &log) {
                         fail(&format!("writing a metadata snapshot: {error}"));
                     }
                 }
                 QuorumAction::Send(message) => {
-                    // Only a one-voter quorum runs in this build: nobody to send to.
-                    debug_assert!(false, "a message to voter {} with no transport", message.to);
+                    let to = message.to;
+                    let snapshot = message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
+                    if !self.links.send(to, Outbound::Raft(message)) {
+                        let quorum = self.controller.quorum_mut();
+                        quorum.report_unreachable(to);
+                        if snapshot {
+                            quorum.report_snapshot(to, false);
+                        }
+                    }
                 }
                 QuorumAction::LeaderChanged { leader, term } => {
-                    tracing::info!(leader = node_of_raft(*leader), term, "metadata quorum leader");
+                    tracing::info!(leader = node_of_raft(leader), term, "metadata quorum leader");
                 }
                 QuorumAction::Applied { .. } | QuorumAction::ImageReplaced { .. } => {}
             }
@@ -342,8 +442,8 @@ impl CoreLoop {
             self.published.publish(image.clone());
         }
         for (id, reply) in output.replies {
-            if let Some(sender) = self.pending.remove(&id) {
-                let _ = sender.send(ControllerAnswer { reply, offset: image.offset });
+            if let Some(responder) = self.pending.remove(&id) {
+                responder.answer(ControllerAnswer { reply, offset: image.offset });
             }
         }
     }

@@ -46,18 +46,33 @@ pub struct Broker {
 /// and for the broker to be unfenced.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Waits until the controller core leads the quorum and has applied its
-/// whole log (a one-voter quorum elects itself at once).
-fn wait_for_leadership(controller: &ControllerHandle, node_id: i32) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + JOIN_TIMEOUT;
+/// Waits until the quorum has a leader and this node has applied what it
+/// knows to be committed (a one-voter quorum elects itself at once; a
+/// voter of several waits for a majority to be up). A voter that refused
+/// this node's handshake (another cluster, other voters) stops the start
+/// with its reason.
+fn wait_for_quorum(controller: &ControllerHandle) -> Result<(), String> {
+    let deadline = shardline_engine::runtime::clock::monotonic_now() + JOIN_TIMEOUT;
+    let mut said = false;
     loop {
+        if let Some(reason) = controller.published().refusal() {
+            return Err(format!("another controller refused this node: {reason}"));
+        }
         let status = controller.published().status();
         let image = controller.published().image();
-        if status.leader == node_id && status.last_index > 0 && image.offset >= status.last_index {
+        if status.leader >= 0 && status.commit_index > 0 && image.offset >= status.commit_index {
             return Ok(());
         }
-        if std::time::Instant::now() >= deadline {
-            return Err(format!("the metadata quorum elected no leader within {} s", JOIN_TIMEOUT.as_secs()));
+        if shardline_engine::runtime::clock::monotonic_now() >= deadline {
+            return Err(format!(
+                "the metadata quorum elected no leader within {} s (are a majority of the voters up?)",
+                JOIN_TIMEOUT.as_secs()
+            ));
+        }
+        if !said && shardline_engine::runtime::clock::monotonic_now() + JOIN_TIMEOUT - Duration::from_secs(5) > deadline
+        {
+            said = true;
+            tracing::info!("waiting for the metadata quorum to elect a leader");
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -93,8 +108,8 @@ fn check_meta_properties(config: &BrokerConfig) -> std::io::Result<Option<MetaPr
     };
     let refused = |e: shardline_replication::node::NodeError| std::io::Error::other(e.to_string());
     let meta = MetaProperties::parse(&text, &dir).map_err(refused)?;
-    let expected = (!config.cluster_id.is_empty()).then_some(config.cluster_id.as_str());
-    meta.check(config.node_id, expected, &dir).map_err(refused)?;
+    let expected = config.expected_cluster_id().map_err(std::io::Error::other)?;
+    meta.check(config.node_id, expected.as_deref(), &dir).map_err(refused)?;
     Ok(Some(meta))
 }
 
@@ -104,10 +119,9 @@ fn format_data_dir(config: &BrokerConfig, existing: Option<MetaProperties>) -> s
     if let Some(meta) = existing {
         return Ok(meta.cluster_id);
     }
-    let cluster_id = if config.cluster_id.is_empty() {
-        uuid::Uuid::new_v4().simple().to_string()[..22].to_string()
-    } else {
-        config.cluster_id.clone()
+    let cluster_id = match config.expected_cluster_id().map_err(std::io::Error::other)? {
+        Some(id) => id,
+        None => uuid::Uuid::new_v4().simple().to_string()[..22].to_string(),
     };
     let meta = MetaProperties { cluster_id: cluster_id.clone(), node_id: config.node_id };
     std::fs::write(config.data_dir.join("meta.properties"), meta.to_text())?;
@@ -207,10 +221,9 @@ impl Broker {
         let cluster_id = format_data_dir(&config, formatted)?;
         let topics = TopicStore::load(&config.data_dir)?;
         let shards = config.shard_count();
-        let voters = shardline_replication::node::parse_voters(&config.controller_quorum_voters)?;
-        let voters = if voters.is_empty() { vec![config.node_id] } else { voters.iter().map(|v| v.id).collect() };
-        let controller = ControllerCore::start(&config, voters)?;
-        wait_for_leadership(controller.handle(), config.node_id)?;
+        let voters = config.voters()?;
+        let controller = ControllerCore::start(&config, &voters, &cluster_id)?;
+        wait_for_quorum(controller.handle())?;
         futures::executor::block_on(bootstrap(controller.handle(), &topics.image(), config.node_id))?;
         apply_at_start(&topics, controller.handle(), config.node_id, shards)?;
         remove_stray_partitions(&config, &topics)?;

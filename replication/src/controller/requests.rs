@@ -15,7 +15,7 @@ pub const BOOTSTRAP_FEATURE: &str = "shardline.bootstrapped";
 pub type RequestId = u64;
 
 /// A topic to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewTopic {
     /// Its name.
     pub name: String,
@@ -30,7 +30,7 @@ pub struct NewTopic {
 }
 
 /// A request to the controller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ControllerRequest {
     /// BrokerRegistration: a broker starts (a new incarnation).
     RegisterBroker { broker_id: i32, incarnation_id: Uuid, endpoints: Vec<Endpoint>, rack: Option<String> },
@@ -57,7 +57,7 @@ pub enum ControllerRequest {
 }
 
 /// Why the controller refused (all or part of) a request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ControllerError {
     /// This node does not lead the quorum; `leader` is the one it knows
     /// of (0 for none).
@@ -114,7 +114,7 @@ pub enum ControllerError {
 }
 
 /// The answer to one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ControllerReply {
     /// The whole request was refused.
     Refused(ControllerError),

@@ -76,8 +76,7 @@ where
 {
     let topic = offsets_topic(context).await?;
     let index = partition_for(group, topic.partition_shards.len() as i32);
-    let shard =
-        context.shared.shard_of(&topic.partition_shards, index).ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let shard = context.shared.coordinator_shard(&topic.partition_shards, index)?;
     let shared = context.shared.clone();
     context
         .mesh
@@ -110,7 +109,23 @@ pub(in crate::api) fn asked_commits(
         .collect()
 }
 
-/// FindCoordinator: this node coordinates every group.
+/// The broker leading the coordinator partition of `key` in `topic`: its
+/// id, host and port, or why there is none.
+fn coordinator_of(context: &Context, topic: &TopicInfo, key: &str) -> Result<(i32, String, i32), ResponseError> {
+    let index = partition_for(key, topic.partition_shards.len() as i32);
+    let cluster = context.shared.controller.published().image();
+    let leader = cluster.partition(topic.id, index).map(|p| p.leader).ok_or(ResponseError::CoordinatorNotAvailable)?;
+    if leader == context.shared.config.node_id {
+        let (host, port) = context.shared.advertised.clone();
+        return Ok((leader, host, port));
+    }
+    let broker = cluster.brokers.get(&leader).filter(|b| !b.fenced).ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let endpoint = broker.endpoints.first().ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((leader, endpoint.host.clone(), i32::from(endpoint.port)))
+}
+
+/// FindCoordinator: the broker that leads each key's partition of
+/// `__consumer_offsets` or `__transaction_state` (created on first use).
 pub async fn find_coordinator(
     context: &Context,
     request: FindCoordinatorRequest,
@@ -118,39 +133,48 @@ pub async fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let keys = if version >= 4 { request.coordinator_keys.clone() } else { vec![request.key.clone()] };
     let ready = match request.key_type {
-        0 => offsets_topic(context).await.map(|_| ()),
-        1 => super::transactions::transaction_topic(context).await.map(|_| ()),
+        0 => offsets_topic(context).await,
+        1 => super::transactions::transaction_topic(context).await,
         _ => Err(ResponseError::InvalidRequest),
     };
-    let (host, port) = context.shared.advertised.clone();
-    let node = BrokerId(context.shared.config.node_id);
-    let mut response = FindCoordinatorResponse::default();
-    let (error, message) = match ready {
-        Ok(()) => (0, None),
-        Err(e) if request.key_type > 1 => {
-            (e.code(), Some(s(format!("coordinator key type {} is not supported", request.key_type))))
+    let answer = |key: &StrBytes| -> (i32, String, i32, i16, Option<StrBytes>) {
+        let found = match &ready {
+            Ok(topic) => coordinator_of(context, topic, key).map_err(|e| (e, "the coordinator is not available")),
+            Err(e) if request.key_type > 1 => Err((*e, "")),
+            Err(e) => Err((*e, "the coordinator's internal topic is not available")),
+        };
+        match found {
+            Ok((node, host, port)) => (node, host, port, 0, None),
+            Err((error, _)) if request.key_type > 1 => (
+                -1,
+                String::new(),
+                -1,
+                error.code(),
+                Some(s(format!("coordinator key type {} is not supported", request.key_type))),
+            ),
+            Err((error, message)) => (-1, String::new(), -1, error.code(), Some(s(message))),
         }
-        Err(e) => (e.code(), Some(s("the coordinator's internal topic is not available"))),
     };
-    let (node, host) = if error == 0 { (node, s(host)) } else { (BrokerId(-1), s("")) };
-    let port = if error == 0 { port } else { -1 };
+    let mut response = FindCoordinatorResponse::default();
     if version >= 4 {
         response.coordinators = keys
             .into_iter()
             .map(|key| {
+                let (node, host, port, error, message) = answer(&key);
                 let mut c = find_coordinator_response::Coordinator::default();
                 c.key = key;
-                c.node_id = node;
-                c.host = host.clone();
+                c.node_id = BrokerId(node);
+                c.host = s(host);
                 c.port = port;
                 c.error_code = error;
-                c.error_message = message.clone();
+                c.error_message = message;
                 c
             })
             .collect();
     } else {
-        response.node_id = node;
-        response.host = host;
+        let (node, host, port, error, message) = answer(&request.key);
+        response.node_id = BrokerId(node);
+        response.host = s(host);
         response.port = port;
         response.error_code = error;
         if version >= 1 {

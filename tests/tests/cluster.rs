@@ -1,0 +1,257 @@
+//! A 3-node cluster of real processes on loopback (127.0.0.1–3), each
+//! node broker and controller: it forms; a 12-partition topic spreads over
+//! all three brokers, and librdkafka produces to and consumes from every
+//! partition through any bootstrap broker; kill -9 of the active
+//! controller leads to a new one and topic creation goes on; the killed
+//! broker is fenced and its partitions show as offline until it rejoins,
+//! then serve again with their data; group coordinators follow their
+//! partitions. And a node whose voters disagree with the others' is
+//! refused at start, with the reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use shardline_tests::{free_port, Broker, RawClient};
+
+struct Cluster {
+    nodes: Vec<Broker>,
+    _temp: tempfile::TempDir,
+}
+
+/// `controller_quorum_voters` for nodes 1..=count on 127.0.0.<id>.
+fn voters(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("{}@127.0.0.{}:{port}", i + 1, i + 1))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn node_args(id: usize, voters: &str) -> Vec<String> {
+    ["--shards", "1", "--set", &format!("node_id={id}"), "--set", &format!("controller_quorum_voters={voters}")]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+impl Cluster {
+    /// Starts three nodes at once (each waits for a quorum).
+    fn start() -> Cluster {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let controller_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let voters = voters(&controller_ports);
+        let nodes = std::thread::scope(|scope| {
+            let starts: Vec<_> = (1..=3)
+                .map(|id| {
+                    let (dir, voters) = (temp.path().join(format!("node{id}")), voters.clone());
+                    scope.spawn(move || {
+                        let args = node_args(id, &voters);
+                        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                        Broker::start_on(&format!("127.0.0.{id}"), &dir, free_port(), &args)
+                    })
+                })
+                .collect();
+            starts.into_iter().map(|s| s.join().expect("node started")).collect()
+        });
+        Cluster { nodes, _temp: temp }
+    }
+
+    fn address(&self, id: i32) -> &str {
+        &self.nodes[id as usize - 1].address
+    }
+}
+
+/// A node's Metadata answer for every topic.
+fn metadata(address: &str) -> MetadataResponse {
+    let mut client = RawClient::connect(address);
+    let mut request = MetadataRequest::default();
+    request.topics = None;
+    client.call(ApiKey::Metadata, 12, &request)
+}
+
+/// Leader of each partition of `topic`, as `address` answers.
+fn leaders(address: &str, topic: &str) -> Vec<i32> {
+    let response = metadata(address);
+    let t = response.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic));
+    let mut partitions: Vec<(i32, i32)> =
+        t.map(|t| t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect()).unwrap_or_default();
+    partitions.sort();
+    partitions.into_iter().map(|(_, leader)| leader).collect()
+}
+
+/// Waits (bounded) until `check` holds, returning how long it took.
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer")
+}
+
+/// Reads `partitions` of `topic` from the beginning through `bootstrap`
+/// until each has `per_partition` records: (partition, offset) → value.
+fn read_all(bootstrap: &str, topic: &str, partitions: &[i32], per_partition: usize) -> BTreeMap<(i32, i64), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for &p in partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut got = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < partitions.len() * per_partition {
+        assert!(Instant::now() < deadline, "read {} of {}", got.len(), partitions.len() * per_partition);
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let message = message.expect("consume");
+        let value = String::from_utf8(message.payload().expect("payload").to_vec()).expect("utf8");
+        got.insert((message.partition(), message.offset()), value);
+    }
+    got
+}
+
+#[test]
+fn three_nodes_form_a_cluster_spread_partitions_and_survive_a_controller_kill() {
+    let mut cluster = Cluster::start();
+    let brokers: BTreeSet<i32> = metadata(cluster.address(1)).brokers.iter().map(|b| b.node_id.0).collect();
+    assert_eq!(brokers, BTreeSet::from([1, 2, 3]), "every node registered and unfenced");
+
+    // Created through node 2 (forwarded to the active controller if it is not).
+    RawClient::connect(cluster.address(2)).create_topic("spread", 12);
+    let placed = leaders(cluster.address(3), "spread");
+    assert_eq!(placed.len(), 12);
+    for broker in 1..=3 {
+        assert_eq!(placed.iter().filter(|l| **l == broker).count(), 4, "balanced over the brokers: {placed:?}");
+    }
+    assert_eq!(leaders(cluster.address(1), "spread"), placed, "every node answers the same leaders");
+
+    // One record to every partition through node 3 alone; read back through node 1.
+    let producer = producer(cluster.address(3));
+    futures::executor::block_on(async {
+        for p in 0..12 {
+            let value = format!("p{p}");
+            producer
+                .send(FutureRecord::<(), _>::to("spread").partition(p).payload(&value), Duration::from_secs(30))
+                .await
+                .expect("acknowledged");
+        }
+    });
+    drop(producer);
+    let all: Vec<i32> = (0..12).collect();
+    let got = read_all(cluster.address(1), "spread", &all, 1);
+    for p in 0..12 {
+        assert_eq!(got.get(&(p, 0)).map(String::as_str), Some(format!("p{p}").as_str()));
+    }
+    // A partition on another broker is refused with NOT_LEADER_OR_FOLLOWER.
+    let elsewhere = placed.iter().position(|l| *l != 1).expect("a partition off node 1") as i32;
+    let refused = RawClient::connect(cluster.address(1)).list_offset("spread", elsewhere, -1, 0);
+    assert_eq!(refused.error_code, kafka_protocol::ResponseError::NotLeaderOrFollower.code());
+
+    // kill -9 of the active controller.
+    let controller = metadata(cluster.address(1)).controller_id.0;
+    assert!((1..=3).contains(&controller), "a live broker is named controller: {controller}");
+    let survivor = if controller == 1 { 2 } else { 1 };
+    cluster.nodes[controller as usize - 1].kill9();
+    let took = wait_until("a topic is created after the controller's kill", Duration::from_secs(30), || {
+        let mut client = RawClient::connect(cluster.address(survivor));
+        client.try_create_topic("after-failover", 3) == 0
+    });
+    eprintln!("metadata writes succeeded again {took:?} after the controller's kill -9");
+    assert_ne!(metadata(cluster.address(survivor)).controller_id.0, controller, "a new controller");
+
+    // The killed broker is fenced: gone from the brokers, its partitions offline.
+    let was_led: Vec<i32> = (0..12).filter(|p| placed[*p as usize] == controller).collect();
+    let fenced = wait_until("the killed broker is fenced", Duration::from_secs(30), || {
+        let now = leaders(cluster.address(survivor), "spread");
+        was_led.iter().all(|p| now[*p as usize] == -1)
+    });
+    eprintln!("the killed broker's partitions showed offline {fenced:?} after metadata writes resumed");
+    let response = metadata(cluster.address(survivor));
+    assert!(!response.brokers.iter().any(|b| b.node_id.0 == controller), "a fenced broker is not listed");
+    let now = leaders(cluster.address(survivor), "spread");
+    for p in 0..12 {
+        if !was_led.contains(&p) {
+            assert_eq!(now[p as usize], placed[p as usize], "partition {p} of a live broker keeps its leader");
+        }
+    }
+
+    // It rejoins: its partitions are served again, with their data.
+    cluster.nodes[controller as usize - 1].restart();
+    wait_until("the restarted broker leads its partitions again", Duration::from_secs(30), || {
+        leaders(cluster.address(survivor), "spread") == placed
+    });
+    let got = read_all(cluster.address(survivor), "spread", &was_led, 1);
+    for p in &was_led {
+        assert_eq!(got.get(&(*p, 0)).map(String::as_str), Some(format!("p{p}").as_str()));
+    }
+
+    // Group coordinators follow their partitions: a group commits and
+    // reads back its offsets through any bootstrap broker.
+    for (group, bootstrap) in [("g-one", 1), ("g-two", 2), ("g-three", 3)] {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.address(bootstrap))
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset("spread", 5, Offset::Offset(1)).expect("offset");
+        consumer.commit(&offsets, rdkafka::consumer::CommitMode::Sync).expect("commit");
+        let committed = consumer.committed_offsets(offsets, Duration::from_secs(20)).expect("committed");
+        let offset = committed.find_partition("spread", 5).expect("partition").offset();
+        assert_eq!(offset, Offset::Offset(1), "group {group}");
+    }
+}
+
+#[test]
+fn a_node_whose_voters_disagree_is_refused_at_start_with_the_reason() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let agreed = voters(&ports[..2]);
+    let _nodes: Vec<Broker> = std::thread::scope(|scope| {
+        let starts: Vec<_> = (1..=2)
+            .map(|id| {
+                let (dir, voters) = (temp.path().join(format!("node{id}")), agreed.clone());
+                scope.spawn(move || {
+                    let args = node_args(id, &voters);
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    Broker::start_on(&format!("127.0.0.{id}"), &dir, free_port(), &args)
+                })
+            })
+            .collect();
+        starts.into_iter().map(|s| s.join().expect("node started")).collect()
+    });
+    // Node 3 names three voters where the others name two.
+    let dir = temp.path().join("node3");
+    let args = node_args(3, &voters(&ports));
+    let output = std::process::Command::new(shardline_tests::broker_binary())
+        .args(["serve", "--listen", &format!("127.0.0.3:{}", free_port()), "--data-dir"])
+        .arg(&dir)
+        .args(&args)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "refused: {stderr}");
+    assert!(stderr.contains("another controller refused this node"), "{stderr}");
+    assert!(stderr.contains("cluster") || stderr.contains("voters disagree"), "{stderr}");
+}
