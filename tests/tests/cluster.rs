@@ -11,7 +11,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use kafka_protocol::messages::{
+    ApiKey, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    MetadataRequest, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -75,6 +80,34 @@ fn metadata(address: &str) -> MetadataResponse {
     client.call(ApiKey::Metadata, 12, &request)
 }
 
+/// DescribeQuorum v2 for the metadata partition: (leader, epoch, high
+/// watermark, each voter's id and log end).
+fn quorum(address: &str) -> (i32, i32, i64, Vec<(i32, i64)>) {
+    let mut partition = PartitionData::default();
+    partition.partition_index = 0;
+    let mut topic = TopicData::default();
+    topic.topic_name = TopicName(StrBytes::from_static_str("__cluster_metadata"));
+    topic.partitions = vec![partition];
+    let mut request = DescribeQuorumRequest::default();
+    request.topics = vec![topic];
+    let response: DescribeQuorumResponse = RawClient::connect(address).call(ApiKey::DescribeQuorum, 2, &request);
+    let p = &response.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0, "{:?}", p.error_message);
+    assert_eq!(response.nodes.len(), 3, "every voter's controller listener");
+    let voters = p.current_voters.iter().map(|v| (v.replica_id.0, v.log_end_offset)).collect();
+    (p.leader_id.0, p.leader_epoch, p.high_watermark, voters)
+}
+
+/// DescribeCluster v2 with fenced brokers: (id, fenced) of each.
+fn described_brokers(address: &str) -> BTreeMap<i32, bool> {
+    let mut request = DescribeClusterRequest::default();
+    request.endpoint_type = 1;
+    request.include_fenced_brokers = true;
+    let response: DescribeClusterResponse = RawClient::connect(address).call(ApiKey::DescribeCluster, 2, &request);
+    assert_eq!(response.error_code, 0);
+    response.brokers.iter().map(|b| (b.broker_id.0, b.is_fenced)).collect()
+}
+
 /// Leader of each partition of `topic`, as `address` answers.
 fn leaders(address: &str, topic: &str) -> Vec<i32> {
     let response = metadata(address);
@@ -136,14 +169,31 @@ fn three_nodes_form_a_cluster_spread_partitions_and_survive_a_controller_kill() 
     let brokers: BTreeSet<i32> = metadata(cluster.address(1)).brokers.iter().map(|b| b.node_id.0).collect();
     assert_eq!(brokers, BTreeSet::from([1, 2, 3]), "every node registered and unfenced");
 
+    // The quorum as the active controller sees it, asked of any node.
+    let controller = metadata(cluster.address(1)).controller_id.0;
+    for node in 1..=3 {
+        wait_until("every voter holds the whole log", Duration::from_secs(10), || {
+            let (leader, epoch, high_watermark, voters) = quorum(cluster.address(node));
+            assert_eq!(leader, controller, "node {node} names the active controller");
+            assert!(epoch >= 1 && high_watermark > 0);
+            voters.len() == 3 && voters.iter().all(|(_, end)| *end >= high_watermark)
+        });
+    }
+    assert_eq!(described_brokers(cluster.address(3)), BTreeMap::from([(1, false), (2, false), (3, false)]));
+
     // Created through node 2 (forwarded to the active controller if it is not).
     RawClient::connect(cluster.address(2)).create_topic("spread", 12);
-    let placed = leaders(cluster.address(3), "spread");
+    let placed = leaders(cluster.address(2), "spread");
     assert_eq!(placed.len(), 12);
     for broker in 1..=3 {
         assert_eq!(placed.iter().filter(|l| **l == broker).count(), 4, "balanced over the brokers: {placed:?}");
     }
-    assert_eq!(leaders(cluster.address(1), "spread"), placed, "every node answers the same leaders");
+    // Every node applies the creation shortly after the answer (it follows
+    // the committed log of its own quorum member).
+    let spread = wait_until("every node answers the same leaders", Duration::from_secs(10), || {
+        (1..=3).all(|node| leaders(cluster.address(node), "spread") == placed)
+    });
+    eprintln!("the creation reached every node {spread:?} after its answer");
 
     // One record to every partition through node 3 alone; read back through node 1.
     let producer = producer(cluster.address(3));
@@ -168,13 +218,14 @@ fn three_nodes_form_a_cluster_spread_partitions_and_survive_a_controller_kill() 
     assert_eq!(refused.error_code, kafka_protocol::ResponseError::NotLeaderOrFollower.code());
 
     // kill -9 of the active controller.
-    let controller = metadata(cluster.address(1)).controller_id.0;
     assert!((1..=3).contains(&controller), "a live broker is named controller: {controller}");
     let survivor = if controller == 1 { 2 } else { 1 };
     cluster.nodes[controller as usize - 1].kill9();
     let took = wait_until("a topic is created after the controller's kill", Duration::from_secs(30), || {
         let mut client = RawClient::connect(cluster.address(survivor));
-        client.try_create_topic("after-failover", 3) == 0
+        // Already there: an earlier try was committed but not answered.
+        let code = client.try_create_topic("after-failover", 3);
+        code == 0 || code == kafka_protocol::ResponseError::TopicAlreadyExists.code()
     });
     eprintln!("metadata writes succeeded again {took:?} after the controller's kill -9");
     assert_ne!(metadata(cluster.address(survivor)).controller_id.0, controller, "a new controller");
@@ -188,6 +239,9 @@ fn three_nodes_form_a_cluster_spread_partitions_and_survive_a_controller_kill() 
     eprintln!("the killed broker's partitions showed offline {fenced:?} after metadata writes resumed");
     let response = metadata(cluster.address(survivor));
     assert!(!response.brokers.iter().any(|b| b.node_id.0 == controller), "a fenced broker is not listed");
+    assert_eq!(described_brokers(cluster.address(survivor)).get(&controller), Some(&true), "listed as fenced");
+    let (new_leader, _, _, _) = quorum(cluster.address(survivor));
+    assert!(new_leader != controller && new_leader > 0, "the quorum's new leader: {new_leader}");
     let now = leaders(cluster.address(survivor), "spread");
     for p in 0..12 {
         if !was_led.contains(&p) {

@@ -7,6 +7,7 @@
 
 mod admin;
 mod authorized;
+mod cluster_info;
 mod create_partitions;
 mod describe_configs;
 mod fetch;
@@ -77,6 +78,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeQuorum, 0, 2),
 ];
 
 /// Joins the answers of several coordinators: everything they listed, and
@@ -211,6 +214,12 @@ pub async fn handle(context: &Context, header: &RequestHeader, request: RequestK
         }
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(create_partitions::handle(context, r, version).await)
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(cluster_info::describe_cluster(context, r, version))
+        }
+        RequestKind::DescribeQuorum(r) => {
+            ResponseKind::DescribeQuorum(cluster_info::describe_quorum(context, r, version).await)
         }
         other => {
             // Unreachable: `is_supported` gates every key before decoding.

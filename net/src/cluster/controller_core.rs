@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use futures::channel::oneshot;
-use shardline_engine::runtime::clock::monotonic_now;
+use shardline_engine::runtime::clock::{monotonic_now, Clock, SystemClock};
 use shardline_replication::controller::requests::{ControllerError, ControllerReply, ControllerRequest, RequestId};
 use shardline_replication::controller::{Controller, ControllerSettings};
 use shardline_replication::metadata::image::MetadataImage;
@@ -213,6 +213,7 @@ impl ControllerCore {
                 pending: HashMap::new(),
                 forwards: HashMap::new(),
                 next_id: 1,
+                heard: HashMap::new(),
             };
             core.run(rx);
         })?;
@@ -278,6 +279,10 @@ struct CoreLoop {
     pending: HashMap<RequestId, Responder>,
     forwards: HashMap<u64, Forward>,
     next_id: RequestId,
+    /// Per voter (raft id), when this node last heard an answer from it
+    /// and when it last held the whole log, in ms since the epoch (as the
+    /// leader; for DescribeQuorum).
+    heard: HashMap<u64, (i64, i64)>,
 }
 
 impl CoreLoop {
@@ -326,7 +331,17 @@ impl CoreLoop {
         match input {
             CoreInput::Local(request, reply) => self.request(now_ms, request, Responder::Local(reply)),
             CoreInput::Remote { request, link, id } => self.request(now_ms, request, Responder::Remote(link, id)),
-            CoreInput::Peer(message) => self.controller.quorum_mut().step(message),
+            CoreInput::Peer(message) => {
+                let from = message.from;
+                let answer = matches!(
+                    message.get_msg_type(),
+                    raft::eraftpb::MessageType::MsgAppendResponse | raft::eraftpb::MessageType::MsgHeartbeatResponse
+                ) && !message.reject;
+                self.controller.quorum_mut().step(message);
+                if answer {
+                    self.note_answer(from);
+                }
+            }
             CoreInput::ForwardAnswer { forward_id, answer } => {
                 if let Some(forward) = self.forwards.remove(&forward_id) {
                     forward.responder.answer(answer);
@@ -375,9 +390,39 @@ impl CoreLoop {
             }
             Some(reply) => {
                 let offset = self.controller.image().offset;
-                responder.answer(ControllerAnswer { reply, offset });
+                responder.answer(ControllerAnswer { reply: self.with_times(reply), offset });
             }
         }
+    }
+
+    /// Notes that voter `from` answered the leader, and whether it holds
+    /// the whole log now.
+    fn note_answer(&mut self, from: u64) {
+        let now = SystemClock.now_ms();
+        let quorum = self.controller.quorum();
+        let last = quorum.last_index();
+        let caught_up = quorum.voter_progress().iter().any(|(id, matched)| *id == from && *matched >= last);
+        let entry = self.heard.entry(from).or_insert((-1, -1));
+        entry.0 = now;
+        if caught_up {
+            entry.1 = now;
+        }
+    }
+
+    /// A DescribeQuorum answer with the times this node heard its voters.
+    fn with_times(&self, reply: ControllerReply) -> ControllerReply {
+        let ControllerReply::Quorum(mut report) = reply else { return reply };
+        let now = SystemClock.now_ms();
+        for voter in &mut report.voters {
+            let (fetched, caught_up) = if voter.id == report.leader {
+                (now, now)
+            } else {
+                self.heard.get(&voter.id).copied().unwrap_or((-1, -1))
+            };
+            voter.last_fetch_ms = fetched;
+            voter.last_caught_up_ms = caught_up;
+        }
+        ControllerReply::Quorum(report)
     }
 
     /// Answers forwards whose active controller never answered.
@@ -421,6 +466,7 @@ impl CoreLoop {
                     }
                 }
                 QuorumAction::LeaderChanged { leader, term } => {
+                    self.heard.clear();
                     tracing::info!(leader = node_of_raft(leader), term, "metadata quorum leader");
                 }
                 QuorumAction::Applied { .. } | QuorumAction::ImageReplaced { .. } => {}

@@ -187,6 +187,20 @@ impl Controller {
         if self.leading_term.is_none() || self.queue.len() >= MAX_QUEUED_REQUESTS {
             return Some(ControllerReply::Refused(ControllerError::NotController { leader: self.quorum.leader() }));
         }
+        if request == ControllerRequest::DescribeQuorum {
+            let voters = self
+                .quorum
+                .voter_progress()
+                .into_iter()
+                .map(|(id, log_end)| requests::VoterReport { id, log_end, last_fetch_ms: -1, last_caught_up_ms: -1 })
+                .collect();
+            return Some(ControllerReply::Quorum(requests::QuorumReport {
+                leader: self.quorum.node_id(),
+                term: self.quorum.term(),
+                high_watermark: self.quorum.commit_index(),
+                voters,
+            }));
+        }
         if let ControllerRequest::Heartbeat { broker_id, broker_epoch, .. } = &request {
             let current = self.image().brokers.get(broker_id).map(|b| b.broker_epoch);
             if current == Some(*broker_epoch) {
@@ -477,6 +491,7 @@ impl Controller {
                 }
                 (records, ControllerReply::Elected(results))
             }
+            ControllerRequest::DescribeQuorum => (Vec::new(), ControllerReply::Done),
             ControllerRequest::Bootstrap { mut records, complete } => {
                 if scratch.features.contains_key(requests::BOOTSTRAP_FEATURE) {
                     (Vec::new(), ControllerReply::Refused(ControllerError::AlreadyBootstrapped))

@@ -52,6 +52,8 @@ pub enum ControllerRequest {
     /// the log with the feature [`BOOTSTRAP_FEATURE`], and every bootstrap
     /// after that is refused.
     Bootstrap { records: Vec<crate::metadata::records::MetadataRecord>, complete: bool },
+    /// DescribeQuorum: the quorum as the active controller sees it.
+    DescribeQuorum,
     /// Sets (`Some`) or removes configs of one resource.
     AlterConfigs { resource: ConfigResource, name: String, changes: Vec<(String, Option<String>)> },
 }
@@ -132,6 +134,35 @@ pub enum ControllerReply {
     ProducerIds { first: i64, count: i64 },
     /// Per partition: elected, or why not.
     Elected(Vec<((String, i32), Result<(), ControllerError>)>),
+    /// The quorum as the active controller sees it.
+    Quorum(QuorumReport),
     /// Done.
     Done,
+}
+
+/// The quorum as the active controller sees it (DescribeQuorum).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuorumReport {
+    /// The leader's raft id.
+    pub leader: u64,
+    /// The current term.
+    pub term: u64,
+    /// The commit index (the quorum's high watermark).
+    pub high_watermark: u64,
+    /// Each voter's progress.
+    pub voters: Vec<VoterReport>,
+}
+
+/// One voter in a [`QuorumReport`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VoterReport {
+    /// Its raft id.
+    pub id: u64,
+    /// The last index the leader knows it holds.
+    pub log_end: u64,
+    /// When the leader last heard from it (ms since the epoch; -1 when
+    /// unknown). The controller leaves it to its driver, which has a clock.
+    pub last_fetch_ms: i64,
+    /// When it last held everything the leader had (-1 when unknown).
+    pub last_caught_up_ms: i64,
 }

@@ -141,6 +141,29 @@ class CliToolsTest {
     }
 
     @Test
+    void kafkaMetadataQuorumDescribesTheQuorum() throws Exception {
+        String quorumCommand = "org.apache.kafka.tools.MetadataQuorumCommand";
+        ToolResult status = runTool(quorumCommand, null, "--bootstrap-server", broker.bootstrap(), "describe", "--status");
+        assertEquals(0, status.exit(), "kafka-metadata-quorum describe --status" + status.describe());
+        String clusterId = admin.describeCluster().clusterId().get(30, TimeUnit.SECONDS);
+        Map<String, String> fields = status.stdoutLines().stream()
+                .filter(l -> l.contains(":"))
+                .collect(Collectors.toMap(l -> l.substring(0, l.indexOf(':')).strip(),
+                        l -> l.substring(l.indexOf(':') + 1).strip(), (a, b) -> a));
+        assertEquals(clusterId, fields.get("ClusterId"), "cluster id" + status.describe());
+        int leader = admin.describeMetadataQuorum().quorumInfo().get(30, TimeUnit.SECONDS).leaderId();
+        assertEquals(String.valueOf(leader), fields.get("LeaderId"), "leader" + status.describe());
+        assertTrue(Long.parseLong(fields.get("HighWatermark")) > 0, "a committed metadata log" + status.describe());
+        assertEquals("0", fields.get("MaxFollowerLag"), "one voter, no lag" + status.describe());
+
+        ToolResult replication = runTool(quorumCommand, null, "--bootstrap-server", broker.bootstrap(),
+                "describe", "--replication");
+        assertEquals(0, replication.exit(), "kafka-metadata-quorum describe --replication" + replication.describe());
+        assertTrue(replication.stdoutLines().stream().anyMatch(l -> l.startsWith(leader + " ") && l.contains("Leader")),
+                "the leader's row" + replication.describe());
+    }
+
+    @Test
     void kafkaTopicsCreateAndList() throws Exception {
         String topic = "cli-created";
         ToolResult create = topics("--create", "--topic", topic, "--partitions", "2", "--replication-factor", "1");
