@@ -3,6 +3,7 @@
 //! criterion benchmarks (`benches/engine.rs`) with the helpers they share.
 
 pub mod broker_stats;
+pub mod cluster;
 pub mod harness;
 pub mod load;
 pub mod machine;

@@ -1,13 +1,16 @@
 //! Producer ids for idempotent and transactional producers
-//! (InitProducerId): unique over the broker's lifetime, restarts included.
+//! (InitProducerId): unique across the cluster and its restarts.
 //!
-//! As in Kafka, where the controller hands brokers blocks of ids (KIP-730),
-//! one place hands out blocks: [`ProducerIdBlocks`], on shard 0, persists
-//! the end of each block (atomically and durably, through the [`Disk`]
-//! seam) before handing it out, so a restart continues after it. Every
-//! shard keeps a [`ProducerIdPool`]: ids from its current block, and a new
-//! block asked for over the mesh when it runs out. Nothing here blocks a
-//! shard's thread; the file write is an io_uring operation like any other.
+//! As in Kafka (KIP-730), the active controller hands brokers blocks of
+//! ids, committed to the metadata log before they are used (the broker's
+//! source is `route::ControllerProducerIds`). Every shard keeps a
+//! [`ProducerIdPool`]: ids from its current block, and a new block asked
+//! for when it runs out. [`ProducerIdBlocks`] is a file-backed block
+//! allocator (the end of each block persisted atomically and durably
+//! through the [`Disk`] seam before it is handed out): the simulator's,
+//! and where a data directory from before the metadata log kept its next
+//! id, which the metadata log's bootstrap takes over
+//! ([`legacy_next_id`]).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -71,6 +74,21 @@ impl<D: Disk> ProducerIdBlocks<D> {
         self.next.set(end);
         debug_assert!(self.next.get() > start);
         Ok((start, end))
+    }
+}
+
+/// The next producer id a data directory from before the metadata log
+/// recorded (`__shardline/producer-ids`), 0 when it has none: the
+/// metadata log starts handing out ids after it.
+pub fn legacy_next_id(data_dir: &Path) -> std::io::Result<i64> {
+    let path = data_dir.join("__shardline").join(FILE_NAME);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<i64>()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
     }
 }
 

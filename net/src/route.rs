@@ -18,12 +18,13 @@ use shardline_engine::runtime::mesh::Mesh;
 use crate::coordinators::CoordinatorLog;
 use crate::groups::records::partition_for;
 use crate::producer_ids::{BlockRequest, ProducerIdError};
-use crate::shard::{BrokerShared, ShardState, PRODUCER_ID_SHARD};
+use crate::shard::{BrokerShared, ShardState};
 use crate::txn::coordinator::Completion;
 use crate::txn::markers::write_local_markers;
 use crate::txn::service::{LocalResult, MarkerWriter, ProducerIdSource};
 use crate::txn::verify::PartitionVerifier;
 use crate::txn::TXN_TOPIC;
+use shardline_replication::controller::requests::{ControllerReply, ControllerRequest};
 
 /// Runs `work` once on each shard that owns some of `items` (each item
 /// tagged with its owning shard, or `None` when nobody owns it), with all
@@ -171,31 +172,33 @@ impl PartitionVerifier for MeshVerifier {
     }
 }
 
-/// Producer ids from this shard's pool, refilled from the allocating shard.
-pub struct MeshProducerIds {
+/// Producer ids of this shard's pool, refilled with blocks the active
+/// controller hands out (AllocateProducerIds, KIP-730): committed to the
+/// metadata log before they are used, so ids are unique across the
+/// cluster and its restarts.
+pub struct ControllerProducerIds {
     /// This shard.
     pub state: Rc<ShardState>,
-    /// Every shard.
-    pub mesh: Mesh<ShardState>,
+    /// The broker (its controller handle and registration).
+    pub shared: Arc<BrokerShared>,
 }
 
-impl ProducerIdSource for MeshProducerIds {
+impl ProducerIdSource for ControllerProducerIds {
     fn allocate(&self) -> LocalResult<'_, i64> {
         Box::pin(async move {
-            let mesh = self.mesh.clone();
+            let shared = self.shared.clone();
             let refill = move || -> BlockRequest<'static> {
                 Box::pin(async move {
-                    let block = mesh
-                        .call(PRODUCER_ID_SHARD, |state| async move {
-                            let blocks = state.id_blocks.borrow().clone();
-                            match blocks {
-                                Some(blocks) => blocks.next_block().await.map_err(|e| e.to_string()),
-                                None => Err("the producer id allocator is not open".to_string()),
-                            }
-                        })
-                        .await
-                        .map_err(|_| ProducerIdError::Unreachable)?;
-                    block.map_err(|message| ProducerIdError::Io(std::io::Error::other(message)))
+                    let broker_epoch = shared.member.broker_epoch.load(std::sync::atomic::Ordering::Acquire);
+                    let request =
+                        ControllerRequest::AllocateProducerIds { broker_id: shared.config.node_id, broker_epoch };
+                    match shared.controller.ask(request).await.reply {
+                        ControllerReply::ProducerIds { first, count } if count > 0 => Ok((first, first + count)),
+                        other => {
+                            tracing::warn!(?other, "the controller gave no producer id block");
+                            Err(ProducerIdError::Unreachable)
+                        }
+                    }
                 })
             };
             self.state.producer_ids.allocate(refill).await.map_err(|error| {

@@ -6,7 +6,6 @@
 //! configuration, topic metadata, cluster id, advertised address.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 use std::sync::Arc;
 
 use shardline_engine::runtime::clock::SharedClock;
@@ -21,7 +20,7 @@ use crate::fetch_sessions::FetchSessions;
 use crate::groups::classic::ClassicLimits;
 use crate::groups::consumer::ConsumerLimits;
 use crate::groups::service::{GroupConfig, GroupService};
-use crate::producer_ids::{ProducerIdBlocks, ProducerIdPool};
+use crate::producer_ids::ProducerIdPool;
 use crate::registry::PartitionRegistry;
 use crate::topics::TopicStore;
 use crate::txn::service::TxnService;
@@ -95,9 +94,6 @@ impl BrokerShared {
 /// shard's descriptors kept within `open_files_per_shard`.
 pub type ShardDisk = CachedDisk<RealDisk>;
 
-/// The shard that hands out producer id blocks.
-pub const PRODUCER_ID_SHARD: usize = 0;
-
 /// Group coordinator settings from the broker configuration.
 pub fn group_config(config: &BrokerConfig) -> GroupConfig {
     GroupConfig {
@@ -136,8 +132,6 @@ pub struct ShardState {
     pub txns: TxnService<ShardDisk>,
     /// This shard's producer ids.
     pub producer_ids: ProducerIdPool,
-    /// The producer id block allocator (on [`PRODUCER_ID_SHARD`] once started).
-    pub id_blocks: RefCell<Option<Rc<ProducerIdBlocks<RealDisk>>>>,
     /// Set once shutdown starts: connections stop reading new requests.
     pub shutting_down: Cell<bool>,
     /// Requests being handled by this shard's connections.
@@ -171,7 +165,6 @@ impl ShardState {
             groups,
             txns,
             producer_ids: ProducerIdPool::default(),
-            id_blocks: RefCell::new(None),
             shutting_down: Cell::new(false),
             in_flight: Cell::new(0),
             idle: LocalEvent::default(),

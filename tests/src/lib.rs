@@ -440,3 +440,15 @@ impl RawClient {
         }
     }
 }
+
+/// InitProducerId v4 without a transactional id: the producer id given.
+pub fn init_producer_id(client: &mut RawClient) -> i64 {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+    let mut request = InitProducerIdRequest::default();
+    request.transaction_timeout_ms = 60_000;
+    request.producer_id = kafka_protocol::messages::ProducerId(-1);
+    request.producer_epoch = -1;
+    let response: InitProducerIdResponse = client.call(ApiKey::InitProducerId, 4, &request);
+    assert_eq!(response.error_code, 0, "InitProducerId");
+    response.producer_id.0
+}

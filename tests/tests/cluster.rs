@@ -181,6 +181,15 @@ fn three_nodes_form_a_cluster_spread_partitions_and_survive_a_controller_kill() 
     }
     assert_eq!(described_brokers(cluster.address(3)), BTreeMap::from([(1, false), (2, false), (3, false)]));
 
+    // Producer ids come in blocks from the controller: unique across brokers.
+    let ids: BTreeSet<i64> = (1..=3)
+        .flat_map(|node| {
+            let mut client = RawClient::connect(cluster.address(node));
+            [shardline_tests::init_producer_id(&mut client), shardline_tests::init_producer_id(&mut client)]
+        })
+        .collect();
+    assert_eq!(ids.len(), 6, "every broker hands out its own ids: {ids:?}");
+
     // Created through node 2 (forwarded to the active controller if it is not).
     RawClient::connect(cluster.address(2)).create_topic("spread", 12);
     let placed = leaders(cluster.address(2), "spread");

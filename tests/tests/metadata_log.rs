@@ -142,6 +142,8 @@ fn a_data_directory_from_before_the_metadata_log_keeps_its_topics_once_brought_i
     // What a data directory of the earlier layout holds: topics.json and
     // the partitions, no metadata log.
     std::fs::remove_dir_all(broker.data_dir.join("__cluster_metadata-0")).expect("remove the metadata log");
+    // It had handed out producer ids below 7000.
+    std::fs::write(broker.data_dir.join("__shardline/producer-ids"), "7000\n").expect("legacy producer ids");
     broker.restart();
     assert!(
         broker.stderr().contains("brought the data directory's topics into the metadata log"),
@@ -152,6 +154,7 @@ fn a_data_directory_from_before_the_metadata_log_keeps_its_topics_once_brought_i
     let mut client = RawClient::connect(&broker.address);
     assert_eq!(client.list_offset("old-a", 1, -1, 0).offset, 10, "data kept");
     assert_eq!(topic_config(&mut client, "old-a", "retention.ms").as_deref(), Some("12345678"), "configs kept");
+    assert!(shardline_tests::init_producer_id(&mut client) >= 7000, "producer ids continue after the old ones");
     // Once in the log, a later start does not bring them in again, and
     // a topic deleted since stays deleted.
     delete(&mut client, "old-b");

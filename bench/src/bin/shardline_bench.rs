@@ -85,6 +85,21 @@ enum Cmd {
         #[arg(long)]
         spread_only: bool,
     },
+    /// The control plane on a 3-node cluster on loopback (127.0.0.1-3):
+    /// controller failover after kill -9, fencing of a killed broker,
+    /// metadata propagation. Prints JSON with every sample and a summary.
+    Cluster {
+        #[arg(long, default_value = "target/release/shardline")]
+        shardline_bin: PathBuf,
+        /// kill -9s of the active controller (and up to 5 of another broker).
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// Topic creations timed until every broker lists them.
+        #[arg(long, default_value_t = 20)]
+        changes: usize,
+        #[arg(long, default_value = "target/bench-cluster")]
+        dir: PathBuf,
+    },
     /// Start both brokers and compare them side by side.
     Compare {
         #[arg(long, default_value = "throughput,latency")]
@@ -313,6 +328,20 @@ fn main() {
                 "{}: {:.1} MB/s, {:.0} msg/s, produce p99.9 {:.1} ms, e2e p99.9 {:.1} ms",
                 w.name, m.produce_mb_per_s, m.produce_msgs_per_s, m.produce_latency_ms[2], m.e2e_latency_ms[2]
             );
+        }
+        Cmd::Cluster { shardline_bin, kills, changes, dir } => {
+            let figures = shardline_bench::cluster::run(&shardline_bin, &dir, kills, changes);
+            let summary = |samples: &[f64]| {
+                let mut sorted = samples.to_vec();
+                sorted.sort_by(f64::total_cmp);
+                let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+                let max = sorted.last().copied().unwrap_or(f64::NAN);
+                format!("median {median:.3} s, max {max:.3} s of {}", sorted.len())
+            };
+            eprintln!("controller failover: {}", summary(&figures.controller_failover_s));
+            eprintln!("fencing: {}", summary(&figures.fencing_s));
+            eprintln!("propagation: {}", summary(&figures.propagation_s));
+            println!("{}", serde_json::to_string(&figures).expect("json"));
         }
         Cmd::Partitions { bootstrap, partitions, spread, verify, spread_only } => {
             if spread_only {

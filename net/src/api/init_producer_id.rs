@@ -9,7 +9,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use kafka_protocol::ResponseError;
 
 use super::Context;
-use crate::route::MeshProducerIds;
+use crate::route::ControllerProducerIds;
 use crate::txn::service::ProducerIdSource;
 
 /// Handles InitProducerId.
@@ -40,7 +40,7 @@ pub async fn handle(context: &Context, request: InitProducerIdRequest, version: 
         }
         return response;
     }
-    let ids = MeshProducerIds { state: context.state.clone(), mesh: context.mesh.clone() };
+    let ids = ControllerProducerIds { state: context.state.clone(), shared: context.shared.clone() };
     match ids.allocate().await {
         Ok(id) => {
             response.producer_id = ProducerId(id);

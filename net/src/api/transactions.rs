@@ -23,7 +23,7 @@ use crate::coordinators::CoordinatorLog;
 use crate::groups::records::partition_for;
 use crate::groups::service::CommitAsk;
 use crate::groups::OFFSETS_TOPIC;
-use crate::route::{scatter, scatter_topic, MeshMarkers, MeshProducerIds};
+use crate::route::{scatter, scatter_topic, ControllerProducerIds, MeshMarkers};
 use crate::shard::{BrokerShared, ShardState};
 use crate::topics::TopicInfo;
 use crate::txn::service::Listed;
@@ -72,7 +72,7 @@ pub async fn init_transactional(
     }
     let id = transactional_id.clone();
     on_txn_coordinator(context, &transactional_id, move |state, at, shared, mesh| async move {
-        let ids = MeshProducerIds { state: state.clone(), mesh: mesh.clone() };
+        let ids = ControllerProducerIds { state: state.clone(), shared: shared.clone() };
         let markers = MeshMarkers { shared, mesh };
         state.txns.init_producer(at, &id, timeout_ms, expected, &ids, &markers).await
     })

@@ -1,6 +1,6 @@
 //! The upgrade path of a data directory from before the metadata log: its
-//! topics (`__shardline/topics.json`, ids and configs kept) become records
-//! of the new log, each partition hosted by this node, in requests of a
+//! topics (`__shardline/topics.json`, ids and configs kept) and the end of
+//! the producer ids it handed out become records of the new log, each partition hosted by this node, in requests of a
 //! bounded size, the last marking the log as bootstrapped. A start that
 //! crashed halfway goes on where it stopped: topics already in the log
 //! are skipped. Runs once, on the thread that starts the broker.
@@ -54,14 +54,23 @@ pub fn bootstrap_records(local: &MetadataImage, cluster: &ClusterImage, node_id:
     groups
 }
 
-/// Brings `local`'s topics into the metadata log unless it is
-/// bootstrapped already; fails with the controller's reason.
-pub async fn bootstrap(controller: &ControllerHandle, local: &MetadataImage, node_id: i32) -> Result<(), String> {
+/// Brings `local`'s topics, and the producer ids it handed out (ids below
+/// `next_producer_id`), into the metadata log unless it is bootstrapped
+/// already; fails with the controller's reason.
+pub async fn bootstrap(
+    controller: &ControllerHandle,
+    local: &MetadataImage,
+    node_id: i32,
+    next_producer_id: i64,
+) -> Result<(), String> {
     let cluster = controller.published().image();
     if cluster.features.contains_key(BOOTSTRAP_FEATURE) {
         return Ok(());
     }
-    let groups = bootstrap_records(local, &cluster, node_id);
+    let mut groups = bootstrap_records(local, &cluster, node_id);
+    if next_producer_id > cluster.next_producer_id {
+        groups.push(vec![MetadataRecord::ProducerIds { broker_id: node_id, broker_epoch: -1, next_producer_id }]);
+    }
     let topics = local.topics.len();
     let requests = groups
         .into_iter()

@@ -14,7 +14,6 @@ use shardline_engine::runtime::clock::{system_clock, timeout};
 use shardline_engine::runtime::mesh::Mesh;
 use shardline_engine::runtime::pool::ShardPool;
 use shardline_engine::storage::priority_write::set_append_priority;
-use shardline_engine::RealDisk;
 use shardline_replication::node::MetaProperties;
 
 use crate::cluster::bootstrap::bootstrap;
@@ -23,13 +22,12 @@ use crate::cluster::local_view::local_view;
 use crate::cluster::member::{announce_shutdown, follow_log, keep_membership};
 use crate::cluster::member_state::MemberState;
 use crate::config::BrokerConfig;
-use crate::producer_ids::ProducerIdBlocks;
 use crate::registry::partition_dir;
 use crate::server::connection::{serve_connection, ConnectionContext};
 use crate::server::limits::{ConnectionLimits, Refused};
 use crate::server::log_limit::LogLimit;
 use crate::server::timers::spawn_timers;
-use crate::shard::{BrokerShared, ShardState, PRODUCER_ID_SHARD};
+use crate::shard::{BrokerShared, ShardState};
 use crate::topics::{log_config_for, TopicStore};
 
 /// A running broker.
@@ -224,7 +222,8 @@ impl Broker {
         let voters = config.voters()?;
         let controller = ControllerCore::start(&config, &voters, &cluster_id)?;
         wait_for_quorum(controller.handle())?;
-        futures::executor::block_on(bootstrap(controller.handle(), &topics.image(), config.node_id))?;
+        let next_producer_id = crate::producer_ids::legacy_next_id(&config.data_dir)?;
+        futures::executor::block_on(bootstrap(controller.handle(), &topics.image(), config.node_id, next_producer_id))?;
         apply_at_start(&topics, controller.handle(), config.node_id, shards)?;
         remove_stray_partitions(&config, &topics)?;
         rebalance_shards(&config, &topics, shards)?;
@@ -389,10 +388,6 @@ async fn start_shard(
         opened?;
     }
     log_placement(shard, state);
-    if shard == PRODUCER_ID_SHARD {
-        let blocks = ProducerIdBlocks::open(RealDisk, &shared.config.data_dir).await?;
-        *state.id_blocks.borrow_mut() = Some(Rc::new(blocks));
-    }
     let std_listener = match listener {
         Some(listener) => listener,
         None => reuseport_listener(local_addr)?,
