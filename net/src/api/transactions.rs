@@ -92,8 +92,19 @@ pub async fn add_partitions(
         .flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), *p)))
         .collect();
     let unknown: Vec<bool> = asked.iter().map(|(t, p)| !context.shared.partition_exists(t, *p)).collect();
+    // Markers reach only this broker's partitions (WriteTxnMarkers to other
+    // brokers is not built): a transaction over another broker's partition
+    // is refused rather than left open there for ever.
+    let elsewhere: Vec<bool> = asked
+        .iter()
+        .zip(&unknown)
+        .map(|((t, p), unknown)| !unknown && context.shared.shard_of_partition(t, *p).is_none())
+        .collect();
+    if elsewhere.iter().any(|e| *e) {
+        tracing::warn!(transactional_id = %id, "refused a transaction over partitions of another broker (not built yet)");
+    }
     let (producer_id, epoch) = (request.v3_and_below_producer_id.0, request.v3_and_below_producer_epoch);
-    let result = if unknown.iter().any(|u| *u) {
+    let result = if unknown.iter().chain(&elsewhere).any(|u| *u) {
         Err(ResponseError::OperationNotAttempted)
     } else {
         let (txn_id, partitions) = (id.clone(), asked.clone());
@@ -104,11 +115,12 @@ pub async fn add_partitions(
     };
     let mut by_topic: BTreeMap<String, Vec<add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult>> =
         BTreeMap::new();
-    for ((topic, p), unknown) in asked.into_iter().zip(unknown) {
+    for (((topic, p), unknown), elsewhere) in asked.into_iter().zip(unknown).zip(elsewhere) {
         let mut r = add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default();
         r.partition_index = p;
         r.partition_error_code = match &result {
             _ if unknown => ResponseError::UnknownTopicOrPartition.code(),
+            _ if elsewhere => ResponseError::InvalidTxnState.code(),
             Ok(()) => 0,
             Err(e) => e.code(),
         };
@@ -133,6 +145,16 @@ pub async fn add_offsets(context: &Context, request: AddOffsetsToTxnRequest, ver
     let group = request.group_id.to_string();
     let result = match offsets_topic(context).await {
         Err(e) => Err(e),
+        Ok(topic)
+            if context
+                .shared
+                .shard_of(&topic.partition_shards, partition_for(&group, topic.partition_shards.len() as i32))
+                .is_none() =>
+        {
+            // The group's coordinator is another broker, which no marker reaches yet.
+            tracing::warn!(%group, "refused transactional offsets of a group another broker coordinates (not built yet)");
+            Err(ResponseError::InvalidTxnState)
+        }
         Ok(topic) => {
             let offsets_partition =
                 (OFFSETS_TOPIC.to_string(), partition_for(&group, topic.partition_shards.len() as i32));
