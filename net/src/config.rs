@@ -409,6 +409,9 @@ impl BrokerConfig {
         if !(1..=10_000).contains(&self.transaction_state_num_partitions) {
             return Err(bad("transaction_state_num_partitions", "must be 1 to 10000"));
         }
+        if self.node_id < 0 {
+            return Err(bad("node_id", "must not be negative"));
+        }
         if self.broker_heartbeat_interval_ms < 10 || self.broker_heartbeat_interval_ms > 60_000 {
             return Err(bad("broker_heartbeat_interval_ms", "must be 10 to 60000"));
         }

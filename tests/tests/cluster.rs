@@ -45,25 +45,29 @@ fn node_args(id: usize, voters: &str) -> Vec<String> {
         .collect()
 }
 
+/// Starts nodes 1..=count under `dir` at once (each waits for a quorum).
+fn start_nodes(dir: &std::path::Path, count: usize, voters: &str) -> Vec<Broker> {
+    std::thread::scope(|scope| {
+        let starts: Vec<_> = (1..=count)
+            .map(|id| {
+                let dir = dir.join(format!("node{id}"));
+                scope.spawn(move || {
+                    let args = node_args(id, voters);
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    Broker::start_on(&format!("127.0.0.{id}"), &dir, free_port(), &args)
+                })
+            })
+            .collect();
+        starts.into_iter().map(|s| s.join().expect("node started")).collect()
+    })
+}
+
 impl Cluster {
-    /// Starts three nodes at once (each waits for a quorum).
+    /// Starts three nodes at once.
     fn start() -> Cluster {
         let temp = tempfile::tempdir().expect("tempdir");
         let controller_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let voters = voters(&controller_ports);
-        let nodes = std::thread::scope(|scope| {
-            let starts: Vec<_> = (1..=3)
-                .map(|id| {
-                    let (dir, voters) = (temp.path().join(format!("node{id}")), voters.clone());
-                    scope.spawn(move || {
-                        let args = node_args(id, &voters);
-                        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                        Broker::start_on(&format!("127.0.0.{id}"), &dir, free_port(), &args)
-                    })
-                })
-                .collect();
-            starts.into_iter().map(|s| s.join().expect("node started")).collect()
-        });
+        let nodes = start_nodes(temp.path(), 3, &voters(&controller_ports));
         Cluster { nodes, _temp: temp }
     }
 
@@ -291,19 +295,7 @@ fn a_node_whose_voters_disagree_is_refused_at_start_with_the_reason() {
     let temp = tempfile::tempdir().expect("tempdir");
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let agreed = voters(&ports[..2]);
-    let _nodes: Vec<Broker> = std::thread::scope(|scope| {
-        let starts: Vec<_> = (1..=2)
-            .map(|id| {
-                let (dir, voters) = (temp.path().join(format!("node{id}")), agreed.clone());
-                scope.spawn(move || {
-                    let args = node_args(id, &voters);
-                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                    Broker::start_on(&format!("127.0.0.{id}"), &dir, free_port(), &args)
-                })
-            })
-            .collect();
-        starts.into_iter().map(|s| s.join().expect("node started")).collect()
-    });
+    let _nodes = start_nodes(temp.path(), 2, &agreed);
     // Node 3 names three voters where the others name two.
     let dir = temp.path().join("node3");
     let args = node_args(3, &voters(&ports));

@@ -372,14 +372,14 @@ impl CoreLoop {
         let id = self.next_id;
         self.next_id += 1;
         let kept = matches!(responder, Responder::Local(_)).then(|| request.clone());
-        match self.controller.handle(now_ms, id, request) {
-            None => {
+        let me = self.controller.quorum().node_id();
+        match (self.controller.handle(now_ms, id, request), kept) {
+            (None, _) => {
                 self.pending.insert(id, responder);
             }
-            Some(ControllerReply::Refused(ControllerError::NotController { leader }))
-                if kept.is_some() && leader != 0 && leader != self.controller.quorum().node_id() =>
+            (Some(ControllerReply::Refused(ControllerError::NotController { leader })), Some(request))
+                if leader != 0 && leader != me =>
             {
-                let request = kept.expect("a local request is kept");
                 let forward_id = id;
                 if self.links.send(leader, Outbound::Request { forward_id, request }) {
                     let deadline = monotonic_now() + FORWARD_TIMEOUT;
@@ -388,7 +388,7 @@ impl CoreLoop {
                     responder.answer(ControllerAnswer::not_controller());
                 }
             }
-            Some(reply) => {
+            (Some(reply), _) => {
                 let offset = self.controller.image().offset;
                 responder.answer(ControllerAnswer { reply: self.with_times(reply), offset });
             }

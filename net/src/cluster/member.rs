@@ -42,18 +42,25 @@ pub async fn apply_latest(shared: &BrokerShared, mesh: &Mesh<ShardState>) {
             return;
         }
     }
-    let opens = changes.opened.iter().map(|(topic, index)| {
-        let (topic, index) = (topic.clone(), *index);
-        let shard = shared.shard_of(&topic.partition_shards, index).expect("an opened partition is hosted");
-        let config = shared.config.clone();
-        mesh.call(shard, move |state: Rc<ShardState>| async move {
-            let (log_config, ack) = log_config_for(&config, &topic.configs)?;
-            state.partitions.open(&topic.name, index, log_config, ack).await.map(|_| ()).map_err(|e| e.to_string())
+    // The local view places every partition it opens on a shard.
+    let (placed, opens): (Vec<_>, Vec<_>) = changes
+        .opened
+        .iter()
+        .filter_map(|(topic, index)| {
+            let (topic, index) = (topic.clone(), *index);
+            let shard = shared.shard_of(&topic.partition_shards, index)?;
+            let config = shared.config.clone();
+            let named = (topic.name.clone(), index);
+            let open = mesh.call(shard, move |state: Rc<ShardState>| async move {
+                let (log_config, ack) = log_config_for(&config, &topic.configs)?;
+                state.partitions.open(&topic.name, index, log_config, ack).await.map(|_| ()).map_err(|e| e.to_string())
+            });
+            Some((named, open))
         })
-    });
-    for ((topic, index), opened) in changes.opened.iter().zip(futures::future::join_all(opens).await) {
+        .unzip();
+    for ((topic, index), opened) in placed.into_iter().zip(futures::future::join_all(opens).await) {
         if let Err(message) = opened.map_err(|e| e.to_string()).and_then(|r| r) {
-            tracing::error!(topic = %topic.name, index, %message, "opening a partition this broker hosts");
+            tracing::error!(%topic, index, %message, "opening a partition this broker hosts");
         }
     }
     shared.topics.publish(view);
@@ -72,9 +79,6 @@ pub async fn apply_latest(shared: &BrokerShared, mesh: &Mesh<ShardState>) {
             }
         }
         tracing::info!(topic = %topic.name, "deleted topic");
-    }
-    for (topic, _) in changes.opened.iter().filter(|(_, index)| *index == 0) {
-        tracing::debug!(topic = %topic.name, partitions = topic.partition_shards.len(), "topic placed");
     }
 }
 

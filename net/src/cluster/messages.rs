@@ -11,9 +11,12 @@ use futures::channel::oneshot;
 use raft::eraftpb::Message;
 use shardline_replication::controller::requests::{ControllerError, ControllerReply, ControllerRequest};
 
-/// The raft id of a Kafka node id (raft-rs reserves 0).
+/// The raft id of a Kafka node id (raft-rs reserves 0). Node ids are
+/// never negative: the configuration and the voter list refuse them, and
+/// the transport refuses a peer that says otherwise.
 pub fn raft_id(node_id: i32) -> u64 {
-    u64::try_from(node_id).expect("node ids are not negative") + 1
+    debug_assert!(node_id >= 0, "node ids are not negative: {node_id}");
+    u64::from(node_id.unsigned_abs()) + 1
 }
 
 /// The Kafka node id of a raft id (`-1` for none).

@@ -61,6 +61,9 @@ pub struct Hello {
 impl Hello {
     /// Why `peer` may not talk to `self`, if it may not.
     pub fn mismatch(&self, peer: &Hello) -> Option<String> {
+        if peer.node_id < 0 {
+            return Some(format!("node id {} is negative", peer.node_id));
+        }
         if peer.cluster_id != self.cluster_id {
             return Some(format!(
                 "node {} belongs to cluster {} and node {} to cluster {}",
@@ -427,6 +430,8 @@ mod tests {
         assert_eq!(ours.mismatch(&same), None);
         let other_cluster = Hello { cluster_id: "c2".into(), ..same.clone() };
         assert!(ours.mismatch(&other_cluster).unwrap().contains("cluster c2"));
+        let negative = Hello { node_id: -4, ..same.clone() };
+        assert!(ours.mismatch(&negative).unwrap().contains("negative"));
         let other_voters = Hello { voters: "1@a:9093,2@b:9093,3@c:9093".into(), ..same };
         assert!(ours.mismatch(&other_voters).unwrap().contains("voters disagree"));
     }
