@@ -25,18 +25,22 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        Harness::open(RecoveredLog::default(), Vec::new(), None)
+        Harness::with_settings(ControllerSettings::default())
+    }
+
+    fn with_settings(settings: ControllerSettings) -> Harness {
+        Harness::open(RecoveredLog::default(), Vec::new(), None, settings)
     }
 
     /// The same node started again from its files.
     fn restart(self) -> Harness {
         let recovered = log_codec::recover(self.snapshot.as_deref(), &self.log).expect("recovers");
-        let mut harness = Harness::open(recovered, self.log, self.snapshot);
+        let mut harness = Harness::open(recovered, self.log, self.snapshot, ControllerSettings::default());
         harness.now_ms = self.now_ms;
         harness
     }
 
-    fn open(recovered: RecoveredLog, log: Vec<u8>, snapshot: Option<Vec<u8>>) -> Harness {
+    fn open(recovered: RecoveredLog, log: Vec<u8>, snapshot: Option<Vec<u8>>, settings: ControllerSettings) -> Harness {
         let config = QuorumConfig {
             node_id: 1,
             voters: vec![1],
@@ -47,13 +51,8 @@ impl Harness {
             incarnation: 7,
         };
         let quorum = Quorum::open(config, recovered).expect("opens");
-        let mut harness = Harness {
-            controller: Controller::new(quorum, ControllerSettings::default(), 1),
-            now_ms: 0,
-            next_id: 1,
-            log,
-            snapshot,
-        };
+        let mut harness =
+            Harness { controller: Controller::new(quorum, settings, 1), now_ms: 0, next_id: 1, log, snapshot };
         for _ in 0..30 {
             harness.tick();
         }
@@ -70,6 +69,13 @@ impl Harness {
     /// Polls the controller, writing its log actions to the files.
     fn poll(&mut self) -> Vec<(RequestId, ControllerReply)> {
         let output = self.controller.poll().expect("poll");
+        let image = self.controller.image();
+        for topic in image.topics.values() {
+            for (i, p) in topic.partitions.iter().enumerate() {
+                let fenced = image.brokers.get(&p.leader).is_some_and(|b| b.fenced);
+                assert!(!fenced, "image {}: {}-{i} is led by fenced broker {}", image.offset, topic.name, p.leader);
+            }
+        }
         for action in output.actions {
             match action {
                 QuorumAction::AppendLog(bytes) => self.log.extend(bytes),
@@ -235,4 +241,81 @@ fn a_node_restarted_with_its_controller_registers_its_new_incarnation_at_once() 
     }
     // A second incarnation while this one is heard from is refused.
     assert_eq!(h.register(1, 13), ControllerReply::Refused(ControllerError::DuplicateBrokerRegistration(1)));
+}
+
+/// Leaders of every partition of `topic_id`.
+fn leaders_of(h: &Harness, topic_id: Uuid, partitions: i32) -> Vec<i32> {
+    (0..partitions).map(|p| h.controller.image().partition(topic_id, p).unwrap().leader).collect()
+}
+
+#[test]
+fn a_broker_leading_more_partitions_than_one_batch_moves_is_fenced_in_steps_and_comes_back_whole() {
+    // Two partition changes a batch: a broker leading 20 partitions takes
+    // ten batches to fence, to shut down, and to lead again.
+    let settings = ControllerSettings { liveness_changes_per_batch: 2, ..ControllerSettings::default() };
+    let mut h = Harness::with_settings(settings);
+    let e1 = epoch_of(h.register(1, 11));
+    let e2 = epoch_of(h.register(2, 22));
+    h.heartbeat(1, e1);
+    h.heartbeat(2, e2);
+    let partitions = 40;
+    let topic =
+        NewTopic { name: "wide".into(), partitions, replication_factor: -1, assignments: vec![], configs: vec![] };
+    let ControllerReply::Topics(results) =
+        h.ask(ControllerRequest::CreateTopics { topics: vec![topic], validate_only: false })
+    else {
+        panic!("topics reply")
+    };
+    let topic_id = results[0].1.clone().expect("created");
+    let placed = leaders_of(&h, topic_id, partitions);
+    assert_eq!(placed.iter().filter(|l| **l == 2).count(), 20, "balanced: {placed:?}");
+
+    // Broker 2 goes silent: every partition of it goes offline, and it is
+    // fenced only once they have (the poll checks every image).
+    for tick in 0..80 {
+        if tick % 5 == 0 {
+            h.heartbeat(1, e1);
+        }
+        h.tick();
+    }
+    assert!(h.controller.image().brokers[&2].fenced, "the silent broker is fenced");
+    let expected: Vec<i32> = placed.iter().map(|l| if *l == 2 { NO_LEADER } else { 1 }).collect();
+    assert_eq!(leaders_of(&h, topic_id, partitions), expected, "all of its partitions are offline");
+
+    // It comes back: unfenced at once, its partitions led again over the
+    // next batches.
+    let e2b = epoch_of(h.register(2, 23));
+    assert!(matches!(h.heartbeat(2, e2b), ControllerReply::Heartbeat { fenced: false, .. }));
+    for _ in 0..20 {
+        h.poll();
+    }
+    assert_eq!(leaders_of(&h, topic_id, partitions), placed, "every partition is served by its replica again");
+
+    // Broker 1 shuts down cleanly: its notice is answered "not yet" until
+    // its partitions are moved, then it is fenced and may stop.
+    let mut notices = 0;
+    loop {
+        notices += 1;
+        assert!(notices <= 30, "the controlled shutdown never finished");
+        let metadata_offset = h.controller.image().offset;
+        let reply = h.ask(ControllerRequest::Heartbeat {
+            broker_id: 1,
+            broker_epoch: e1,
+            metadata_offset,
+            want_fence: false,
+            want_shutdown: true,
+        });
+        match reply {
+            ControllerReply::Heartbeat { should_shut_down: true, fenced, .. } => {
+                assert!(fenced);
+                break;
+            }
+            ControllerReply::Heartbeat { should_shut_down: false, fenced: false, .. } => {}
+            other => panic!("shutdown notice answered {other:?}"),
+        }
+    }
+    assert!(notices > 2, "twenty partitions at two a batch take several notices, took {notices}");
+    assert!(h.controller.image().brokers[&1].fenced);
+    let expected: Vec<i32> = placed.iter().map(|l| if *l == 1 { NO_LEADER } else { 2 }).collect();
+    assert_eq!(leaders_of(&h, topic_id, partitions), expected);
 }

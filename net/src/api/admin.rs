@@ -36,6 +36,7 @@ pub fn controller_refusal(error: &ControllerError) -> Refusal {
         ControllerError::PreferredLeaderNotAvailable => ResponseError::PreferredLeaderNotAvailable,
         ControllerError::EligibleLeadersNotAvailable => ResponseError::EligibleLeadersNotAvailable,
         ControllerError::DuplicateBrokerRegistration(_) => ResponseError::DuplicateBrokerRegistration,
+        ControllerError::PreviousIncarnationLeaving(_) => ResponseError::RequestTimedOut,
         ControllerError::StaleBrokerEpoch => ResponseError::StaleBrokerEpoch,
         ControllerError::BrokerNotRegistered(_) => ResponseError::BrokerIdNotRegistered,
         ControllerError::AlreadyBootstrapped | ControllerError::InvalidBootstrap(_) => {

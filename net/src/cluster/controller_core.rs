@@ -163,6 +163,7 @@ pub fn controller_settings(config: &BrokerConfig) -> ControllerSettings {
         max_replication_factor: 1,
         default_partitions: config.num_partitions,
         default_replication_factor: i32::from(config.default_replication_factor),
+        ..ControllerSettings::default()
     }
 }
 

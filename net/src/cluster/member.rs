@@ -96,6 +96,9 @@ pub async fn follow_log(shared: Arc<BrokerShared>, state: Rc<ShardState>, mesh: 
     }
 }
 
+/// Pause between shutdown notices while the controller moves partitions.
+const SHUTDOWN_RETRY: Duration = Duration::from_millis(50);
+
 /// Pause between refused registrations.
 const REGISTER_RETRY: Duration = Duration::from_millis(500);
 
@@ -196,17 +199,26 @@ fn heartbeat(shared: &BrokerShared, broker_epoch: i64, want_shutdown: bool) -> C
 }
 
 /// Controlled shutdown: tells the controller this broker is stopping, so
-/// it is fenced at once rather than after its session times out. Bounded
-/// by `wait`; a controller that does not answer in time is not waited for.
+/// it is fenced at once rather than after its session times out, asking
+/// again while the controller is still moving its partitions (a broker
+/// hosting more than one metadata batch moves). Bounded by `wait`; a
+/// controller that does not answer in time is not waited for.
 pub async fn announce_shutdown(shared: &BrokerShared, clock: &SharedClock, wait: Duration) {
     let broker_epoch = shared.member.broker_epoch.load(Ordering::Acquire);
     if broker_epoch < 0 {
         return;
     }
-    let request = heartbeat(shared, broker_epoch, true);
-    let asked = shardline_engine::runtime::clock::timeout(&**clock, wait, shared.controller.ask(request)).await;
-    match asked {
-        Ok(answer) => tracing::info!(reply = ?answer.reply, "told the controller this broker is shutting down"),
-        Err(_) => tracing::warn!("the controller did not answer the shutdown notice in time"),
+    let notice = async {
+        loop {
+            let answer = shared.controller.ask(heartbeat(shared, broker_epoch, true)).await;
+            match answer.reply {
+                ControllerReply::Heartbeat { should_shut_down: false, .. } => clock.sleep(SHUTDOWN_RETRY).await,
+                reply => return reply,
+            }
+        }
+    };
+    match shardline_engine::runtime::clock::timeout(&**clock, wait, notice).await {
+        Ok(reply) => tracing::info!(?reply, "told the controller this broker is shutting down"),
+        Err(_) => tracing::warn!("the controller did not finish the controlled shutdown in time"),
     }
 }

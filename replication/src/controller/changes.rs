@@ -61,16 +61,20 @@ fn change_record(topic_id: Uuid, partition: usize, change: PartitionChange) -> M
     }
 }
 
-/// The partition changes after brokers' liveness changed in `image`:
-/// replicas that are gone leave the ISR and leaders are elected again;
-/// leaderless partitions get a leader when one of theirs can lead.
+/// The partition changes after brokers' liveness changed in `image`, for
+/// the partitions with a replica on one of `brokers`: replicas that are
+/// gone (fenced, or in `gone`: being fenced) leave the ISR and leaders are
+/// elected again; leaderless partitions get a leader when one of theirs
+/// can lead. Computed from the image as it is, so asking again after
+/// applying them owes nothing.
 pub(super) fn liveness_changes(
     image: &MetadataImage,
     brokers: &[i32],
+    gone: &[i32],
     settings: &ControllerSettings,
 ) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
-    let is_live = |b: i32| live(image, b);
+    let is_live = |b: i32| live(image, b) && !gone.contains(&b);
     for topic in image.topics.values() {
         let min_isr = min_isr(image, &topic.name, settings);
         let election = election_of(image, &topic.name, settings);

@@ -53,6 +53,10 @@ pub struct ControllerSettings {
     pub default_partitions: i32,
     /// `default.replication.factor`.
     pub default_replication_factor: i32,
+    /// Partition changes one batch takes after a broker's liveness changed;
+    /// the rest follow in the next batches (a broker hosting many
+    /// partitions is fenced at once, its partitions a batch at a time).
+    pub liveness_changes_per_batch: usize,
 }
 
 impl Default for ControllerSettings {
@@ -65,10 +69,12 @@ impl Default for ControllerSettings {
             max_replication_factor: 1,
             default_partitions: 1,
             default_replication_factor: 1,
+            liveness_changes_per_batch: 8192,
         }
     }
 }
 
+#[derive(Clone)]
 enum Queued {
     Request(RequestId, ControllerRequest),
     /// A lease ran out.
@@ -76,6 +82,17 @@ enum Queued {
         broker_id: i32,
         broker_epoch: i64,
     },
+}
+
+/// A broker being fenced a batch at a time (it led more partitions than
+/// one batch moves): its leaderships move first and the fence record comes
+/// with the last batch, so no image has a partition led by a fenced broker.
+#[derive(Debug, Clone, Copy)]
+struct Leaving {
+    broker_epoch: i64,
+    /// Its lease ran out (a heartbeat since stops the fencing); otherwise
+    /// it asked (controlled shutdown).
+    expired: bool,
 }
 
 struct InFlight {
@@ -107,6 +124,11 @@ pub struct Controller {
     /// node restarted with its controller registers again at once.
     heard: BTreeSet<i32>,
     expiring: BTreeSet<i32>,
+    /// Brokers whose partitions may still need changes after their
+    /// liveness changed (more than one batch took, or a new leader took
+    /// over): each batch brings them closer, until none is left.
+    reconciling: BTreeSet<i32>,
+    leaving: BTreeMap<i32, Leaving>,
     queue: VecDeque<Queued>,
     in_flight: Option<InFlight>,
     leading_term: Option<u64>,
@@ -124,6 +146,8 @@ impl Controller {
             leases: BTreeMap::new(),
             heard: BTreeSet::new(),
             expiring: BTreeSet::new(),
+            reconciling: BTreeSet::new(),
+            leaving: BTreeMap::new(),
             queue: VecDeque::new(),
             in_flight: None,
             leading_term: None,
@@ -156,10 +180,15 @@ impl Controller {
             return;
         }
         // Every unfenced broker holds a lease, including those unfenced by
-        // entries applied since this node became leader.
+        // entries applied since this node became leader, but not one whose
+        // lease ran out and that is being fenced: only a heartbeat renews it.
         let deadline = self.now_ms + self.settings.session_timeout_ms;
-        let unleased: Vec<i32> =
-            self.image().live_brokers().map(|b| b.broker_id).filter(|id| !self.leases.contains_key(id)).collect();
+        let unleased: Vec<i32> = self
+            .image()
+            .live_brokers()
+            .map(|b| b.broker_id)
+            .filter(|id| !self.leases.contains_key(id) && !self.expiring.contains(id) && !self.leaving.contains_key(id))
+            .collect();
         for id in unleased {
             self.leases.insert(id, deadline);
         }
@@ -261,10 +290,16 @@ impl Controller {
         self.leases.clear();
         self.heard.clear();
         self.expiring.clear();
+        self.reconciling.clear();
+        self.leaving.clear();
         if leading.is_some() {
             let deadline = self.now_ms + self.settings.session_timeout_ms;
             let unfenced: Vec<i32> = self.image().live_brokers().map(|b| b.broker_id).collect();
             self.leases.extend(unfenced.into_iter().map(|id| (id, deadline)));
+            // The last leader may have stopped between a liveness change
+            // and the partition changes that follow it.
+            let registered: Vec<i32> = self.image().brokers.keys().copied().collect();
+            self.reconciling.extend(registered);
         }
     }
 
@@ -281,23 +316,22 @@ impl Controller {
         }
         // A new leader first applies its whole log (the entries of earlier
         // terms commit with its first entry).
-        if self.in_flight.is_some() || self.queue.is_empty() || self.image().offset < self.quorum.last_index() {
+        let idle = self.queue.is_empty() && self.reconciling.is_empty();
+        if self.in_flight.is_some() || idle || self.image().offset < self.quorum.last_index() {
             return false;
         }
         let mut scratch = (**self.image()).clone();
+        let mut records = self.reconcile(&mut scratch);
         let mut loads = Loads::of(&scratch);
-        let mut records = Vec::new();
         let mut replies = Vec::new();
-        let mut batch_bytes = 0usize;
+        let mut batch_bytes =
+            if records.is_empty() { 0 } else { RecordBatch::of(records.iter().cloned()).encode().len() };
         // The batch lands at the entry after the last: nothing else is in
         // flight and the log is applied.
         let batch_offset = self.quorum.last_index() + 1;
         for _ in 0..MAX_REQUESTS_PER_BATCH {
             let Some(queued) = self.queue.pop_front() else { break };
-            let held = match &queued {
-                Queued::Request(id, request) => Some((*id, request.clone())),
-                Queued::Expired { .. } => None,
-            };
+            let held = queued.clone();
             let (added, reply) = self.change_of(&scratch, &mut loads, batch_offset, queued);
             let bytes = if added.is_empty() { 0 } else { RecordBatch::of(added.iter().cloned()).encode().len() };
             if bytes > MAX_BATCH_BYTES / 2 {
@@ -308,9 +342,10 @@ impl Controller {
             }
             if batch_bytes + bytes > MAX_BATCH_BYTES / 2 {
                 // The next batch takes it, decided again against that image.
-                if let Some((id, request)) = held {
-                    self.queue.push_front(Queued::Request(id, request));
+                if let Queued::Expired { broker_id, .. } = &held {
+                    self.expiring.insert(*broker_id);
                 }
+                self.queue.push_front(held);
                 break;
             }
             batch_bytes += bytes;
@@ -371,10 +406,10 @@ impl Controller {
                     // It heartbeated since: the lease holds again.
                     return (Vec::new(), None);
                 }
-                return (
-                    self.with_liveness(scratch, changes::fence(scratch, broker_id, broker_epoch), broker_id),
-                    None,
-                );
+                let room = self.settings.liveness_changes_per_batch;
+                let (records, _) =
+                    self.fence_in_steps(scratch, broker_id, Leaving { broker_epoch, expired: true }, room);
+                return (records, None);
             }
             Queued::Request(id, request) => (id, request),
         };
@@ -383,18 +418,61 @@ impl Controller {
             ControllerRequest::RegisterBroker { broker_id, incarnation_id, endpoints, rack } => {
                 let lease_live =
                     self.heard.contains(&broker_id) && self.leases.get(&broker_id).is_some_and(|d| *d > self.now_ms);
-                let (records, reply) =
-                    changes::register(scratch, batch_offset, broker_id, incarnation_id, endpoints, rack, lease_live);
-                if !records.is_empty() {
+                // A previous incarnation that is unfenced (its lease is not
+                // live) is fenced first, its partitions moved before it.
+                let replaced = scratch
+                    .brokers
+                    .get(&broker_id)
+                    .filter(|b| !b.fenced && b.incarnation_id != incarnation_id && !lease_live)
+                    .map(|b| b.broker_epoch);
+                let mut records = Vec::new();
+                let mut fenced_image = None;
+                if let Some(broker_epoch) = replaced {
+                    let room = settings.liveness_changes_per_batch;
+                    let leaving = Leaving { broker_epoch, expired: false };
+                    let (moved, fenced) = self.fence_in_steps(scratch, broker_id, leaving, room);
+                    if !fenced {
+                        let retry = ControllerReply::Refused(ControllerError::PreviousIncarnationLeaving(broker_id));
+                        return (moved, Some((id, retry)));
+                    }
+                    match scratch.applied(scratch.offset + 1, &RecordBatch::of(moved.iter().cloned())) {
+                        Ok(next) => fenced_image = Some(next),
+                        Err(error) => {
+                            debug_assert!(false, "fencing an incarnation breaks the image: {error}");
+                            let retry = ControllerReply::Refused(ControllerError::NotController { leader: 0 });
+                            return (Vec::new(), Some((id, retry)));
+                        }
+                    }
+                    records = moved;
+                }
+                let base = fenced_image.as_ref().unwrap_or(scratch);
+                let (registered, reply) =
+                    changes::register(base, batch_offset, broker_id, incarnation_id, endpoints, rack, lease_live);
+                if !registered.is_empty() {
                     self.leases.insert(broker_id, self.now_ms + settings.session_timeout_ms);
                     self.heard.insert(broker_id);
                 }
-                (self.with_liveness(scratch, records, broker_id), reply)
+                records.extend(self.with_liveness(base, registered, broker_id));
+                (records, reply)
             }
             ControllerRequest::Heartbeat { broker_id, broker_epoch, metadata_offset, want_fence, want_shutdown } => {
                 let (records, reply) =
                     changes::heartbeat(scratch, broker_id, broker_epoch, metadata_offset, want_fence, want_shutdown);
-                (self.with_liveness(scratch, records, broker_id), reply)
+                if records.iter().any(|r| matches!(r, MetadataRecord::FenceBroker { .. })) {
+                    let room = self.settings.liveness_changes_per_batch;
+                    let leaving = Leaving { broker_epoch, expired: false };
+                    let (records, fenced) = self.fence_in_steps(scratch, broker_id, leaving, room);
+                    let reply = match reply {
+                        // Still moving its partitions: the broker asks again.
+                        ControllerReply::Heartbeat { caught_up, .. } if !fenced => {
+                            ControllerReply::Heartbeat { fenced: false, caught_up, should_shut_down: false }
+                        }
+                        reply => reply,
+                    };
+                    (records, reply)
+                } else {
+                    (self.with_liveness(scratch, records, broker_id), reply)
+                }
             }
             ControllerRequest::CreateTopics { topics, validate_only } => {
                 let mut records = Vec::new();
@@ -530,9 +608,10 @@ impl Controller {
     }
 
     /// `records` (which change `broker`'s registration or fencing) and the
-    /// partition changes that follow from them.
+    /// partition changes that follow from them, as many as one batch
+    /// takes; the broker is reconciled in the next batches for the rest.
     fn with_liveness(
-        &self,
+        &mut self,
         scratch: &MetadataImage,
         mut records: Vec<MetadataRecord>,
         broker: i32,
@@ -542,9 +621,94 @@ impl Controller {
         }
         let after = scratch.applied(scratch.offset + 1, &RecordBatch::of(records.iter().cloned()));
         if let Ok(after) = after {
-            records.extend(changes::liveness_changes(&after, &[broker], &self.settings));
+            let gone: Vec<i32> = self.leaving.keys().copied().collect();
+            let mut partition_changes = changes::liveness_changes(&after, &[broker], &gone, &self.settings);
+            if partition_changes.len() > self.settings.liveness_changes_per_batch {
+                partition_changes.truncate(self.settings.liveness_changes_per_batch);
+                self.reconciling.insert(broker);
+            }
+            records.extend(partition_changes);
         }
         records
+    }
+
+    /// The partition changes still owed to brokers being reconciled, at
+    /// most one batch's worth, applied to `scratch`; a broker leaves the
+    /// set once nothing more is owed to it. Each change is computed from
+    /// the image as it is, so a change made since is never undone.
+    fn reconcile(&mut self, scratch: &mut MetadataImage) -> Vec<MetadataRecord> {
+        let mut records = Vec::new();
+        let budget = self.settings.liveness_changes_per_batch;
+        let leaving: Vec<(i32, Leaving)> = self.leaving.iter().map(|(id, l)| (*id, *l)).collect();
+        for (broker, leaving) in leaving {
+            let room = budget.saturating_sub(records.len());
+            if room == 0 {
+                return records;
+            }
+            if leaving.expired && self.leases.get(&broker).is_some_and(|deadline| *deadline > self.now_ms) {
+                // It heartbeated: it stays, and its partitions come back.
+                self.leaving.remove(&broker);
+                self.reconciling.insert(broker);
+                continue;
+            }
+            let (owed, _) = self.fence_in_steps(scratch, broker, leaving, room);
+            if owed.is_empty() {
+                continue;
+            }
+            if !stage(scratch, &mut records, owed) {
+                self.leaving.remove(&broker);
+            }
+        }
+        let gone: Vec<i32> = self.leaving.keys().copied().collect();
+        let brokers: Vec<i32> = self.reconciling.iter().copied().filter(|b| !gone.contains(b)).collect();
+        for broker in brokers {
+            let room = budget.saturating_sub(records.len());
+            if room == 0 {
+                break;
+            }
+            let mut owed = changes::liveness_changes(scratch, &[broker], &gone, &self.settings);
+            if owed.len() <= room {
+                self.reconciling.remove(&broker);
+            }
+            owed.truncate(room);
+            if owed.is_empty() {
+                continue;
+            }
+            if !stage(scratch, &mut records, owed) {
+                self.reconciling.remove(&broker);
+            }
+        }
+        records
+    }
+
+    /// Fences `broker_id` (its epoch as in `leaving`) with the partition
+    /// changes that follow, when at most `room` of them are owed; otherwise
+    /// the first `room` changes only, computed as if it were gone, with the
+    /// broker kept leaving until a later batch fences it. Returns the
+    /// records and whether they fence it (or it needs no fencing: fenced
+    /// already, or a newer incarnation registered).
+    fn fence_in_steps(
+        &mut self,
+        scratch: &MetadataImage,
+        broker_id: i32,
+        leaving: Leaving,
+        room: usize,
+    ) -> (Vec<MetadataRecord>, bool) {
+        let fence = changes::fence(scratch, broker_id, leaving.broker_epoch);
+        if fence.is_empty() {
+            self.leaving.remove(&broker_id);
+            return (Vec::new(), true);
+        }
+        let gone: Vec<i32> = self.leaving.keys().copied().chain([broker_id]).collect();
+        let mut records = changes::liveness_changes(scratch, &[broker_id], &gone, &self.settings);
+        if records.len() > room {
+            records.truncate(room);
+            self.leaving.insert(broker_id, leaving);
+            return (records, false);
+        }
+        self.leaving.remove(&broker_id);
+        records.extend(fence);
+        (records, true)
     }
 
     fn fresh_id(&mut self) -> Uuid {
@@ -557,5 +721,22 @@ impl Controller {
         };
         let bits = (u128::from(next()) << 64) | u128::from(next());
         uuid::Builder::from_random_bytes(bits.to_le_bytes()).into_uuid()
+    }
+}
+
+/// Applies `owed` to `scratch` and adds it to `records`; false (and
+/// nothing staged) when the changes do not apply, which the controller's
+/// own changes never do.
+fn stage(scratch: &mut MetadataImage, records: &mut Vec<MetadataRecord>, owed: Vec<MetadataRecord>) -> bool {
+    match scratch.applied(scratch.offset + 1, &RecordBatch::of(owed.iter().cloned())) {
+        Ok(next) => {
+            *scratch = next;
+            records.extend(owed);
+            true
+        }
+        Err(error) => {
+            debug_assert!(false, "a liveness change breaks the image: {error}");
+            false
+        }
     }
 }

@@ -68,6 +68,11 @@ pub enum ControllerError {
     /// Another incarnation of this broker id still holds a lease.
     #[error("broker {0} is registered by another incarnation that still holds its lease")]
     DuplicateBrokerRegistration(i32),
+    /// The broker's previous incarnation still leads partitions that the
+    /// controller is moving before it fences it; the registration is
+    /// retried.
+    #[error("broker {0}'s previous incarnation is being fenced, its partitions a batch at a time; retry")]
+    PreviousIncarnationLeaving(i32),
     /// The broker's epoch is not its current registration's.
     #[error("stale broker epoch")]
     StaleBrokerEpoch,

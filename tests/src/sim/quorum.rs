@@ -43,7 +43,10 @@ const TICK_MS: u64 = 100;
 const BROKER_HEARTBEAT_TICKS: u64 = 5;
 
 fn settings() -> ControllerSettings {
-    ControllerSettings { session_timeout_ms: 3000, ..ControllerSettings::default() }
+    // Fewer partition changes a batch than a broker leads, so fencing and
+    // coming back take several batches, interleaved with faults and leader
+    // changes.
+    ControllerSettings { session_timeout_ms: 3000, liveness_changes_per_batch: 24, ..ControllerSettings::default() }
 }
 
 /// How long a run is.
@@ -660,8 +663,8 @@ impl Run {
     }
 
     /// The controller's rules in a new image: a partition's leader is an
-    /// unfenced broker (a fenced broker's partitions got a new leader in
-    /// the same entry), leader epochs only increase, and no two brokers
+    /// unfenced broker (a broker is fenced only after its partitions got new
+    /// leaders), leader epochs only increase, and no two brokers
     /// lead one partition in one epoch.
     fn check_partitions(&mut self, image: &MetadataImage) -> Result<(), String> {
         let before = self.images.range(..image.offset).next_back().map(|(_, i)| i.clone());
