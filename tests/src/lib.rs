@@ -452,3 +452,20 @@ pub fn init_producer_id(client: &mut RawClient) -> i64 {
     assert_eq!(response.error_code, 0, "InitProducerId");
     response.producer_id.0
 }
+
+/// An acks=all Produce request of `records` (a record batch) to
+/// `partition` of `topic`, waiting up to 10 s.
+pub fn produce_request(topic: &str, partition: i32, records: Vec<u8>) -> kafka_protocol::messages::ProduceRequest {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let mut p = PartitionProduceData::default();
+    p.index = partition;
+    p.records = Some(Bytes::from(records));
+    let mut t = TopicProduceData::default();
+    t.name = kafka_protocol::messages::TopicName(StrBytes::from_string(topic.to_string()));
+    t.partition_data = vec![p];
+    let mut request = kafka_protocol::messages::ProduceRequest::default();
+    request.acks = -1;
+    request.timeout_ms = 10_000;
+    request.topic_data = vec![t];
+    request
+}

@@ -1,20 +1,24 @@
 //! A 3-node cluster of real processes on loopback (127.0.0.1–3), each
 //! node broker and controller: it forms; a 12-partition topic spreads over
 //! all three brokers, and librdkafka produces to and consumes from every
-//! partition through any bootstrap broker; kill -9 of the active
-//! controller leads to a new one and topic creation goes on; the killed
-//! broker is fenced and its partitions show as offline until it rejoins,
-//! then serve again with their data; group coordinators follow their
-//! partitions. And a node whose voters disagree with the others' is
-//! refused at start, with the reason.
+//! partition through any bootstrap broker; a partition led elsewhere is
+//! refused with its leader named (KIP-951) and DescribeTopicPartitions
+//! lists every partition; kill -9 of the active controller leads to a new
+//! one and topic creation goes on; the killed broker is fenced and its
+//! partitions show as offline until it rejoins, then serve again with
+//! their data; group coordinators follow their partitions. And a node
+//! whose voters disagree with the others' is refused at start, with the
+//! reason.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
 use kafka_protocol::messages::{
-    ApiKey, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse,
-    MetadataRequest, MetadataResponse, TopicName,
+    ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse,
+    ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -120,6 +124,34 @@ fn leaders(address: &str, topic: &str) -> Vec<i32> {
         t.map(|t| t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect()).unwrap_or_default();
     partitions.sort();
     partitions.into_iter().map(|(_, leader)| leader).collect()
+}
+
+/// DescribeTopicPartitions of `topic`: (leader, offline replicas) of each
+/// partition, as `address` answers.
+fn described_partitions(address: &str, topic: &str) -> Vec<(i32, Vec<i32>)> {
+    let mut t = TopicRequest::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    let mut request = DescribeTopicPartitionsRequest::default();
+    request.topics = vec![t];
+    request.response_partition_limit = 2000;
+    let response: DescribeTopicPartitionsResponse =
+        RawClient::connect(address).call(ApiKey::DescribeTopicPartitions, 0, &request);
+    assert_eq!(response.topics.len(), 1);
+    let described = &response.topics[0];
+    assert_eq!(described.error_code, 0);
+    let ids = |nodes: &[BrokerId]| nodes.iter().map(|n| n.0).collect::<Vec<i32>>();
+    described.partitions.iter().map(|p| (p.leader_id.0, ids(&p.offline_replicas))).collect()
+}
+
+/// Produce v11 of one record to `partition` of `topic` through `address`:
+/// (error, current leader named, endpoints named as id → port).
+fn produce_v11(address: &str, topic: &str, partition: i32) -> (i16, i32, BTreeMap<i32, i32>) {
+    let records = shardline_engine::format::batch::build::simple_batch(1_700_000_000_000, 1, 10);
+    let request = shardline_tests::produce_request(topic, partition, records);
+    let response: ProduceResponse = RawClient::connect(address).call(ApiKey::Produce, 11, &request);
+    let answered = &response.responses[0].partition_responses[0];
+    let endpoints = response.node_endpoints.iter().map(|n| (n.node_id.0, n.port)).collect();
+    (answered.error_code, answered.current_leader.leader_id.0, endpoints)
 }
 
 /// Waits (bounded) until `check` holds, returning how long it took.
@@ -229,6 +261,15 @@ fn three_nodes_form_a_cluster_spread_partitions_and_survive_a_controller_kill() 
     let elsewhere = placed.iter().position(|l| *l != 1).expect("a partition off node 1") as i32;
     let refused = RawClient::connect(cluster.address(1)).list_offset("spread", elsewhere, -1, 0);
     assert_eq!(refused.error_code, kafka_protocol::ResponseError::NotLeaderOrFollower.code());
+    // A produce there names the current leader and its endpoint (KIP-951).
+    let leader = placed[elsewhere as usize];
+    let leader_port: i32 = cluster.address(leader).rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+    let (code, named, endpoints) = produce_v11(cluster.address(1), "spread", elsewhere);
+    assert_eq!(code, kafka_protocol::ResponseError::NotLeaderOrFollower.code());
+    assert_eq!((named, endpoints), (leader, BTreeMap::from([(leader, leader_port)])));
+    // DescribeTopicPartitions, as the Java admin client reads topics.
+    let described: Vec<(i32, Vec<i32>)> = placed.iter().map(|l| (*l, vec![])).collect();
+    assert_eq!(described_partitions(cluster.address(2), "spread"), described);
 
     // kill -9 of the active controller.
     assert!((1..=3).contains(&controller), "a live broker is named controller: {controller}");
@@ -253,6 +294,10 @@ fn three_nodes_form_a_cluster_spread_partitions_and_survive_a_controller_kill() 
     let response = metadata(cluster.address(survivor));
     assert!(!response.brokers.iter().any(|b| b.node_id.0 == controller), "a fenced broker is not listed");
     assert_eq!(described_brokers(cluster.address(survivor)).get(&controller), Some(&true), "listed as fenced");
+    let described: Vec<(i32, Vec<i32>)> = (0..12)
+        .map(|p| if was_led.contains(&p) { (-1, vec![controller]) } else { (placed[p as usize], vec![]) })
+        .collect();
+    assert_eq!(described_partitions(cluster.address(survivor), "spread"), described, "offline while fenced");
     let (new_leader, _, _, _) = quorum(cluster.address(survivor));
     assert!(new_leader != controller && new_leader > 0, "the quorum's new leader: {new_leader}");
     let now = leaders(cluster.address(survivor), "spread");

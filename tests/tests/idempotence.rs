@@ -7,12 +7,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
-use kafka_protocol::messages::{
-    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, TopicName,
-};
+use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -57,16 +53,7 @@ fn create(client: &mut RawClient, topic: &str) {
 }
 
 fn produce(client: &mut RawClient, topic: &str, records: Vec<u8>) -> PartitionProduceResponse {
-    let mut p = PartitionProduceData::default();
-    p.index = 0;
-    p.records = Some(Bytes::from(records));
-    let mut t = TopicProduceData::default();
-    t.name = TopicName(StrBytes::from_string(topic.to_string()));
-    t.partition_data = vec![p];
-    let mut request = ProduceRequest::default();
-    request.acks = -1;
-    request.timeout_ms = 10_000;
-    request.topic_data = vec![t];
+    let request = shardline_tests::produce_request(topic, 0, records);
     let response: ProduceResponse = client.call(ApiKey::Produce, 9, &request);
     response.responses[0].partition_responses[0].clone()
 }

@@ -10,6 +10,7 @@ mod authorized;
 mod cluster_info;
 mod create_partitions;
 mod describe_configs;
+mod describe_topic_partitions;
 mod fetch;
 pub mod fetch_encode;
 mod groups;
@@ -17,6 +18,8 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+#[cfg(test)]
+mod test_image;
 mod transactions;
 
 use std::rc::Rc;
@@ -80,6 +83,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// Joins the answers of several coordinators: everything they listed, and
@@ -220,6 +224,9 @@ pub async fn handle(context: &Context, header: &RequestHeader, request: RequestK
         }
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(cluster_info::describe_quorum(context, r, version).await)
+        }
+        RequestKind::DescribeTopicPartitions(r) => {
+            ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(context, r))
         }
         other => {
             // Unreachable: `is_supported` gates every key before decoding.

@@ -1,4 +1,5 @@
-//! Produce (v3–11, acks 0, 1 and -1): each partition's batches are
+//! Produce (v3–11, acks 0, 1 and -1; v10+ names the current leader of a
+//! partition led elsewhere, KIP-951): each partition's batches are
 //! appended as the leader on the shard that owns it and acknowledged once
 //! as durable as `acks` asks (acks=1: written; acks=-1: the topic's
 //! `shardline.acks.all.fsync`, written or fdatasync'ed). The partitions of
@@ -9,13 +10,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName, TransactionalId};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, ResponseKind, TopicName, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use shardline_engine::partition::Durability;
 use shardline_engine::runtime::clock::timeout;
+use shardline_replication::metadata::image::MetadataImage;
 
 use super::{Answer, Context};
 use crate::errors::{produce_error, ProduceError};
@@ -257,12 +259,50 @@ pub async fn handle(context: &Context, mut request: ProduceRequest, version: i16
             }
         }
     }
+    if version >= 10 {
+        point_to_current_leaders(&context.shared.controller.published().image(), &mut response);
+    }
     Answer::Respond(Box::new(ResponseKind::Produce(response)))
+}
+
+/// KIP-951: each NOT_LEADER_OR_FOLLOWER partition names the leader and
+/// leader epoch `image` knows, and the response carries the endpoint of
+/// each such leader that is live, so the producer retries there without
+/// waiting for a metadata refresh (v10+).
+fn point_to_current_leaders(image: &MetadataImage, response: &mut ProduceResponse) {
+    let not_leader = ResponseError::NotLeaderOrFollower.code();
+    for topic in &mut response.responses {
+        let state = image.topic_ids.get(topic.name.0.as_str()).and_then(|id| image.topics.get(id));
+        for p in topic.partition_responses.iter_mut().filter(|p| p.error_code == not_leader) {
+            let Some(partition) = state.and_then(|t| usize::try_from(p.index).ok().and_then(|i| t.partitions.get(i)))
+            else {
+                continue;
+            };
+            let mut current = LeaderIdAndEpoch::default();
+            current.leader_id = BrokerId(partition.leader);
+            current.leader_epoch = partition.leader_epoch;
+            p.current_leader = current;
+            let live = image.brokers.get(&partition.leader).filter(|b| !b.fenced);
+            let Some((broker, endpoint)) = live.and_then(|b| Some((b, b.endpoints.first()?))) else {
+                continue;
+            };
+            if response.node_endpoints.iter().any(|n| n.node_id.0 == broker.broker_id) {
+                continue;
+            }
+            let mut node = NodeEndpoint::default();
+            node.node_id = BrokerId(broker.broker_id);
+            node.host = StrBytes::from_string(endpoint.host.clone());
+            node.port = i32::from(endpoint.port);
+            node.rack = broker.rack.clone().map(StrBytes::from_string);
+            response.node_endpoints.push(node);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::test_image::image;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -311,5 +351,49 @@ mod tests {
             assert!(!range.contains(&(region.as_ptr() as usize)), "a shared frame is never written");
         }
         drop(other_view);
+    }
+
+    fn answered(topic: &str, partitions: &[(i32, ResponseError)]) -> TopicProduceResponse {
+        let mut t = TopicProduceResponse::default();
+        t.name = TopicName(StrBytes::from_string(topic.into()));
+        t.partition_responses = partitions
+            .iter()
+            .map(|(index, error)| {
+                let mut p = PartitionProduceResponse::default();
+                p.index = *index;
+                p.error_code = error.code();
+                p
+            })
+            .collect();
+        t
+    }
+
+    #[test]
+    fn a_partition_led_elsewhere_names_its_leader_and_a_live_leaders_endpoint() {
+        use ResponseError::{NotLeaderOrFollower as NotLeader, UnknownTopicOrPartition as Unknown};
+        let mut response = ProduceResponse::default();
+        // "a": 0 and 1 led by broker 1, partition 1 by the fenced broker 2,
+        // 2 by nobody; "b" 1 led by 1 again; "zz" unknown.
+        response.responses = vec![
+            answered("a", &[(0, NotLeader), (1, NotLeader), (2, NotLeader)]),
+            answered("b", &[(0, Unknown), (1, NotLeader)]),
+            answered("zz", &[(0, NotLeader)]),
+        ];
+        point_to_current_leaders(&image(), &mut response);
+        let leaders: Vec<Vec<(i32, i32)>> = response
+            .responses
+            .iter()
+            .map(|t| {
+                t.partition_responses
+                    .iter()
+                    .map(|p| (p.current_leader.leader_id.0, p.current_leader.leader_epoch))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(leaders, vec![vec![(1, 3), (2, 3), (-1, 3)], vec![(-1, -1), (1, 3)], vec![(-1, -1)]]);
+        // Only the live leader's endpoint, once.
+        let endpoints: Vec<(i32, String, i32)> =
+            response.node_endpoints.iter().map(|n| (n.node_id.0, n.host.to_string(), n.port)).collect();
+        assert_eq!(endpoints, vec![(1, "127.0.0.1".to_string(), 9091)]);
     }
 }

@@ -190,13 +190,16 @@ class CliToolsTest {
     @Test
     void kafkaTopicsDescribe() throws Exception {
         String topic = "cli-described";
-        admin.createTopics(List.of(new NewTopic(topic, 3, (short) 1))).all().get(30, TimeUnit.SECONDS);
-        ToolResult d = topics("--describe", "--topic", topic);
+        admin.createTopics(List.of(new NewTopic(topic, 5, (short) 1))).all().get(30, TimeUnit.SECONDS);
+        // Two partitions an answer: the tool pages through DescribeTopicPartitions.
+        ToolResult d = topics("--describe", "--topic", topic, "--partition-size-limit-per-response", "2");
         assertEquals(0, d.exit(), "kafka-topics --describe" + d.describe());
         String out = d.stdout();
-        assertTrue(Pattern.compile("Topic: " + topic + "\\s+TopicId: \\S+\\s+PartitionCount: 3\\s+ReplicationFactor: 1").matcher(out).find(),
+        assertTrue(Pattern.compile("Topic: " + topic + "\\s+TopicId: \\S+\\s+PartitionCount: 5\\s+ReplicationFactor: 1").matcher(out).find(),
                 "kafka-topics --describe summary line" + d.describe());
-        for (int p = 0; p < 3; p++) {
+        assertEquals(5, d.stdoutLines().stream().filter(l -> l.contains("Partition: ")).count(),
+                "one line a partition" + d.describe());
+        for (int p = 0; p < 5; p++) {
             assertTrue(Pattern.compile("Topic: " + topic + "\\s+Partition: " + p + "\\s+Leader: 0\\s+Replicas: 0\\s+Isr: 0").matcher(out).find(),
                     "kafka-topics --describe line of partition " + p + d.describe());
         }
