@@ -3,7 +3,8 @@
 //! settings): how long metadata writes stop after kill -9 of the active
 //! controller, how long until a killed broker is fenced and its
 //! partitions show offline to clients, and how long a committed change
-//! takes to reach every broker. Speaks the Kafka protocol over plain
+//! takes to reach every broker; optionally, many partitions created and
+//! listed everywhere. Speaks the Kafka protocol over plain
 //! sockets (CreateTopics, Metadata, DescribeQuorum), so each step is
 //! timed from the client's side.
 
@@ -109,7 +110,32 @@ pub struct ClusterFigures {
     /// Seconds from a CreateTopics answer until every broker's Metadata
     /// lists the topic.
     pub propagation_s: Vec<f64>,
+    /// The scale phase, when asked for.
+    pub scale: Option<ScaleFigures>,
 }
+
+/// Many partitions created on the cluster (`--scale-partitions`).
+#[derive(Debug, Serialize)]
+pub struct ScaleFigures {
+    /// Partitions created, in topics of [`SCALE_PARTITIONS_PER_TOPIC`].
+    pub partitions: usize,
+    /// Seconds for every CreateTopics (each of
+    /// [`SCALE_TOPICS_PER_REQUEST`] topics, one after another) to answer.
+    pub create_s: f64,
+    /// Seconds from the last answer until every broker's Metadata lists
+    /// every partition with its leader.
+    pub listed_everywhere_s: f64,
+    /// Each node's RSS in KiB before and after (its partitions' own
+    /// memory included).
+    pub rss_kib_before: Vec<u64>,
+    /// See `rss_kib_before`.
+    pub rss_kib_after: Vec<u64>,
+}
+
+/// Partitions per topic of the scale phase.
+pub const SCALE_PARTITIONS_PER_TOPIC: usize = 1000;
+/// Topics per CreateTopics of the scale phase.
+pub const SCALE_TOPICS_PER_REQUEST: usize = 5;
 
 fn metadata(address: &str) -> Option<MetadataResponse> {
     let mut request = MetadataRequest::default();
@@ -118,15 +144,72 @@ fn metadata(address: &str) -> Option<MetadataResponse> {
 }
 
 fn create_topic(address: &str, name: &str, partitions: i32, timeout: Duration) -> Option<i16> {
-    let mut topic = CreatableTopic::default();
-    topic.name = TopicName(StrBytes::from_string(name.to_string()));
-    topic.num_partitions = partitions;
-    topic.replication_factor = 1;
+    create_topics(address, &[name.to_string()], partitions, timeout)?.first().copied()
+}
+
+/// CreateTopics of `names`, each with `partitions`: each topic's error.
+fn create_topics(address: &str, names: &[String], partitions: i32, timeout: Duration) -> Option<Vec<i16>> {
     let mut request = CreateTopicsRequest::default();
-    request.topics = vec![topic];
+    request.topics = names
+        .iter()
+        .map(|name| {
+            let mut topic = CreatableTopic::default();
+            topic.name = TopicName(StrBytes::from_string(name.clone()));
+            topic.num_partitions = partitions;
+            topic.replication_factor = 1;
+            topic
+        })
+        .collect();
     request.timeout_ms = timeout.as_millis() as i32;
     let response: CreateTopicsResponse = call(address, ApiKey::CreateTopics, 7, &request, timeout)?;
-    Some(response.topics.first()?.error_code)
+    Some(response.topics.iter().map(|t| t.error_code).collect())
+}
+
+fn rss_kib(node: &Node) -> u64 {
+    let Some(child) = &node.child else { return 0 };
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Creates `partitions` partitions through node 1 and waits until every
+/// broker lists them all with leaders.
+fn scale(nodes: &[Node], partitions: usize) -> ScaleFigures {
+    let rss_kib_before = nodes.iter().map(rss_kib).collect();
+    let topics = partitions.div_ceil(SCALE_PARTITIONS_PER_TOPIC);
+    let names: Vec<String> = (0..topics).map(|t| format!("scale-{t}")).collect();
+    let started = Instant::now();
+    for request in names.chunks(SCALE_TOPICS_PER_REQUEST) {
+        let codes =
+            create_topics(&nodes[0].address, request, SCALE_PARTITIONS_PER_TOPIC as i32, Duration::from_secs(300));
+        assert!(codes.as_ref().is_some_and(|c| c.iter().all(|c| *c == 0)), "CreateTopics of {request:?}: {codes:?}");
+    }
+    let create_s = started.elapsed().as_secs_f64();
+    let expected = topics * SCALE_PARTITIONS_PER_TOPIC;
+    let listed = wait("every broker lists every partition", Duration::from_secs(600), || {
+        nodes.iter().all(|n| {
+            metadata(&n.address).is_some_and(|m| {
+                let led = m
+                    .topics
+                    .iter()
+                    .filter(|t| t.name.as_ref().is_some_and(|n| n.0.starts_with("scale-")))
+                    .flat_map(|t| &t.partitions)
+                    .filter(|p| p.leader_id.0 > 0)
+                    .count();
+                led == expected
+            })
+        })
+    });
+    ScaleFigures {
+        partitions: expected,
+        create_s,
+        listed_everywhere_s: listed.as_secs_f64(),
+        rss_kib_before,
+        rss_kib_after: nodes.iter().map(rss_kib).collect(),
+    }
 }
 
 /// The active controller as `address` reports it, with the high watermark
@@ -167,9 +250,9 @@ fn listed_everywhere(nodes: &[Node], topic: &str) -> bool {
 }
 
 /// Runs the cluster benchmark with `binary`: `kills` controller kills and
-/// fencings, `changes` propagation samples. Nodes' data and logs go under
-/// `dir`.
-pub fn run(binary: &Path, dir: &Path, kills: usize, changes: usize) -> ClusterFigures {
+/// fencings, `changes` propagation samples, then `scale_partitions`
+/// partitions created (none when 0). Nodes' data and logs go under `dir`.
+pub fn run(binary: &Path, dir: &Path, kills: usize, changes: usize, scale_partitions: usize) -> ClusterFigures {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("bench dir");
     let port = |host: &str| {
@@ -212,8 +295,12 @@ pub fn run(binary: &Path, dir: &Path, kills: usize, changes: usize) -> ClusterFi
             scope.spawn(move || node.launch());
         }
     });
-    let mut figures =
-        ClusterFigures { controller_failover_s: Vec::new(), fencing_s: Vec::new(), propagation_s: Vec::new() };
+    let mut figures = ClusterFigures {
+        controller_failover_s: Vec::new(),
+        fencing_s: Vec::new(),
+        propagation_s: Vec::new(),
+        scale: None,
+    };
     // A topic with partitions on every broker, so each fencing has some.
     assert_eq!(create_topic(&nodes[0].address, "spread", 12, Duration::from_secs(30)), Some(0));
     for i in 0..changes {
@@ -268,6 +355,13 @@ pub fn run(binary: &Path, dir: &Path, kills: usize, changes: usize) -> ClusterFi
             killed_at.elapsed().as_secs_f64()
         );
         nodes[victim - 1].launch();
+    }
+    if scale_partitions > 0 {
+        let settled = || nodes.iter().all(|n| quorum(&n.address).is_some_and(|(l, caught_up)| l > 0 && caught_up));
+        wait("every voter holds the log", Duration::from_secs(60), settled);
+        let figures_of_scale = scale(&nodes, scale_partitions);
+        eprintln!("scale: {figures_of_scale:?}");
+        figures.scale = Some(figures_of_scale);
     }
     for node in &mut nodes {
         node.kill9();

@@ -97,6 +97,9 @@ enum Cmd {
         /// Topic creations timed until every broker lists them.
         #[arg(long, default_value_t = 20)]
         changes: usize,
+        /// Partitions to create at the end, in topics of 1000 (0: none).
+        #[arg(long, default_value_t = 0)]
+        scale_partitions: usize,
         #[arg(long, default_value = "target/bench-cluster")]
         dir: PathBuf,
     },
@@ -329,8 +332,8 @@ fn main() {
                 w.name, m.produce_mb_per_s, m.produce_msgs_per_s, m.produce_latency_ms[2], m.e2e_latency_ms[2]
             );
         }
-        Cmd::Cluster { shardline_bin, kills, changes, dir } => {
-            let figures = shardline_bench::cluster::run(&shardline_bin, &dir, kills, changes);
+        Cmd::Cluster { shardline_bin, kills, changes, scale_partitions, dir } => {
+            let figures = shardline_bench::cluster::run(&shardline_bin, &dir, kills, changes, scale_partitions);
             let summary = |samples: &[f64]| {
                 let mut sorted = samples.to_vec();
                 sorted.sort_by(f64::total_cmp);
