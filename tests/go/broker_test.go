@@ -120,7 +120,13 @@ func (b *broker) Stderr() string { return ansi.ReplaceAllString(b.stderr.String(
 
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return freePortOn(t, "127.0.0.1")
+}
+
+// freePortOn is a port free on host (a loopback address) when asked.
+func freePortOn(t testing.TB, host string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}
@@ -134,6 +140,7 @@ type brokerOpts struct {
 	dataDir string   // "" for a new temp dir
 	listen  string   // "" for a free loopback port
 	sets    []string // --set key=value
+	shards  int      // 0 for the default of these tests
 }
 
 // startBroker starts a broker and registers its shutdown (and checks of its
@@ -180,10 +187,14 @@ func tryStartBroker(t testing.TB, o brokerOpts) (*broker, error) {
 	if listen == "" {
 		listen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	}
+	shardCount := shards
+	if o.shards > 0 {
+		shardCount = o.shards
+	}
 	args := []string{"serve",
 		"--listen", listen,
 		"--data-dir", dataDir,
-		"--shards", fmt.Sprint(shards)}
+		"--shards", fmt.Sprint(shardCount)}
 	for _, kv := range o.sets {
 		args = append(args, "--set", kv)
 	}

@@ -5,13 +5,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.ByteArrayOutputStream;
 import java.io.File;
-import java.io.IOException;
-import java.io.InputStream;
-import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Paths;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -41,10 +36,9 @@ import org.junit.jupiter.api.Test;
  * each run as `java -cp <test classpath> <main class>` against the broker.
  */
 class CliToolsTest {
-    private static final String TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand";
+    private static final String TOPIC_COMMAND = Tools.TOPIC_COMMAND;
     private static final String CONSOLE_PRODUCER = "org.apache.kafka.tools.ConsoleProducer";
     private static final String CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer";
-    private static final long TOOL_TIMEOUT_S = 60;
 
     private static ShardlineBroker broker;
     private static Admin admin;
@@ -79,59 +73,10 @@ class CliToolsTest {
         }
     }
 
-    private static String testClasspath() {
-        String cp = System.getProperty("surefire.test.class.path");
-        if (cp == null || cp.isBlank()) {
-            cp = System.getProperty("java.class.path");
-        }
-        return cp;
-    }
-
-    private static Thread drain(InputStream in, ByteArrayOutputStream to) {
-        Thread t = new Thread(() -> {
-            try {
-                in.transferTo(to);
-            } catch (IOException e) {
-                // process ended
-            }
-        });
-        t.setDaemon(true);
-        t.start();
-        return t;
-    }
-
-    /** Runs a Kafka tool in its own JVM with the test classpath; bounded by TOOL_TIMEOUT_S. */
+    /** Runs a Kafka tool in its own JVM with the test classpath (see {@link Tools#run}). */
     private static ToolResult runTool(String mainClass, String stdin, String... args) throws Exception {
-        List<String> cmd = new ArrayList<>();
-        cmd.add(Paths.get(System.getProperty("java.home"), "bin", "java").toString());
-        cmd.add("-Xmx256m");
-        cmd.add("-cp");
-        cmd.add(testClasspath());
-        cmd.add(mainClass);
-        cmd.addAll(Arrays.asList(args));
-        String shown = "java -cp <test classpath> " + mainClass + " " + String.join(" ", args);
-        ProcessBuilder pb = new ProcessBuilder(cmd);
-        Process p = pb.start();
-        ByteArrayOutputStream out = new ByteArrayOutputStream();
-        ByteArrayOutputStream err = new ByteArrayOutputStream();
-        Thread to = drain(p.getInputStream(), out);
-        Thread te = drain(p.getErrorStream(), err);
-        try (OutputStream in = p.getOutputStream()) {
-            if (stdin != null) {
-                in.write(stdin.getBytes(StandardCharsets.UTF_8));
-            }
-        }
-        if (!p.waitFor(TOOL_TIMEOUT_S, TimeUnit.SECONDS)) {
-            p.destroyForcibly();
-            p.waitFor(10, TimeUnit.SECONDS);
-            to.join(2000);
-            te.join(2000);
-            throw new AssertionError("tool did not finish within " + TOOL_TIMEOUT_S + " s"
-                    + new ToolResult(shown, -1, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8)).describe());
-        }
-        to.join(5000);
-        te.join(5000);
-        return new ToolResult(shown, p.exitValue(), out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+        Tools.Result r = Tools.run(mainClass, stdin, args);
+        return new ToolResult(r.command(), r.exit(), r.stdout(), r.stderr());
     }
 
     private static ToolResult topics(String... args) throws Exception {
@@ -142,7 +87,7 @@ class CliToolsTest {
 
     @Test
     void kafkaMetadataQuorumDescribesTheQuorum() throws Exception {
-        String quorumCommand = "org.apache.kafka.tools.MetadataQuorumCommand";
+        String quorumCommand = Tools.METADATA_QUORUM_COMMAND;
         ToolResult status = runTool(quorumCommand, null, "--bootstrap-server", broker.bootstrap(), "describe", "--status");
         assertEquals(0, status.exit(), "kafka-metadata-quorum describe --status" + status.describe());
         String clusterId = admin.describeCluster().clusterId().get(30, TimeUnit.SECONDS);

@@ -32,6 +32,8 @@ public final class ShardlineBroker implements AutoCloseable {
     private static Path binaryCopy;
 
     private final String name;
+    private final String host;
+    private final int shards;
     private final Path dataDir;
     private Path stderrLog;
     private Path stdoutLog;
@@ -42,8 +44,11 @@ public final class ShardlineBroker implements AutoCloseable {
     private int port;
     private Integer exitCode;
 
-    private ShardlineBroker(String name, Path dataDir, Path stderrLog, Path stdoutLog, List<String> extraArgs) {
+    private ShardlineBroker(String name, String host, int shards, Path dataDir, Path stderrLog, Path stdoutLog,
+            List<String> extraArgs) {
         this.name = name;
+        this.host = host;
+        this.shards = shards;
         this.dataDir = dataDir;
         this.stderrLog = stderrLog;
         this.stdoutLog = stdoutLog;
@@ -87,11 +92,11 @@ public final class ShardlineBroker implements AutoCloseable {
         Exception last = null;
         for (int attempt = 1; attempt <= 3; attempt++) {
             Path dataDir = Files.createTempDirectory("shardline-data-");
-            ShardlineBroker b = new ShardlineBroker(name, dataDir,
+            ShardlineBroker b = new ShardlineBroker(name, "127.0.0.1", 2, dataDir,
                     logDir.resolve(name + "-" + attempt + ".stderr.log"),
                     logDir.resolve(name + "-" + attempt + ".stdout.log"), List.copyOf(extra));
             try {
-                b.launch(freePort());
+                b.launch(freePort("127.0.0.1"));
                 return b;
             } catch (Exception e) {
                 last = e;
@@ -102,8 +107,36 @@ public final class ShardlineBroker implements AutoCloseable {
         throw last;
     }
 
-    private static int freePort() throws IOException {
-        try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+    /**
+     * Starts one node of a cluster (one shard) on {@code host} and a free port there, with
+     * settings as {@code --set key=value}; returns once it listens, which a node does when its
+     * quorum has formed, so start the nodes of a cluster concurrently. No retry on another port:
+     * the other nodes know this one's controller port.
+     */
+    public static ShardlineBroker startNode(String name, String host, String... settings) throws Exception {
+        List<String> extra = new ArrayList<>();
+        for (String kv : settings) {
+            extra.add("--set");
+            extra.add(kv);
+        }
+        Path logDir = Paths.get(System.getProperty("shardline.logdir", "target/broker-logs"));
+        Files.createDirectories(logDir);
+        Path dataDir = Files.createTempDirectory("shardline-data-");
+        ShardlineBroker b = new ShardlineBroker(name, host, 1, dataDir, logDir.resolve(name + ".stderr.log"),
+                logDir.resolve(name + ".stdout.log"), List.copyOf(extra));
+        try {
+            b.launch(freePort(host));
+            return b;
+        } catch (Exception e) {
+            b.kill();
+            b.deleteDataDir();
+            throw e;
+        }
+    }
+
+    /** A port free on {@code host} (a loopback address) at the time of asking. */
+    static int freePort(String host) throws IOException {
+        try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getByName(host))) {
             s.setReuseAddress(true);
             return s.getLocalPort();
         }
@@ -112,9 +145,9 @@ public final class ShardlineBroker implements AutoCloseable {
     private void launch(int port) throws Exception {
         this.port = port;
         List<String> cmd = new ArrayList<>(List.of(binary().toString(), "serve",
-                "--listen", "127.0.0.1:" + port,
+                "--listen", host + ":" + port,
                 "--data-dir", dataDir.toString(),
-                "--shards", "2"));
+                "--shards", String.valueOf(shards)));
         cmd.addAll(extraArgs);
         ProcessBuilder pb = new ProcessBuilder(cmd);
         pb.environment().put("NO_COLOR", "1");
@@ -126,7 +159,7 @@ public final class ShardlineBroker implements AutoCloseable {
         process = pb.start();
         Runtime.getRuntime().addShutdownHook(new Thread(this::kill));
 
-        String expected = "shardline listening on 127.0.0.1:" + port;
+        String expected = "shardline listening on " + host + ":" + port;
         CompletableFuture<Boolean> ready = new CompletableFuture<>();
         Thread pump = new Thread(() -> {
             try (BufferedReader r = new BufferedReader(new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8));
@@ -161,7 +194,7 @@ public final class ShardlineBroker implements AutoCloseable {
     }
 
     public String bootstrap() {
-        return "127.0.0.1:" + port;
+        return host + ":" + port;
     }
 
     public Path dataDir() {
