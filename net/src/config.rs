@@ -209,7 +209,7 @@ impl Default for BrokerConfig {
             controller_quorum_voters: String::new(),
             cluster_id: String::new(),
             broker_rack: String::new(),
-            broker_session_timeout_ms: 3000,
+            broker_session_timeout_ms: 2500,
             broker_heartbeat_interval_ms: 500,
             metadata_snapshot_entries: 1000,
             explicit: Default::default(),

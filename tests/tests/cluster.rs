@@ -17,8 +17,8 @@ use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData
 use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
 use kafka_protocol::messages::{
     ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse,
-    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse,
-    ProduceResponse, TopicName,
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    MetadataRequest, MetadataResponse, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -141,6 +141,31 @@ fn described_partitions(address: &str, topic: &str) -> Vec<(i32, Vec<i32>)> {
     assert_eq!(described.error_code, 0);
     let ids = |nodes: &[BrokerId]| nodes.iter().map(|n| n.0).collect::<Vec<i32>>();
     described.partitions.iter().map(|p| (p.leader_id.0, ids(&p.offline_replicas))).collect()
+}
+
+/// ElectLeaders v2 of `election_type` for `partitions` of `topic` (every
+/// partition when None): (topic, partition) → error code of each result.
+fn elect_leaders(
+    address: &str,
+    election_type: i8,
+    partitions: Option<(&str, Vec<i32>)>,
+) -> BTreeMap<(String, i32), i16> {
+    let mut request = ElectLeadersRequest::default();
+    request.election_type = election_type;
+    request.timeout_ms = 30_000;
+    request.topic_partitions = partitions.map(|(topic, partitions)| {
+        let mut t = kafka_protocol::messages::elect_leaders_request::TopicPartitions::default();
+        t.topic = TopicName(StrBytes::from_string(topic.to_string()));
+        t.partitions = partitions;
+        vec![t]
+    });
+    let response: ElectLeadersResponse = RawClient::connect(address).call(ApiKey::ElectLeaders, 2, &request);
+    assert_eq!(response.error_code, 0);
+    response
+        .replica_election_results
+        .iter()
+        .flat_map(|t| t.partition_result.iter().map(|p| ((t.topic.0.to_string(), p.partition_id), p.error_code)))
+        .collect()
 }
 
 /// Produce v11 of one record to `partition` of `topic` through `address`:
@@ -298,6 +323,24 @@ fn three_nodes_form_a_cluster_spread_partitions_and_survive_a_controller_kill() 
         .map(|p| if was_led.contains(&p) { (-1, vec![controller]) } else { (placed[p as usize], vec![]) })
         .collect();
     assert_eq!(described_partitions(cluster.address(survivor), "spread"), described, "offline while fenced");
+    // Elections: the offline partitions' only replica is down; the others
+    // are led by their preferred replica already.
+    use kafka_protocol::ResponseError::{ElectionNotNeeded, EligibleLeadersNotAvailable, PreferredLeaderNotAvailable};
+    let preferred = elect_leaders(cluster.address(survivor), 0, Some(("spread", (0..12).collect())));
+    let expected: BTreeMap<(String, i32), i16> = (0..12)
+        .map(|p| {
+            let code = if was_led.contains(&p) { PreferredLeaderNotAvailable } else { ElectionNotNeeded };
+            (("spread".to_string(), p), code.code())
+        })
+        .collect();
+    assert_eq!(preferred, expected, "preferred elections");
+    let unclean = elect_leaders(cluster.address(survivor), 1, Some(("spread", vec![was_led[0]])));
+    assert_eq!(unclean, BTreeMap::from([(("spread".to_string(), was_led[0]), EligibleLeadersNotAvailable.code())]));
+    // Every partition: those already led as asked are left out.
+    let everywhere = elect_leaders(cluster.address(survivor), 0, None);
+    let spread: Vec<i32> = everywhere.keys().filter(|(t, _)| t == "spread").map(|(_, p)| *p).collect();
+    assert_eq!(spread, was_led, "only the partitions whose preferred leader is down: {everywhere:?}");
+    assert!(everywhere.values().all(|c| *c == PreferredLeaderNotAvailable.code()), "{everywhere:?}");
     let (new_leader, _, _, _) = quorum(cluster.address(survivor));
     assert!(new_leader != controller && new_leader > 0, "the quorum's new leader: {new_leader}");
     let now = leaders(cluster.address(survivor), "spread");

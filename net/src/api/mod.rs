@@ -11,6 +11,7 @@ mod cluster_info;
 mod create_partitions;
 mod describe_configs;
 mod describe_topic_partitions;
+mod elect_leaders;
 mod fetch;
 pub mod fetch_encode;
 mod groups;
@@ -84,6 +85,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// Joins the answers of several coordinators: everything they listed, and
@@ -225,6 +227,7 @@ pub async fn handle(context: &Context, header: &RequestHeader, request: RequestK
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(cluster_info::describe_quorum(context, r, version).await)
         }
+        RequestKind::ElectLeaders(r) => ResponseKind::ElectLeaders(elect_leaders::handle(context, r, version).await),
         RequestKind::DescribeTopicPartitions(r) => {
             ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(context, r))
         }

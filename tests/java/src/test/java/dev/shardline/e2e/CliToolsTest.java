@@ -133,6 +133,23 @@ class CliToolsTest {
     }
 
     @Test
+    void kafkaLeaderElectionFindsTheLeadersAlreadyPreferred() throws Exception {
+        String topic = "cli-elected";
+        admin.createTopics(List.of(new NewTopic(topic, 2, (short) 1))).all().get(30, TimeUnit.SECONDS);
+        for (String type : List.of("PREFERRED", "UNCLEAN")) {
+            ToolResult r = runTool("org.apache.kafka.tools.LeaderElectionCommand", null,
+                    "--bootstrap-server", broker.bootstrap(), "--election-type", type, "--topic", topic, "--partition", "1");
+            assertEquals(0, r.exit(), "kafka-leader-election " + type + r.describe());
+            assertTrue(r.stdout().contains("Valid replica already elected for partitions " + topic + "-1"),
+                    "kafka-leader-election " + type + " output" + r.describe());
+        }
+        ToolResult unknown = runTool("org.apache.kafka.tools.LeaderElectionCommand", null,
+                "--bootstrap-server", broker.bootstrap(), "--election-type", "PREFERRED", "--topic", topic, "--partition", "7");
+        assertNotEquals(0, unknown.exit(), "an election for a partition that does not exist fails" + unknown.describe());
+        assertTrue((unknown.stdout() + unknown.stderr()).contains(topic + "-7"), "names the partition" + unknown.describe());
+    }
+
+    @Test
     void kafkaTopicsDescribe() throws Exception {
         String topic = "cli-described";
         admin.createTopics(List.of(new NewTopic(topic, 5, (short) 1))).all().get(30, TimeUnit.SECONDS);
