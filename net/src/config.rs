@@ -24,6 +24,13 @@ pub struct BrokerConfig {
     pub node_id: i32,
     /// `auto_create_topics_enable` (Kafka's auto.create.topics.enable).
     pub auto_create_topics_enable: bool,
+    /// `auto_leader_rebalance_enable` (Kafka's
+    /// auto.leader.rebalance.enable): the active controller moves
+    /// leadership back to preferred replicas.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader_imbalance_check_interval_seconds` (Kafka's
+    /// leader.imbalance.check.interval.seconds): how often it does.
+    pub leader_imbalance_check_interval_seconds: i64,
     /// `num_partitions`: default partitions of a new topic.
     pub num_partitions: i32,
     /// `default_replication_factor`: default replication factor.
@@ -164,6 +171,8 @@ impl Default for BrokerConfig {
             shards: 0,
             node_id: 0,
             auto_create_topics_enable: true,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
             num_partitions: 1,
             default_replication_factor: 1,
             acks_all_fsync: true,
@@ -270,6 +279,10 @@ impl BrokerConfig {
             "shards" => self.shards = parse(key, value)?,
             "node_id" => self.node_id = parse(key, value)?,
             "auto_create_topics_enable" => self.auto_create_topics_enable = parse(key, value)?,
+            "auto_leader_rebalance_enable" => self.auto_leader_rebalance_enable = parse(key, value)?,
+            "leader_imbalance_check_interval_seconds" => {
+                self.leader_imbalance_check_interval_seconds = parse(key, value)?
+            }
             "num_partitions" => self.num_partitions = parse(key, value)?,
             "default_replication_factor" => self.default_replication_factor = parse(key, value)?,
             "acks_all_fsync" => self.acks_all_fsync = parse(key, value)?,
@@ -417,6 +430,9 @@ impl BrokerConfig {
         }
         if self.broker_session_timeout_ms < 2 * self.broker_heartbeat_interval_ms {
             return Err(bad("broker_session_timeout_ms", "must be at least twice broker_heartbeat_interval_ms"));
+        }
+        if !(1..=86_400).contains(&self.leader_imbalance_check_interval_seconds) {
+            return Err(bad("leader_imbalance_check_interval_seconds", "must be 1 to 86400"));
         }
         if self.metadata_snapshot_entries < 10 {
             return Err(bad("metadata_snapshot_entries", "must be at least 10"));

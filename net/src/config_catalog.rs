@@ -211,6 +211,13 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         value: |c| c.auto_create_topics_enable.to_string(),
     },
     BrokerConfigDef {
+        name: "auto.leader.rebalance.enable",
+        key: Some("auto_leader_rebalance_enable"),
+        config_type: ConfigType::Boolean,
+        doc: "Whether the active controller moves leadership back to preferred replicas.",
+        value: |c| c.auto_leader_rebalance_enable.to_string(),
+    },
+    BrokerConfigDef {
         name: "broker.heartbeat.interval.ms",
         key: Some("broker_heartbeat_interval_ms"),
         config_type: ConfigType::Int,
@@ -293,6 +300,13 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         config_type: ConfigType::Int,
         doc: "The shortest session timeout a classic group member may ask for.",
         value: |c| c.group_min_session_timeout_ms.to_string(),
+    },
+    BrokerConfigDef {
+        name: "leader.imbalance.check.interval.seconds",
+        key: Some("leader_imbalance_check_interval_seconds"),
+        config_type: ConfigType::Long,
+        doc: "How often the active controller moves leadership back to preferred replicas.",
+        value: |c| c.leader_imbalance_check_interval_seconds.to_string(),
     },
     BrokerConfigDef {
         name: "listeners",

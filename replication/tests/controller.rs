@@ -8,6 +8,7 @@ use shardline_replication::controller::requests::{
 };
 use shardline_replication::controller::{Controller, ControllerSettings};
 use shardline_replication::metadata::image::NO_LEADER;
+use shardline_replication::metadata::records::MetadataRecord;
 use shardline_replication::quorum::log_codec::{self, RecoveredLog};
 use shardline_replication::quorum::{Quorum, QuorumAction, QuorumConfig};
 use uuid::Uuid;
@@ -318,4 +319,64 @@ fn a_broker_leading_more_partitions_than_one_batch_moves_is_fenced_in_steps_and_
     assert!(h.controller.image().brokers[&1].fenced);
     let expected: Vec<i32> = placed.iter().map(|l| if *l == 1 { NO_LEADER } else { 2 }).collect();
     assert_eq!(leaders_of(&h, topic_id, partitions), expected);
+}
+
+/// Runs `ticks` ticks, brokers 1 and 2 heartbeating every half second.
+fn run_heartbeating(h: &mut Harness, ticks: usize, epochs: (i64, i64)) {
+    for tick in 0..ticks {
+        if tick % 5 == 0 {
+            h.heartbeat(1, epochs.0);
+            h.heartbeat(2, epochs.1);
+        }
+        h.tick();
+    }
+}
+
+/// The state after bootstrap: brokers 1 and 2 live, partition 0 of
+/// "moved" on replicas [1, 2], both in the ISR, led by 2 (not the
+/// preferred replica); the interval of leader-imbalance checks 10 s.
+fn led_off_its_preferred_replica(auto_leader_rebalance: bool) -> (Harness, Uuid, (i64, i64)) {
+    let settings = ControllerSettings {
+        max_replication_factor: 2,
+        auto_leader_rebalance,
+        leader_imbalance_check_interval_ms: 10_000,
+        ..ControllerSettings::default()
+    };
+    let mut h = Harness::with_settings(settings);
+    let epochs = (epoch_of(h.register(1, 11)), epoch_of(h.register(2, 22)));
+    h.heartbeat(1, epochs.0);
+    h.heartbeat(2, epochs.1);
+    let topic_id = Uuid::from_u128(77);
+    let records = vec![
+        MetadataRecord::Topic { name: "moved".into(), topic_id },
+        MetadataRecord::Partition {
+            topic_id,
+            partition: 0,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            elr: vec![],
+            leader: 2,
+            leader_epoch: 4,
+            partition_epoch: 4,
+        },
+    ];
+    assert_eq!(h.ask(ControllerRequest::Bootstrap { records, complete: true }), ControllerReply::Done);
+    (h, topic_id, epochs)
+}
+
+#[test]
+fn leadership_moves_back_to_the_preferred_replica_at_the_next_imbalance_check() {
+    let (mut h, topic_id, epochs) = led_off_its_preferred_replica(true);
+    run_heartbeating(&mut h, 50, epochs);
+    let before = h.controller.image().partition(topic_id, 0).unwrap().clone();
+    assert_eq!((before.leader, before.leader_epoch), (2, 4), "no check before the interval");
+    run_heartbeating(&mut h, 60, epochs);
+    let after = h.controller.image().partition(topic_id, 0).unwrap().clone();
+    assert_eq!((after.leader, after.leader_epoch), (1, 5), "the preferred replica leads, one epoch later");
+    assert_eq!(after.isr, vec![1, 2]);
+
+    // Not while auto.leader.rebalance.enable is off.
+    let (mut off, topic_id, epochs) = led_off_its_preferred_replica(false);
+    run_heartbeating(&mut off, 250, epochs);
+    assert_eq!(off.controller.image().partition(topic_id, 0).unwrap().leader, 2);
 }

@@ -156,6 +156,8 @@ pub struct ControllerCore {
 pub fn controller_settings(config: &BrokerConfig) -> ControllerSettings {
     ControllerSettings {
         session_timeout_ms: config.broker_session_timeout_ms,
+        auto_leader_rebalance: config.auto_leader_rebalance_enable,
+        leader_imbalance_check_interval_ms: config.leader_imbalance_check_interval_seconds * 1000,
         min_insync_replicas: 1,
         unclean_leader_election: false,
         producer_id_block: 1000,

@@ -96,6 +96,26 @@ pub(super) fn liveness_changes(
     records
 }
 
+/// Preferred elections for partitions led by another replica than their
+/// first while the first is live (not `gone`) and in the ISR
+/// (`auto.leader.rebalance.enable`), at most `limit` of them.
+pub(super) fn preferred_elections(image: &MetadataImage, gone: &[i32], limit: usize) -> Vec<MetadataRecord> {
+    let is_live = |b: i32| live(image, b) && !gone.contains(&b);
+    let mut records = Vec::new();
+    for topic in image.topics.values() {
+        for (i, p) in topic.partitions.iter().enumerate() {
+            if records.len() == limit {
+                return records;
+            }
+            let change = election::preferred(p, is_live);
+            if !change.is_empty() {
+                records.push(change_record(topic.topic_id, i, change));
+            }
+        }
+    }
+    records
+}
+
 /// BrokerRegistration. `lease_live` says whether the current registration
 /// of this id still holds a lease.
 pub(super) fn register(

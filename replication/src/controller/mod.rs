@@ -57,6 +57,12 @@ pub struct ControllerSettings {
     /// the rest follow in the next batches (a broker hosting many
     /// partitions is fenced at once, its partitions a batch at a time).
     pub liveness_changes_per_batch: usize,
+    /// `auto.leader.rebalance.enable`: every `leader_imbalance_check_interval_ms`
+    /// leadership moves back to each partition's preferred replica where
+    /// that one is live and in the ISR.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`, in ms.
+    pub leader_imbalance_check_interval_ms: i64,
 }
 
 impl Default for ControllerSettings {
@@ -70,6 +76,8 @@ impl Default for ControllerSettings {
             default_partitions: 1,
             default_replication_factor: 1,
             liveness_changes_per_batch: 8192,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval_ms: 300_000,
         }
     }
 }
@@ -129,6 +137,11 @@ pub struct Controller {
     /// over): each batch brings them closer, until none is left.
     reconciling: BTreeSet<i32>,
     leaving: BTreeMap<i32, Leaving>,
+    /// When the next check for leaders off their preferred replica is due.
+    next_rebalance_ms: i64,
+    /// A check is due: the next batches move leadership back to preferred
+    /// replicas, after the liveness changes.
+    rebalance_due: bool,
     queue: VecDeque<Queued>,
     in_flight: Option<InFlight>,
     leading_term: Option<u64>,
@@ -148,6 +161,8 @@ impl Controller {
             expiring: BTreeSet::new(),
             reconciling: BTreeSet::new(),
             leaving: BTreeMap::new(),
+            next_rebalance_ms: 0,
+            rebalance_due: false,
             queue: VecDeque::new(),
             in_flight: None,
             leading_term: None,
@@ -191,6 +206,10 @@ impl Controller {
             .collect();
         for id in unleased {
             self.leases.insert(id, deadline);
+        }
+        if self.settings.auto_leader_rebalance && self.now_ms >= self.next_rebalance_ms {
+            self.rebalance_due = true;
+            self.next_rebalance_ms = self.now_ms + self.settings.leader_imbalance_check_interval_ms;
         }
         let expired: Vec<i32> = self
             .leases
@@ -292,6 +311,8 @@ impl Controller {
         self.expiring.clear();
         self.reconciling.clear();
         self.leaving.clear();
+        self.rebalance_due = false;
+        self.next_rebalance_ms = self.now_ms + self.settings.leader_imbalance_check_interval_ms;
         if leading.is_some() {
             let deadline = self.now_ms + self.settings.session_timeout_ms;
             let unfenced: Vec<i32> = self.image().live_brokers().map(|b| b.broker_id).collect();
@@ -316,7 +337,7 @@ impl Controller {
         }
         // A new leader first applies its whole log (the entries of earlier
         // terms commit with its first entry).
-        let idle = self.queue.is_empty() && self.reconciling.is_empty();
+        let idle = self.queue.is_empty() && self.reconciling.is_empty() && !self.rebalance_due;
         if self.in_flight.is_some() || idle || self.image().offset < self.quorum.last_index() {
             return false;
         }
@@ -676,6 +697,18 @@ impl Controller {
             }
             if !stage(scratch, &mut records, owed) {
                 self.reconciling.remove(&broker);
+            }
+        }
+        let room = budget.saturating_sub(records.len());
+        if self.rebalance_due && self.reconciling.is_empty() && room > 0 {
+            // One more than fits tells whether this batch finishes it.
+            let mut owed = changes::preferred_elections(scratch, &gone, room + 1);
+            if owed.len() <= room {
+                self.rebalance_due = false;
+            }
+            owed.truncate(room);
+            if !owed.is_empty() && !stage(scratch, &mut records, owed) {
+                self.rebalance_due = false;
             }
         }
         records

@@ -10,9 +10,13 @@
 //! image at an offset equals every other node's image at that offset (a
 //! committed entry is never lost or changed, and entries apply in log
 //! order, which [`Quorum`] also asserts); an acknowledged proposal is in
-//! every later image. At the end the network heals and every node
-//! restarts: within [`LIVENESS_TICKS`] a leader is elected, a new proposal
-//! commits, and every node reaches the same image.
+//! every later image; brokers crash and come back, and their partitions'
+//! elections (one to three replicas, some topics with
+//! min.insync.replicas=2 so the ELR is used, some allowing unclean
+//! elections) keep every rule `check_partitions` asserts. At the end the
+//! network heals and every node restarts: within [`LIVENESS_TICKS`] a
+//! leader is elected, a new proposal commits, and every node reaches the
+//! same image.
 //!
 //! One seeded generator makes every choice, so a seed replays exactly.
 
@@ -22,7 +26,7 @@ use std::sync::Arc;
 use shardline_replication::controller::requests::{ControllerReply, ControllerRequest, NewTopic, RequestId};
 use shardline_replication::controller::{Controller, ControllerSettings};
 use shardline_replication::metadata::image::{MetadataImage, NO_LEADER};
-use shardline_replication::metadata::records::Endpoint;
+use shardline_replication::metadata::records::{ConfigResource, Endpoint};
 use shardline_replication::quorum::log_codec;
 use shardline_replication::quorum::{Quorum, QuorumAction, QuorumConfig};
 use shardline_replication::raft::eraftpb::{Message, MessageType};
@@ -46,7 +50,16 @@ fn settings() -> ControllerSettings {
     // Fewer partition changes a batch than a broker leads, so fencing and
     // coming back take several batches, interleaved with faults and leader
     // changes.
-    ControllerSettings { session_timeout_ms: 3000, liveness_changes_per_batch: 24, ..ControllerSettings::default() }
+    // Up to three replicas, so fencing elects from the ISR, then the ELR
+    // (topics with min.insync.replicas=2), or uncleanly where a topic
+    // allows it; imbalance checks every 5 s.
+    ControllerSettings {
+        session_timeout_ms: 3000,
+        liveness_changes_per_batch: 24,
+        max_replication_factor: 3,
+        leader_imbalance_check_interval_ms: 5000,
+        ..ControllerSettings::default()
+    }
 }
 
 /// How long a run is.
@@ -489,8 +502,15 @@ impl Run {
         self.proposals += 1;
         let name = format!("topic-{}", self.proposals);
         let partitions = 1 + self.rng.below(3) as i32;
-        let topic =
-            NewTopic { name: name.clone(), partitions, replication_factor: -1, assignments: vec![], configs: vec![] };
+        let replication_factor = 1 + self.rng.below(3) as i32;
+        let mut configs = Vec::new();
+        if self.rng.chance(1, 3) {
+            configs.push(("min.insync.replicas".to_string(), "2".to_string()));
+        }
+        if self.rng.chance(1, 4) {
+            configs.push(("unclean.leader.election.enable".to_string(), "true".to_string()));
+        }
+        let topic = NewTopic { name: name.clone(), partitions, replication_factor, assignments: vec![], configs };
         let request = ControllerRequest::CreateTopics { topics: vec![topic], validate_only: false };
         self.request(i, request, Pending::Create(name))
     }
@@ -663,9 +683,11 @@ impl Run {
     }
 
     /// The controller's rules in a new image: a partition's leader is an
-    /// unfenced broker (a broker is fenced only after its partitions got new
-    /// leaders), leader epochs only increase, and no two brokers
-    /// lead one partition in one epoch.
+    /// unfenced broker in its ISR (a broker is fenced only after its
+    /// partitions got new leaders), a new leader of a topic without
+    /// `unclean.leader.election.enable` comes from the ISR or ELR, leader
+    /// epochs only increase, and no two brokers lead one partition in one
+    /// epoch.
     fn check_partitions(&mut self, image: &MetadataImage) -> Result<(), String> {
         let before = self.images.range(..image.offset).next_back().map(|(_, i)| i.clone());
         let after = self.images.range(image.offset + 1..).next().map(|(_, i)| i.clone());
@@ -676,6 +698,28 @@ impl Run {
                         "image {}: {}-{index} is led by broker {}, which is fenced or unknown",
                         image.offset, topic.name, p.leader
                     ));
+                }
+                if p.leader != NO_LEADER && !p.isr.contains(&p.leader) {
+                    return Err(format!(
+                        "image {}: {}-{index}'s leader is not in its ISR {:?}",
+                        image.offset, topic.name, p.isr
+                    ));
+                }
+                // A clean election picks a replica from the ISR or ELR, and
+                // their union only shrinks, so the leader was in it in every
+                // earlier image: no acknowledged record is lost to it.
+                let unclean = image
+                    .configs
+                    .get(&(ConfigResource::Topic, topic.name.clone()))
+                    .is_some_and(|c| c.get("unclean.leader.election.enable").is_some_and(|v| v == "true"));
+                let earlier = before.as_ref().and_then(|b| b.partition(topic.topic_id, index as i32));
+                if let Some(q) = earlier.filter(|q| !unclean && p.leader != NO_LEADER && q.leader != p.leader) {
+                    if !q.isr.contains(&p.leader) && !q.elr.contains(&p.leader) {
+                        return Err(format!(
+                            "image {}: {}-{index} elected {} uncleanly (earlier ISR {:?}, ELR {:?})",
+                            image.offset, topic.name, p.leader, q.isr, q.elr
+                        ));
+                    }
                 }
                 match self.epoch_leaders.insert((topic.topic_id, index, p.leader_epoch), p.leader) {
                     Some(other) if other != p.leader => {
