@@ -344,6 +344,8 @@ impl Controller {
         let mut scratch = (**self.image()).clone();
         let mut records = self.reconcile(&mut scratch);
         let mut loads = Loads::of(&scratch);
+        // A broker being fenced in steps gets no new partitions.
+        loads.exclude(self.leaving.keys().copied());
         let mut replies = Vec::new();
         let mut batch_bytes =
             if records.is_empty() { 0 } else { RecordBatch::of(records.iter().cloned()).encode().len() };

@@ -22,6 +22,8 @@ pub enum PlacementError {
 pub struct Loads {
     replicas: BTreeMap<i32, u64>,
     leaders: BTreeMap<i32, u64>,
+    /// Live brokers that get nothing new (being fenced a batch at a time).
+    excluded: BTreeSet<i32>,
 }
 
 impl Loads {
@@ -36,6 +38,11 @@ impl Loads {
         loads
     }
 
+    /// Places nothing more on `brokers`.
+    pub fn exclude(&mut self, brokers: impl IntoIterator<Item = i32>) {
+        self.excluded.extend(brokers);
+    }
+
     fn add(&mut self, replicas: &[i32]) {
         for r in replicas {
             *self.replicas.entry(*r).or_default() += 1;
@@ -45,14 +52,19 @@ impl Loads {
 }
 
 /// Places `partitions` new partitions of `replication_factor` replicas on
-/// the live brokers of `image` (id and rack), updating `loads`.
+/// the live brokers of `image` (id and rack) that `loads` does not
+/// exclude, updating `loads`.
 pub fn place(
     image: &MetadataImage,
     loads: &mut Loads,
     partitions: usize,
     replication_factor: usize,
 ) -> Result<Vec<Vec<i32>>, PlacementError> {
-    let brokers: Vec<(i32, Option<String>)> = image.live_brokers().map(|b| (b.broker_id, b.rack.clone())).collect();
+    let brokers: Vec<(i32, Option<String>)> = image
+        .live_brokers()
+        .filter(|b| !loads.excluded.contains(&b.broker_id))
+        .map(|b| (b.broker_id, b.rack.clone()))
+        .collect();
     if replication_factor == 0 || replication_factor > brokers.len() {
         return Err(PlacementError::NotEnoughBrokers { wanted: replication_factor, live: brokers.len() });
     }
@@ -136,6 +148,16 @@ mod tests {
             *per_broker.entry(replicas[0]).or_insert(0) += 1;
         }
         assert_eq!(per_broker, BTreeMap::from([(1, 4), (2, 4), (3, 4)]));
+    }
+
+    #[test]
+    fn an_excluded_broker_gets_no_new_partitions() {
+        let image = image(&[(1, "", false), (2, "", false), (3, "", false)]);
+        let mut loads = Loads::of(&image);
+        loads.exclude([2]);
+        let placed = place(&image, &mut loads, 6, 1).unwrap();
+        assert!(placed.iter().all(|r| r[0] != 2), "{placed:?}");
+        assert!(matches!(place(&image, &mut loads, 1, 3), Err(PlacementError::NotEnoughBrokers { live: 2, .. })));
     }
 
     #[test]
