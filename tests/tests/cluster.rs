@@ -143,6 +143,31 @@ fn described_partitions(address: &str, topic: &str) -> Vec<(i32, Vec<i32>)> {
     described.partitions.iter().map(|p| (p.leader_id.0, ids(&p.offline_replicas))).collect()
 }
 
+/// CreatePartitions v3 growing `topic` to `count` on the replicas
+/// `assignments` name: the topic's error code.
+fn create_partitions(address: &str, topic: &str, count: i32, assignments: &[i32]) -> i16 {
+    use kafka_protocol::messages::create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic};
+    use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+    let mut t = CreatePartitionsTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    t.count = count;
+    t.assignments = Some(
+        assignments
+            .iter()
+            .map(|b| {
+                let mut a = CreatePartitionsAssignment::default();
+                a.broker_ids = vec![BrokerId(*b)];
+                a
+            })
+            .collect(),
+    );
+    let mut request = CreatePartitionsRequest::default();
+    request.topics = vec![t];
+    request.timeout_ms = 30_000;
+    let response: CreatePartitionsResponse = RawClient::connect(address).call(ApiKey::CreatePartitions, 3, &request);
+    response.results[0].error_code
+}
+
 /// ElectLeaders v2 of `election_type` for `partitions` of `topic` (every
 /// partition when None): (topic, partition) → error code of each result.
 fn elect_leaders(
@@ -295,6 +320,15 @@ fn three_nodes_form_a_cluster_spread_partitions_and_survive_a_controller_kill() 
     // DescribeTopicPartitions, as the Java admin client reads topics.
     let described: Vec<(i32, Vec<i32>)> = placed.iter().map(|l| (*l, vec![])).collect();
     assert_eq!(described_partitions(cluster.address(2), "spread"), described);
+    // New partitions on the brokers the request assigns, through any node.
+    RawClient::connect(cluster.address(1)).create_topic("grown", 1);
+    let invalid = kafka_protocol::ResponseError::InvalidReplicaAssignment.code();
+    assert_eq!(create_partitions(cluster.address(2), "grown", 3, &[3, 9]), invalid, "broker 9 is not registered");
+    assert_eq!(create_partitions(cluster.address(2), "grown", 3, &[3]), invalid, "one assignment for two partitions");
+    assert_eq!(create_partitions(cluster.address(2), "grown", 3, &[3, 2]), 0);
+    wait_until("every node has the new partitions", Duration::from_secs(10), || {
+        (1..=3).all(|node| leaders(cluster.address(node), "grown").get(1..) == Some(&[3, 2][..]))
+    });
 
     // kill -9 of the active controller.
     assert!((1..=3).contains(&controller), "a live broker is named controller: {controller}");

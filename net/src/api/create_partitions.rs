@@ -1,5 +1,6 @@
 //! CreatePartitions (v0–3): grows a topic through the controller, which
-//! places the new partitions on brokers; the answer waits until this
+//! places the new partitions on brokers (or on the replicas the request
+//! assigns, checked there); the answer waits until this
 //! broker opened those it hosts (on its least-loaded shards). Consumer
 //! groups see the new count on
 //! their next metadata refresh (classic) or heartbeat (KIP-848).
@@ -24,7 +25,7 @@ async fn grow(
     context: &Context,
     name: &str,
     count: i32,
-    assignments: Option<usize>,
+    assignments: Vec<Vec<i32>>,
     validate_only: bool,
 ) -> Result<(), Refusal> {
     let shared = &context.shared;
@@ -45,16 +46,9 @@ async fn grow(
     if count > MAX_PARTITIONS {
         return Err((ResponseError::InvalidPartitions, format!("at most {MAX_PARTITIONS} partitions")));
     }
-    if let Some(given) = assignments {
-        if given != (count - current) as usize {
-            return Err((
-                ResponseError::InvalidReplicaAssignment,
-                format!("{given} assignments given for {} new partitions", count - current),
-            ));
-        }
-    }
     log_config_for(&shared.config, &topic.configs).map_err(|m| (ResponseError::InvalidConfig, m))?;
-    let request = ControllerRequest::CreatePartitions { topics: vec![(name.to_string(), count)], validate_only };
+    let request =
+        ControllerRequest::CreatePartitions { topics: vec![(name.to_string(), count, assignments)], validate_only };
     let answer = shared.controller.ask(request).await;
     match answer.reply {
         ControllerReply::Partitions(mut results) if results.len() == 1 => {
@@ -82,12 +76,10 @@ pub async fn handle(context: &Context, request: CreatePartitionsRequest, _versio
         let name = topic.name.0.to_string();
         let outcome = if duplicates.contains(&name) {
             Err((ResponseError::InvalidRequest, format!("topic {name} appears more than once")))
-        } else if topic.assignments.as_ref().is_some_and(|a| {
-            a.iter().any(|r| r.broker_ids != [kafka_protocol::messages::BrokerId(context.shared.config.node_id)])
-        }) {
-            Err((ResponseError::InvalidReplicaAssignment, "replicas must be exactly this broker".to_string()))
         } else {
-            grow(context, &name, topic.count, topic.assignments.as_ref().map(Vec::len), request.validate_only).await
+            let assignments: Vec<Vec<i32>> =
+                topic.assignments.iter().flatten().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect();
+            grow(context, &name, topic.count, assignments, request.validate_only).await
         };
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic.name;

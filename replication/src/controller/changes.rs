@@ -237,21 +237,7 @@ pub(super) fn create_topic(
     };
     let mut records = vec![MetadataRecord::Topic { name: topic.name.clone(), topic_id }];
     for (i, replicas) in assignments.into_iter().enumerate() {
-        let isr: Vec<i32> = replicas.iter().copied().filter(|r| live(image, *r)).collect();
-        // Placement uses live brokers and checked assignments have one.
-        let Some(&leader) = isr.first() else {
-            return Err(ControllerError::InvalidReplicaAssignment(format!("every broker of partition {i} is fenced")));
-        };
-        records.push(MetadataRecord::Partition {
-            topic_id,
-            partition: i as i32,
-            replicas,
-            isr,
-            elr: Vec::new(),
-            leader,
-            leader_epoch: 0,
-            partition_epoch: 0,
-        });
+        records.push(new_partition(image, topic_id, i as i32, replicas)?);
     }
     for (name, value) in &topic.configs {
         records.push(MetadataRecord::Config {
@@ -294,24 +280,31 @@ fn check_assignments(
         return invalid(format!("more than {MAX_PARTITIONS_PER_TOPIC} partitions"));
     }
     let rf = assignments[0].len();
+    check_replica_sets(image, assignments, rf)?;
+    check_replication_factor(rf as i32, settings)
+}
+
+/// Each replica set has `rf` distinct registered brokers, one of them live.
+fn check_replica_sets(image: &MetadataImage, assignments: &[Vec<i32>], rf: usize) -> Result<(), ControllerError> {
+    let invalid = |why: String| Err(ControllerError::InvalidReplicaAssignment(why));
     for (i, replicas) in assignments.iter().enumerate() {
         if replicas.len() != rf {
-            return invalid(format!("partition {i} has {} replicas, partition 0 has {rf}", replicas.len()));
+            return invalid(format!("assignment {i} has {} replicas where the topic has {rf}", replicas.len()));
         }
         let mut distinct = replicas.clone();
         distinct.sort_unstable();
         distinct.dedup();
         if distinct.len() != replicas.len() {
-            return invalid(format!("partition {i} repeats a replica"));
+            return invalid(format!("assignment {i} repeats a replica"));
         }
         if let Some(unknown) = replicas.iter().find(|r| !image.brokers.contains_key(r)) {
-            return invalid(format!("broker {unknown} of partition {i} is not registered"));
+            return invalid(format!("broker {unknown} of assignment {i} is not registered"));
         }
         if !replicas.iter().any(|r| live(image, *r)) {
-            return invalid(format!("every broker of partition {i} is fenced"));
+            return invalid(format!("every broker of assignment {i} is fenced"));
         }
     }
-    check_replication_factor(rf as i32, settings)
+    Ok(())
 }
 
 /// One topic of a CreatePartitions.
@@ -320,6 +313,7 @@ pub(super) fn create_partitions(
     loads: &mut Loads,
     name: &str,
     count: i32,
+    assignments: &[Vec<i32>],
 ) -> Result<Vec<MetadataRecord>, ControllerError> {
     let topic = image.topic(name).ok_or(ControllerError::UnknownTopic)?;
     let current = topic.partitions.len() as i32;
@@ -329,22 +323,52 @@ pub(super) fn create_partitions(
         )));
     }
     let rf = topic.partitions[0].replicas.len();
-    let placed = placement::place(image, loads, (count - current) as usize, rf)
-        .map_err(|e| ControllerError::InvalidReplicationFactor(e.to_string()))?;
-    Ok(placed
+    let placed = if assignments.is_empty() {
+        placement::place(image, loads, (count - current) as usize, rf)
+            .map_err(|e| ControllerError::InvalidReplicationFactor(e.to_string()))?
+    } else {
+        if assignments.len() != (count - current) as usize {
+            return Err(ControllerError::InvalidReplicaAssignment(format!(
+                "{} assignments given for {} new partitions",
+                assignments.len(),
+                count - current
+            )));
+        }
+        check_replica_sets(image, assignments, rf)?;
+        assignments.to_vec()
+    };
+    placed
         .into_iter()
         .enumerate()
-        .map(|(i, replicas)| MetadataRecord::Partition {
-            topic_id: topic.topic_id,
-            partition: current + i as i32,
-            leader: replicas[0],
-            isr: replicas.clone(),
-            replicas,
-            elr: Vec::new(),
-            leader_epoch: 0,
-            partition_epoch: 0,
-        })
-        .collect())
+        .map(|(i, replicas)| new_partition(image, topic.topic_id, current + i as i32, replicas))
+        .collect()
+}
+
+/// A new partition's record: its live replicas in the ISR, the first of
+/// them the leader.
+fn new_partition(
+    image: &MetadataImage,
+    topic_id: Uuid,
+    partition: i32,
+    replicas: Vec<i32>,
+) -> Result<MetadataRecord, ControllerError> {
+    let isr: Vec<i32> = replicas.iter().copied().filter(|r| live(image, *r)).collect();
+    // Placement uses live brokers and checked assignments have one.
+    let Some(&leader) = isr.first() else {
+        return Err(ControllerError::InvalidReplicaAssignment(format!(
+            "every broker of partition {partition} is fenced"
+        )));
+    };
+    Ok(MetadataRecord::Partition {
+        topic_id,
+        partition,
+        replicas,
+        isr,
+        elr: Vec::new(),
+        leader,
+        leader_epoch: 0,
+        partition_epoch: 0,
+    })
 }
 
 /// One partition of an ElectLeaders.

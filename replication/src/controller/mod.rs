@@ -542,14 +542,14 @@ impl Controller {
                 let mut records = Vec::new();
                 let mut results = Vec::new();
                 let mut seen = BTreeSet::new();
-                for (name, count) in topics {
+                for (name, count, assignments) in topics {
                     if !seen.insert(name.clone()) {
                         let twice =
                             ControllerError::InvalidPartitions(format!("topic {name} is named twice in the request"));
                         results.push((name, Err(twice)));
                         continue;
                     }
-                    match changes::create_partitions(scratch, loads, &name, count) {
+                    match changes::create_partitions(scratch, loads, &name, count, &assignments) {
                         Ok(added) => {
                             if !validate_only {
                                 records.extend(added);

@@ -40,8 +40,10 @@ pub enum ControllerRequest {
     CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
     /// DeleteTopics, by name.
     DeleteTopics { names: Vec<String> },
-    /// CreatePartitions: each topic grows to the given count.
-    CreatePartitions { topics: Vec<(String, i32)>, validate_only: bool },
+    /// CreatePartitions: each topic grows to the given count, the new
+    /// partitions on the replicas given (one list per new partition) or,
+    /// when none are, placed by the controller.
+    CreatePartitions { topics: Vec<(String, i32, Vec<Vec<i32>>)>, validate_only: bool },
     /// AllocateProducerIds: a block for one broker.
     AllocateProducerIds { broker_id: i32, broker_epoch: i64 },
     /// ElectLeaders for these partitions.
