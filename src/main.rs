@@ -11,7 +11,7 @@ use std::process::ExitCode;
 mod group_admin;
 
 use clap::{Parser, Subcommand};
-use shardline_net::{Broker, BrokerConfig};
+use shardline_net::{Broker, BrokerConfig, ControllerNode};
 
 #[derive(Parser)]
 #[command(name = "shardline", version, about = "A Kafka-compatible broker, thread-per-core on io_uring")]
@@ -142,6 +142,29 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     signal
 }
 
+/// Starts a node with `start`, prints `ready` once it serves, runs until
+/// SIGTERM or SIGINT, then stops it with `stop`.
+fn serve<N>(
+    start: impl FnOnce() -> Result<N, Box<dyn std::error::Error>>,
+    ready: impl FnOnce(&N) -> String,
+    stop: impl FnOnce(N),
+    signals: &libc::sigset_t,
+) -> ExitCode {
+    let node = match start() {
+        Ok(node) => node,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            eprintln!("shardline: cannot start: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("{}", ready(&node));
+    let signal = wait_for_signal(signals);
+    tracing::info!(signal, "signal received");
+    stop(node);
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -163,19 +186,21 @@ fn main() -> ExitCode {
             };
             tracing::info!(?config, "configuration");
             let signals = block_shutdown_signals();
-            let broker = match Broker::start(config) {
-                Ok(broker) => broker,
-                Err(error) => {
-                    tracing::error!(%error, "cannot start");
-                    eprintln!("shardline: cannot start: {error}");
-                    return ExitCode::from(1);
-                }
-            };
-            println!("shardline listening on {}", broker.local_addr);
-            let signal = wait_for_signal(&signals);
-            tracing::info!(signal, "signal received");
-            broker.shutdown();
-            ExitCode::SUCCESS
+            if config.roles().is_ok_and(|roles| !roles.broker) {
+                // `process_roles=controller`: a quorum voter without a client listener.
+                return serve(
+                    || ControllerNode::start(config),
+                    |node| format!("shardline controller listening on {}", node.controller_address),
+                    ControllerNode::shutdown,
+                    &signals,
+                );
+            }
+            serve(
+                || Broker::start(config),
+                |broker| format!("shardline listening on {}", broker.local_addr),
+                Broker::shutdown,
+                &signals,
+            )
         }
     }
 }

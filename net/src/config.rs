@@ -474,23 +474,28 @@ impl BrokerConfig {
         Ok((voters.len() > 1).then(|| shardline_replication::node::cluster_id_of_voters(&voters)))
     }
 
+    /// `process_roles` parsed.
+    pub fn roles(&self) -> Result<shardline_replication::node::Roles, ConfigError> {
+        shardline_replication::node::parse_roles(&self.process_roles).map_err(|e| bad("process_roles", e.to_string()))
+    }
+
     /// `process_roles`, `controller_quorum_voters` and `cluster_id`: a
-    /// controller is one of the voters; every node is both broker and
-    /// controller in this build (brokers follow the log of their own
-    /// quorum member).
+    /// controller is one of the voters; every node is a controller in
+    /// this build (brokers follow the log of their own quorum member), a
+    /// broker too or not.
     fn check_cluster(&self) -> Result<(), ConfigError> {
         use shardline_replication::node;
-        let roles = node::parse_roles(&self.process_roles).map_err(|e| bad("process_roles", e.to_string()))?;
+        let roles = self.roles()?;
         let voters = node::parse_voters(&self.controller_quorum_voters)
             .map_err(|e| bad("controller_quorum_voters", e.to_string()))?;
         if !voters.is_empty() {
             node::check_membership(self.node_id, roles, &voters, &self.controller_quorum_voters)
                 .map_err(|e| bad("controller_quorum_voters", e.to_string()))?;
         }
-        if !(roles.broker && roles.controller) {
+        if !roles.controller {
             return Err(bad(
                 "process_roles",
-                "this build runs nodes that are both broker and controller (broker-only and controller-only nodes are not built yet)",
+                "this build runs nodes that are controllers (broker,controller or controller); broker-only nodes, which would follow the quorum without a vote, are not built yet",
             ));
         }
         if !self.cluster_id.is_empty()

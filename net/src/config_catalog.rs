@@ -550,7 +550,7 @@ mod tests {
             let value = match key {
                 "listen" | "advertised_listener" => "127.0.0.1:1".to_string(),
                 "data_dir" | "max_connections_per_ip_overrides" => String::new(),
-                "acks_all_fsync" | "auto_create_topics_enable" => "true".into(),
+                "acks_all_fsync" | "auto_create_topics_enable" | "auto_leader_rebalance_enable" => "true".into(),
                 _ => "1".into(),
             };
             config.set(key, &value).unwrap_or_else(|e| panic!("{key} is a setting: {e}"));

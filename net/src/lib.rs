@@ -45,3 +45,4 @@ pub mod txn;
 
 pub use config::BrokerConfig;
 pub use server::broker::Broker;
+pub use server::controller_node::ControllerNode;

@@ -51,12 +51,21 @@ fn node_args(id: usize, voters: &str) -> Vec<String> {
 
 /// Starts nodes 1..=count under `dir` at once (each waits for a quorum).
 fn start_nodes(dir: &std::path::Path, count: usize, voters: &str) -> Vec<Broker> {
+    start_nodes_with(dir, count, voters, &[])
+}
+
+/// As [`start_nodes`], the nodes in `controller_only` with
+/// `process_roles=controller`.
+fn start_nodes_with(dir: &std::path::Path, count: usize, voters: &str, controller_only: &[usize]) -> Vec<Broker> {
     std::thread::scope(|scope| {
         let starts: Vec<_> = (1..=count)
             .map(|id| {
                 let dir = dir.join(format!("node{id}"));
                 scope.spawn(move || {
-                    let args = node_args(id, voters);
+                    let mut args = node_args(id, voters);
+                    if controller_only.contains(&id) {
+                        args.extend(["--set".to_string(), "process_roles=controller".to_string()]);
+                    }
                     let args: Vec<&str> = args.iter().map(String::as_str).collect();
                     Broker::start_on(&format!("127.0.0.{id}"), &dir, free_port(), &args)
                 })
@@ -410,6 +419,38 @@ fn three_nodes_form_a_cluster_spread_partitions_and_survive_a_controller_kill() 
         let offset = committed.find_partition("spread", 5).expect("partition").offset();
         assert_eq!(offset, Offset::Offset(1), "group {group}");
     }
+}
+
+#[test]
+fn a_controller_only_node_votes_and_holds_no_partitions() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes = start_nodes_with(temp.path(), 3, &voters(&ports), &[3]);
+    let (_, _, _, voters_seen) = quorum(&nodes[0].address);
+    assert_eq!(voters_seen.iter().map(|(id, _)| *id).collect::<BTreeSet<i32>>(), BTreeSet::from([1, 2, 3]));
+    assert_eq!(described_brokers(&nodes[1].address), BTreeMap::from([(1, false), (2, false)]), "node 3 is no broker");
+    let brokers: BTreeSet<i32> = metadata(&nodes[0].address).brokers.iter().map(|b| b.node_id.0).collect();
+    assert_eq!(brokers, BTreeSet::from([1, 2]));
+    assert!(std::net::TcpStream::connect(&nodes[2].address).is_err(), "no client listener on a controller-only node");
+    RawClient::connect(&nodes[0].address).create_topic("two-brokers", 4);
+    let placed = leaders(&nodes[1].address, "two-brokers");
+    assert_eq!(placed.iter().filter(|l| **l == 1).count(), 2, "{placed:?}");
+    assert_eq!(placed.iter().filter(|l| **l == 2).count(), 2, "{placed:?}");
+    let node3 = temp.path().join("node3");
+    assert!(node3.join("__cluster_metadata-0").is_dir() && node3.join("meta.properties").is_file());
+    assert!(!node3.join("two-brokers-0").exists(), "no partition on the controller-only node");
+
+    // Its kill -9: the other two voters keep the quorum; it rejoins.
+    nodes[2].kill9();
+    wait_until("a topic is created with node 3 down", Duration::from_secs(30), || {
+        let code = RawClient::connect(&nodes[1].address).try_create_topic("while-three-is-down", 2);
+        code == 0 || code == kafka_protocol::ResponseError::TopicAlreadyExists.code()
+    });
+    nodes[2].restart();
+    wait_until("node 3 holds the whole log again", Duration::from_secs(30), || {
+        let (leader, _, high_watermark, voters) = quorum(&nodes[0].address);
+        leader > 0 && voters.iter().all(|(_, end)| *end >= high_watermark)
+    });
 }
 
 #[test]

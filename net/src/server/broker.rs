@@ -49,7 +49,7 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// voter of several waits for a majority to be up). A voter that refused
 /// this node's handshake (another cluster, other voters) stops the start
 /// with its reason.
-fn wait_for_quorum(controller: &ControllerHandle) -> Result<(), String> {
+pub(super) fn wait_for_quorum(controller: &ControllerHandle) -> Result<(), String> {
     let deadline = shardline_engine::runtime::clock::monotonic_now() + JOIN_TIMEOUT;
     let mut said = false;
     loop {
@@ -96,7 +96,7 @@ fn apply_at_start(
 /// What `meta.properties` in the data directory says, checked against the
 /// configuration before anything on disk changes: a directory formatted
 /// for another cluster or node is refused with a message naming both.
-fn check_meta_properties(config: &BrokerConfig) -> std::io::Result<Option<MetaProperties>> {
+pub(super) fn check_meta_properties(config: &BrokerConfig) -> std::io::Result<Option<MetaProperties>> {
     let path = config.data_dir.join("meta.properties");
     let dir = config.data_dir.display().to_string();
     let text = match std::fs::read_to_string(&path) {
@@ -113,7 +113,7 @@ fn check_meta_properties(config: &BrokerConfig) -> std::io::Result<Option<MetaPr
 
 /// The cluster id: the data directory's, or (first start) the configured
 /// one or a fresh one, written to `meta.properties`.
-fn format_data_dir(config: &BrokerConfig, existing: Option<MetaProperties>) -> std::io::Result<String> {
+pub(super) fn format_data_dir(config: &BrokerConfig, existing: Option<MetaProperties>) -> std::io::Result<String> {
     if let Some(meta) = existing {
         return Ok(meta.cluster_id);
     }
@@ -171,7 +171,7 @@ fn raise_open_file_limit(config: &BrokerConfig) {
 
 /// Takes an exclusive lock on the data directory for the broker's lifetime,
 /// so two brokers never share one.
-fn lock_data_dir(config: &BrokerConfig) -> std::io::Result<std::fs::File> {
+pub(super) fn lock_data_dir(config: &BrokerConfig) -> std::io::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     let file =
         std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(config.data_dir.join(".lock"))?;
