@@ -380,3 +380,25 @@ fn leadership_moves_back_to_the_preferred_replica_at_the_next_imbalance_check() 
     run_heartbeating(&mut off, 250, epochs);
     assert_eq!(off.controller.image().partition(topic_id, 0).unwrap().leader, 2);
 }
+
+#[test]
+fn a_silent_broker_is_fenced_in_steps_with_nothing_else_asked() {
+    let mut h =
+        Harness::with_settings(ControllerSettings { liveness_changes_per_batch: 2, ..ControllerSettings::default() });
+    let e1 = epoch_of(h.register(1, 11));
+    h.heartbeat(1, e1);
+    let topic =
+        NewTopic { name: "alone".into(), partitions: 9, replication_factor: 1, assignments: vec![], configs: vec![] };
+    let ControllerReply::Topics(results) =
+        h.ask(ControllerRequest::CreateTopics { topics: vec![topic], validate_only: false })
+    else {
+        panic!("topics reply")
+    };
+    let topic_id = results[0].1.clone().expect("created");
+    // The only broker stops; no request reaches the controller after it.
+    for _ in 0..60 {
+        h.tick();
+    }
+    assert!(h.controller.image().brokers[&1].fenced, "fenced within 3 s of session and a few batches");
+    assert_eq!(leaders_of(&h, topic_id, 9), vec![NO_LEADER; 9]);
+}

@@ -334,6 +334,7 @@ fn three_nodes_form_a_cluster_spread_partitions_and_survive_a_controller_kill() 
     let invalid = kafka_protocol::ResponseError::InvalidReplicaAssignment.code();
     assert_eq!(create_partitions(cluster.address(2), "grown", 3, &[3, 9]), invalid, "broker 9 is not registered");
     assert_eq!(create_partitions(cluster.address(2), "grown", 3, &[3]), invalid, "one assignment for two partitions");
+    assert_eq!(create_partitions(cluster.address(2), "grown", 3, &[]), invalid, "an empty list assigns none");
     assert_eq!(create_partitions(cluster.address(2), "grown", 3, &[3, 2]), 0);
     wait_until("every node has the new partitions", Duration::from_secs(10), || {
         (1..=3).all(|node| leaders(cluster.address(node), "grown").get(1..) == Some(&[3, 2][..]))
@@ -433,6 +434,9 @@ fn a_controller_only_node_votes_and_holds_no_partitions() {
     assert_eq!(brokers, BTreeSet::from([1, 2]));
     assert!(std::net::TcpStream::connect(&nodes[2].address).is_err(), "no client listener on a controller-only node");
     RawClient::connect(&nodes[0].address).create_topic("two-brokers", 4);
+    wait_until("node 2 applies the creation", Duration::from_secs(10), || {
+        leaders(&nodes[1].address, "two-brokers").len() == 4
+    });
     let placed = leaders(&nodes[1].address, "two-brokers");
     assert_eq!(placed.iter().filter(|l| **l == 1).count(), 2, "{placed:?}");
     assert_eq!(placed.iter().filter(|l| **l == 2).count(), 2, "{placed:?}");

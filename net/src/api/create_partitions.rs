@@ -25,7 +25,7 @@ async fn grow(
     context: &Context,
     name: &str,
     count: i32,
-    assignments: Vec<Vec<i32>>,
+    assignments: Option<Vec<Vec<i32>>>,
     validate_only: bool,
 ) -> Result<(), Refusal> {
     let shared = &context.shared;
@@ -77,8 +77,10 @@ pub async fn handle(context: &Context, request: CreatePartitionsRequest, _versio
         let outcome = if duplicates.contains(&name) {
             Err((ResponseError::InvalidRequest, format!("topic {name} appears more than once")))
         } else {
-            let assignments: Vec<Vec<i32>> =
-                topic.assignments.iter().flatten().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect();
+            let assignments: Option<Vec<Vec<i32>>> = topic
+                .assignments
+                .as_ref()
+                .map(|list| list.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect());
             grow(context, &name, topic.count, assignments, request.validate_only).await
         };
         let mut result = CreatePartitionsTopicResult::default();

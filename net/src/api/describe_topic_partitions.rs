@@ -60,15 +60,14 @@ pub fn describe(image: &MetadataImage, request: DescribeTopicPartitionsRequest) 
             request.topics.iter().map(|t| error_topic(t.name.0.as_str(), ResponseError::InvalidRequest)).collect();
         return response;
     }
-    let mut remaining = MAX_PARTITIONS_PER_ANSWER.min(request.response_partition_limit);
+    // At least one partition an answer, so a client following the cursor
+    // always moves on (as Kafka's brokers answer a limit of 0 or less).
+    let mut remaining = MAX_PARTITIONS_PER_ANSWER.min(request.response_partition_limit).max(1);
     for name in names {
         if remaining == 0 {
             // Every partition of the topics before is listed: the next
             // page starts at this topic.
             response.next_cursor = Some(cursor_at(&name, 0));
-            break;
-        }
-        if remaining < 0 {
             break;
         }
         let start = match &cursor {
@@ -230,6 +229,10 @@ mod tests {
         assert_eq!(shape(&third), (vec![("b".into(), 0, vec![1])], None));
         let exact = describe(&image, request(&[], 3, None));
         assert_eq!(shape(&exact), (vec![("a".into(), 0, vec![0, 1, 2])], Some(("b".into(), 0))));
+        for limit in [0, -5] {
+            let one = describe(&image, request(&[], limit, None));
+            assert_eq!(shape(&one), (vec![("a".into(), 0, vec![0])], Some(("a".into(), 1))), "limit {limit}");
+        }
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! type 0) moves a partition's leadership to its first replica when that
 //! one is live and in the ISR; an unclean one (type 1) gives a partition
 //! without a leader one from its live replicas. The active controller
-//! decides, a thousand partitions a request; the answer waits until this
-//! broker applied the changes. With no partitions named, every partition
+//! decides, a thousand partitions a request (asked again while the quorum
+//! has no leader, within the request's timeout); the answer waits until
+//! this broker applied the changes. With no partitions named, every partition
 //! is tried and those already led as asked are left out of the answer, as
 //! Kafka does. Runs on the connection's shard.
 
@@ -21,6 +22,8 @@ use super::Context;
 
 /// Partitions per request to the controller (its batches are bounded).
 const PARTITIONS_PER_ASK: usize = 1000;
+/// The wait before asking again while the quorum elects a leader.
+const RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 /// ElectLeaders' election types.
 const PREFERRED: i8 = 0;
 const UNCLEAN: i8 = 1;
@@ -52,7 +55,8 @@ pub async fn handle(context: &Context, request: ElectLeadersRequest, version: i1
         }
         asked.into_iter().map(|partition| (partition, Err(refusal.clone()))).collect()
     } else {
-        elect(context, election_type == PREFERRED, asked).await
+        let deadline_ms = context.state.clock.now_ms() + i64::from(request.timeout_ms.clamp(1_000, 300_000));
+        elect(context, election_type == PREFERRED, asked, deadline_ms).await
     };
     let mut by_topic: Vec<ReplicaElectionResult> = Vec::new();
     let mut position: BTreeMap<String, usize> = BTreeMap::new();
@@ -79,12 +83,27 @@ pub async fn handle(context: &Context, request: ElectLeadersRequest, version: i1
     response
 }
 
-/// Each partition's outcome, decided by the controller a chunk at a time.
-async fn elect(context: &Context, preferred: bool, asked: Vec<(String, i32)>) -> Vec<((String, i32), Outcome)> {
+/// Each partition's outcome, decided by the controller a chunk at a time;
+/// while the quorum has no leader (an election), a chunk is asked again
+/// until `deadline_ms`, as Kafka's brokers retry a forwarded request.
+async fn elect(
+    context: &Context,
+    preferred: bool,
+    asked: Vec<(String, i32)>,
+    deadline_ms: i64,
+) -> Vec<((String, i32), Outcome)> {
+    let clock = &context.state.clock;
     let mut outcomes = Vec::with_capacity(asked.len());
     for chunk in asked.chunks(PARTITIONS_PER_ASK) {
-        let request = ControllerRequest::ElectLeaders { preferred, partitions: chunk.to_vec() };
-        let answer = context.shared.controller.ask(request).await;
+        let answer = loop {
+            let request = ControllerRequest::ElectLeaders { preferred, partitions: chunk.to_vec() };
+            let answer = context.shared.controller.ask(request).await;
+            let no_leader = matches!(answer.reply, ControllerReply::Refused(ControllerError::NotController { .. }));
+            if !no_leader || clock.now_ms() >= deadline_ms {
+                break answer;
+            }
+            clock.sleep(RETRY_BACKOFF).await;
+        };
         let decided: BTreeMap<(String, i32), Result<(), ControllerError>> = match answer.reply {
             ControllerReply::Elected(results) => results.into_iter().collect(),
             ControllerReply::Refused(error) => chunk.iter().map(|p| (p.clone(), Err(error.clone()))).collect(),

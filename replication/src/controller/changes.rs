@@ -232,12 +232,12 @@ pub(super) fn create_topic(
         placement::place(image, loads, partitions as usize, rf as usize)
             .map_err(|e| ControllerError::InvalidReplicationFactor(e.to_string()))?
     } else {
-        check_assignments(image, &topic.assignments, topic.partitions, topic.replication_factor, settings)?;
+        check_assignments(image, loads, &topic.assignments, topic.partitions, topic.replication_factor, settings)?;
         topic.assignments.clone()
     };
     let mut records = vec![MetadataRecord::Topic { name: topic.name.clone(), topic_id }];
     for (i, replicas) in assignments.into_iter().enumerate() {
-        records.push(new_partition(image, topic_id, i as i32, replicas)?);
+        records.push(new_partition(image, loads, topic_id, i as i32, replicas)?);
     }
     for (name, value) in &topic.configs {
         records.push(MetadataRecord::Config {
@@ -267,6 +267,7 @@ fn check_replication_factor(rf: i32, settings: &ControllerSettings) -> Result<()
 
 fn check_assignments(
     image: &MetadataImage,
+    loads: &Loads,
     assignments: &[Vec<i32>],
     partitions: i32,
     replication_factor: i32,
@@ -280,12 +281,18 @@ fn check_assignments(
         return invalid(format!("more than {MAX_PARTITIONS_PER_TOPIC} partitions"));
     }
     let rf = assignments[0].len();
-    check_replica_sets(image, assignments, rf)?;
+    check_replica_sets(image, loads, assignments, rf)?;
     check_replication_factor(rf as i32, settings)
 }
 
-/// Each replica set has `rf` distinct registered brokers, one of them live.
-fn check_replica_sets(image: &MetadataImage, assignments: &[Vec<i32>], rf: usize) -> Result<(), ControllerError> {
+/// Each replica set has `rf` distinct registered brokers, one of them
+/// live and not leaving.
+fn check_replica_sets(
+    image: &MetadataImage,
+    loads: &Loads,
+    assignments: &[Vec<i32>],
+    rf: usize,
+) -> Result<(), ControllerError> {
     let invalid = |why: String| Err(ControllerError::InvalidReplicaAssignment(why));
     for (i, replicas) in assignments.iter().enumerate() {
         if replicas.len() != rf {
@@ -300,8 +307,8 @@ fn check_replica_sets(image: &MetadataImage, assignments: &[Vec<i32>], rf: usize
         if let Some(unknown) = replicas.iter().find(|r| !image.brokers.contains_key(r)) {
             return invalid(format!("broker {unknown} of assignment {i} is not registered"));
         }
-        if !replicas.iter().any(|r| live(image, *r)) {
-            return invalid(format!("every broker of assignment {i} is fenced"));
+        if !replicas.iter().any(|r| live(image, *r) && !loads.is_excluded(*r)) {
+            return invalid(format!("every broker of assignment {i} is fenced or shutting down"));
         }
     }
     Ok(())
@@ -313,7 +320,7 @@ pub(super) fn create_partitions(
     loads: &mut Loads,
     name: &str,
     count: i32,
-    assignments: &[Vec<i32>],
+    assignments: Option<&[Vec<i32>]>,
 ) -> Result<Vec<MetadataRecord>, ControllerError> {
     let topic = image.topic(name).ok_or(ControllerError::UnknownTopic)?;
     let current = topic.partitions.len() as i32;
@@ -323,10 +330,7 @@ pub(super) fn create_partitions(
         )));
     }
     let rf = topic.partitions[0].replicas.len();
-    let placed = if assignments.is_empty() {
-        placement::place(image, loads, (count - current) as usize, rf)
-            .map_err(|e| ControllerError::InvalidReplicationFactor(e.to_string()))?
-    } else {
+    let placed = if let Some(assignments) = assignments {
         if assignments.len() != (count - current) as usize {
             return Err(ControllerError::InvalidReplicaAssignment(format!(
                 "{} assignments given for {} new partitions",
@@ -334,13 +338,16 @@ pub(super) fn create_partitions(
                 count - current
             )));
         }
-        check_replica_sets(image, assignments, rf)?;
+        check_replica_sets(image, loads, assignments, rf)?;
         assignments.to_vec()
+    } else {
+        placement::place(image, loads, (count - current) as usize, rf)
+            .map_err(|e| ControllerError::InvalidReplicationFactor(e.to_string()))?
     };
     placed
         .into_iter()
         .enumerate()
-        .map(|(i, replicas)| new_partition(image, topic.topic_id, current + i as i32, replicas))
+        .map(|(i, replicas)| new_partition(image, loads, topic.topic_id, current + i as i32, replicas))
         .collect()
 }
 
@@ -348,15 +355,18 @@ pub(super) fn create_partitions(
 /// them the leader.
 fn new_partition(
     image: &MetadataImage,
+    loads: &Loads,
     topic_id: Uuid,
     partition: i32,
     replicas: Vec<i32>,
 ) -> Result<MetadataRecord, ControllerError> {
-    let isr: Vec<i32> = replicas.iter().copied().filter(|r| live(image, *r)).collect();
+    // As Kafka: the replicas that are live and not shutting down (or being
+    // fenced) are in sync, the first of them leads.
+    let isr: Vec<i32> = replicas.iter().copied().filter(|r| live(image, *r) && !loads.is_excluded(*r)).collect();
     // Placement uses live brokers and checked assignments have one.
     let Some(&leader) = isr.first() else {
         return Err(ControllerError::InvalidReplicaAssignment(format!(
-            "every broker of partition {partition} is fenced"
+            "every broker of partition {partition} is fenced or shutting down"
         )));
     };
     Ok(MetadataRecord::Partition {
@@ -378,11 +388,13 @@ pub(super) fn elect(
     partition: i32,
     preferred: bool,
     settings: &ControllerSettings,
+    gone: &[i32],
 ) -> Result<Vec<MetadataRecord>, ControllerError> {
     let topic = image.topic(name).ok_or(ControllerError::UnknownTopic)?;
     let index = usize::try_from(partition).map_err(|_| ControllerError::UnknownPartition)?;
     let p = topic.partitions.get(index).ok_or(ControllerError::UnknownPartition)?;
-    let is_live = |b: i32| live(image, b);
+    // A broker being fenced or shutting down is elected nowhere.
+    let is_live = |b: i32| live(image, b) && !gone.contains(&b);
     let change = if preferred {
         if p.leader == p.replicas[0] {
             return Err(ControllerError::ElectionNotNeeded);

@@ -337,7 +337,8 @@ impl Controller {
         }
         // A new leader first applies its whole log (the entries of earlier
         // terms commit with its first entry).
-        let idle = self.queue.is_empty() && self.reconciling.is_empty() && !self.rebalance_due;
+        let idle =
+            self.queue.is_empty() && self.reconciling.is_empty() && self.leaving.is_empty() && !self.rebalance_due;
         if self.in_flight.is_some() || idle || self.image().offset < self.quorum.last_index() {
             return false;
         }
@@ -356,6 +357,9 @@ impl Controller {
             let Some(queued) = self.queue.pop_front() else { break };
             let held = queued.clone();
             let (added, reply) = self.change_of(&scratch, &mut loads, batch_offset, queued);
+            // A broker that started leaving with this item gets nothing new
+            // from the next ones.
+            loads.exclude(self.leaving.keys().copied());
             let bytes = if added.is_empty() { 0 } else { RecordBatch::of(added.iter().cloned()).encode().len() };
             if bytes > MAX_BATCH_BYTES / 2 {
                 if let Some((id, _)) = reply {
@@ -549,7 +553,7 @@ impl Controller {
                         results.push((name, Err(twice)));
                         continue;
                     }
-                    match changes::create_partitions(scratch, loads, &name, count, &assignments) {
+                    match changes::create_partitions(scratch, loads, &name, count, assignments.as_deref()) {
                         Ok(added) => {
                             if !validate_only {
                                 records.extend(added);
@@ -582,7 +586,8 @@ impl Controller {
                     if !seen.insert((name.clone(), partition)) {
                         continue;
                     }
-                    match changes::elect(scratch, &name, partition, preferred, &settings) {
+                    let gone: Vec<i32> = self.leaving.keys().copied().collect();
+                    match changes::elect(scratch, &name, partition, preferred, &settings, &gone) {
                         Ok(added) => {
                             records.extend(added);
                             results.push(((name, partition), Ok(())));
@@ -683,7 +688,16 @@ impl Controller {
             }
         }
         let gone: Vec<i32> = self.leaving.keys().copied().collect();
-        let brokers: Vec<i32> = self.reconciling.iter().copied().filter(|b| !gone.contains(b)).collect();
+        // An unfenced broker this leader has not heard from yet may be the
+        // dead one an earlier leader was fencing: nothing comes back to it
+        // until it heartbeats (or its lease runs out and it is fenced).
+        let brokers: Vec<i32> = self
+            .reconciling
+            .iter()
+            .copied()
+            .filter(|b| !gone.contains(b))
+            .filter(|b| self.heard.contains(b) || scratch.brokers.get(b).is_none_or(|r| r.fenced))
+            .collect();
         for broker in brokers {
             let room = budget.saturating_sub(records.len());
             if room == 0 {

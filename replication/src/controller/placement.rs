@@ -43,6 +43,11 @@ impl Loads {
         self.excluded.extend(brokers);
     }
 
+    /// Whether `broker` gets nothing new.
+    pub fn is_excluded(&self, broker: i32) -> bool {
+        self.excluded.contains(&broker)
+    }
+
     fn add(&mut self, replicas: &[i32]) {
         for r in replicas {
             *self.replicas.entry(*r).or_default() += 1;

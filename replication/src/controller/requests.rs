@@ -29,6 +29,9 @@ pub struct NewTopic {
     pub configs: Vec<(String, String)>,
 }
 
+/// One replica list (broker ids, preferred leader first) per partition.
+pub type ReplicaSets = Vec<Vec<i32>>;
+
 /// A request to the controller.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ControllerRequest {
@@ -42,8 +45,8 @@ pub enum ControllerRequest {
     DeleteTopics { names: Vec<String> },
     /// CreatePartitions: each topic grows to the given count, the new
     /// partitions on the replicas given (one list per new partition) or,
-    /// when none are, placed by the controller.
-    CreatePartitions { topics: Vec<(String, i32, Vec<Vec<i32>>)>, validate_only: bool },
+    /// when no list is given, placed by the controller.
+    CreatePartitions { topics: Vec<(String, i32, Option<ReplicaSets>)>, validate_only: bool },
     /// AllocateProducerIds: a block for one broker.
     AllocateProducerIds { broker_id: i32, broker_epoch: i64 },
     /// ElectLeaders for these partitions.
