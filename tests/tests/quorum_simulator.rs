@@ -75,3 +75,13 @@ fn the_same_quorum_seed_gives_the_same_trace() {
     hashes.dedup();
     assert_eq!(hashes.len(), 3, "different seeds make different runs");
 }
+
+/// Seed 520 once left two voters with one election timeout splitting every
+/// vote while the third, with a longer log, refused both: no leader for
+/// 400 ticks after the heal. A failed election now adds a jitter drawn from
+/// the node's incarnation and the term.
+#[test]
+fn voters_in_lockstep_elect_a_leader_after_a_split_vote() {
+    let report = run_quorum_seed(520, &config()).unwrap_or_else(|f| panic!("{f}"));
+    assert!(report.recovery_ticks < 400, "{report:?}");
+}

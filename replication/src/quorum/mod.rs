@@ -8,9 +8,13 @@
 //! before what it promises is durable, and an entry counts toward the
 //! quorum only once it is on disk.
 //!
-//! The election timeout is pinned per node (`max_election_tick =
-//! min_election_tick + 1`), so raft-rs's randomized timeout is a value the
-//! caller chose: a run depends only on its inputs.
+//! The election timeout is chosen here, never by raft-rs's thread-local
+//! randomness, so a run depends only on its inputs: a follower waits its
+//! node's `election_ticks`; a candidate or pre-candidate whose election
+//! failed waits that plus a jitter of up to half of it, drawn from its
+//! incarnation and the term. The jitter breaks the lockstep in which two
+//! voters with one timeout split every vote while a third, with a longer
+//! log, refuses both.
 
 pub mod log_codec;
 pub mod storage;
@@ -51,7 +55,8 @@ pub struct QuorumConfig {
     /// follower a little behind catches up from the log.
     pub entries_kept_behind_snapshot: u64,
     /// Distinguishes this process's proposals from an earlier one's
-    /// (a fresh random value at every start).
+    /// (a fresh random value at every start); also seeds the election
+    /// jitter.
     pub incarnation: u64,
 }
 
@@ -131,7 +136,7 @@ impl Quorum {
             id: config.node_id,
             election_tick: config.election_ticks,
             min_election_tick: config.election_ticks,
-            max_election_tick: config.election_ticks + 1,
+            max_election_tick: config.election_ticks + max_jitter(config.election_ticks) + 1,
             heartbeat_tick: config.heartbeat_ticks,
             applied: snapshot_index,
             max_size_per_msg: MAX_BYTES_PER_MESSAGE,
@@ -144,7 +149,30 @@ impl Quorum {
         let storage = MetadataStorage::new(&config.voters, recovered.hard_state, recovered.snapshot, recovered.entries);
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let node = RawNode::new(&raft_config, storage, &logger)?;
-        Ok(Quorum { config, node, image, actions: VecDeque::new(), next_token: 1, leader: 0, term: 0, snapshot_index })
+        let mut quorum =
+            Quorum { config, node, image, actions: VecDeque::new(), next_token: 1, leader: 0, term: 0, snapshot_index };
+        quorum.choose_election_timeout();
+        Ok(quorum)
+    }
+
+    /// Sets the election timeout raft-rs uses (see the module
+    /// documentation); called after every call into raft-rs, which draws a
+    /// random one whenever the node changes role or term.
+    fn choose_election_timeout(&mut self) {
+        let base = self.config.election_ticks;
+        let raft = &mut self.node.raft;
+        let timeout = if raft.state == StateRole::Follower {
+            base
+        } else {
+            let mut z = self.config.incarnation ^ raft.term.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            base + (z % (max_jitter(base) as u64 + 1)) as usize
+        };
+        if raft.randomized_election_timeout() != timeout {
+            raft.set_randomized_election_timeout(timeout);
+        }
     }
 
     /// This node's id.
@@ -209,6 +237,7 @@ impl Quorum {
     /// One tick of the logical clock (the driver's tick interval).
     pub fn tick(&mut self) {
         self.node.tick();
+        self.choose_election_timeout();
     }
 
     /// Stands for election now, without waiting out the election ticks:
@@ -218,6 +247,7 @@ impl Quorum {
         if !self.is_leader() {
             // Refused only while a leader transfer runs: nothing to do.
             let _ = self.node.campaign();
+            self.choose_election_timeout();
         }
     }
 
@@ -229,6 +259,7 @@ impl Quorum {
         }
         // A stale or duplicated message is refused by raft-rs: nothing to do.
         let _ = self.node.step(message);
+        self.choose_election_timeout();
     }
 
     /// Proposes a batch of records; the token comes back in
@@ -415,4 +446,9 @@ fn image_of_snapshot(snapshot: &Snapshot) -> Result<MetadataImage, QuorumError> 
     let batch =
         RecordBatch::decode_snapshot(&snapshot.data).map_err(|source| QuorumError::Record { offset, source })?;
     Ok(MetadataImage::from_records(offset, &batch)?)
+}
+
+/// The most ticks a failed election adds to a voter's election timeout.
+fn max_jitter(election_ticks: usize) -> usize {
+    election_ticks / 2
 }
