@@ -85,3 +85,12 @@ fn voters_in_lockstep_elect_a_leader_after_a_split_vote() {
     let report = run_quorum_seed(520, &config()).unwrap_or_else(|f| panic!("{f}"));
     assert!(report.recovery_ticks < 400, "{report:?}");
 }
+
+/// Seed 1397 once ended with a partition leaderless while its only in-sync
+/// replica was live: the batch carrying the change owed after the broker's
+/// return was dropped by a leader transfer, and nothing owed it again.
+#[test]
+fn partition_changes_of_a_dropped_batch_are_owed_again() {
+    let report = run_quorum_seed(1397, &config()).unwrap_or_else(|f| panic!("{f}"));
+    assert!(report.recovery_ticks < 400, "{report:?}");
+}

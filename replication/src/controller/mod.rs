@@ -413,6 +413,11 @@ impl Controller {
                 output
                     .replies
                     .extend(replies.into_iter().map(|(id, _)| (id, ControllerReply::Refused(refusal.clone()))));
+                // The batch may have carried partition changes owed after a
+                // liveness change (their brokers left `reconciling` when
+                // staged): every broker is reconciled again from the image.
+                let registered: Vec<i32> = self.image().brokers.keys().copied().collect();
+                self.reconciling.extend(registered);
                 false
             }
         }
