@@ -259,7 +259,11 @@ pub async fn handle(context: &Context, mut request: ProduceRequest, version: i16
             }
         }
     }
-    if version >= 10 {
+    let not_leader = ResponseError::NotLeaderOrFollower.code();
+    let led_elsewhere =
+        response.responses.iter().flat_map(|t| &t.partition_responses).any(|p| p.error_code == not_leader);
+    if version >= 10 && led_elsewhere {
+        // The image is read only for an answer that needs it.
         point_to_current_leaders(&context.shared.controller.published().image(), &mut response);
     }
     Answer::Respond(Box::new(ResponseKind::Produce(response)))

@@ -82,13 +82,8 @@ public final class ShardlineBroker implements AutoCloseable {
 
     /** Starts a broker with extra settings, each "key=value", passed as {@code --set key=value}. */
     public static ShardlineBroker start(String name, String... settings) throws Exception {
-        List<String> extra = new ArrayList<>();
-        for (String kv : settings) {
-            extra.add("--set");
-            extra.add(kv);
-        }
-        Path logDir = Paths.get(System.getProperty("shardline.logdir", "target/broker-logs"));
-        Files.createDirectories(logDir);
+        List<String> extra = setArgs(settings);
+        Path logDir = logDir();
         Exception last = null;
         for (int attempt = 1; attempt <= 3; attempt++) {
             Path dataDir = Files.createTempDirectory("shardline-data-");
@@ -114,13 +109,8 @@ public final class ShardlineBroker implements AutoCloseable {
      * the other nodes know this one's controller port.
      */
     public static ShardlineBroker startNode(String name, String host, String... settings) throws Exception {
-        List<String> extra = new ArrayList<>();
-        for (String kv : settings) {
-            extra.add("--set");
-            extra.add(kv);
-        }
-        Path logDir = Paths.get(System.getProperty("shardline.logdir", "target/broker-logs"));
-        Files.createDirectories(logDir);
+        List<String> extra = setArgs(settings);
+        Path logDir = logDir();
         Path dataDir = Files.createTempDirectory("shardline-data-");
         ShardlineBroker b = new ShardlineBroker(name, host, 1, dataDir, logDir.resolve(name + ".stderr.log"),
                 logDir.resolve(name + ".stdout.log"), List.copyOf(extra));
@@ -132,6 +122,23 @@ public final class ShardlineBroker implements AutoCloseable {
             b.deleteDataDir();
             throw e;
         }
+    }
+
+    /** Each "key=value" as {@code --set key=value}. */
+    private static List<String> setArgs(String... settings) {
+        List<String> args = new ArrayList<>();
+        for (String kv : settings) {
+            args.add("--set");
+            args.add(kv);
+        }
+        return args;
+    }
+
+    /** Where brokers' logs go (created if missing). */
+    private static Path logDir() throws IOException {
+        Path dir = Paths.get(System.getProperty("shardline.logdir", "target/broker-logs"));
+        Files.createDirectories(dir);
+        return dir;
     }
 
     /** A port free on {@code host} (a loopback address) at the time of asking. */
